@@ -1,0 +1,187 @@
+"""One structlog configuration for every service and CLI, with redaction.
+
+Logs are the easiest place for a patient identifier to leak: a debug line with
+a row, an exception that quotes its input, a library warning. So redaction is
+not left to call sites. Every event (structlog's and the standard library's,
+routed through the same processors) passes `redact_identifiers`, which
+
+* replaces the value of any key whose name says it holds an identifier or
+  contact detail (``cpr``, ``email``, ``phone``, ``name``, ...), at any depth
+  of nested dicts and lists, and
+* scrubs every remaining string (the message too, and formatted tracebacks)
+  for things shaped like identifiers: CPR numbers, US SSNs, e-mail addresses
+  and phone numbers.
+
+Output is JSON lines when stderr is not a terminal (what Kubernetes and the
+CI collect) and a readable console rendering otherwise; timestamps are ISO
+8601 in UTC; context bound with `structlog.contextvars` (tenant, request id)
+appears on every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[redacted]"
+
+#: Key names (lower-cased, without separators) whose values are never logged.
+_SENSITIVE_KEYS = frozenset(
+    {
+        "cpr",
+        "cprnr",
+        "cprnumber",
+        "personnummer",
+        "ssn",
+        "socialsecuritynumber",
+        "mrn",
+        "email",
+        "emailaddress",
+        "mail",
+        "phone",
+        "phonenumber",
+        "mobile",
+        "telefon",
+        "mobil",
+        "name",
+        "fullname",
+        "givenname",
+        "familyname",
+        "firstname",
+        "lastname",
+        "navn",
+        "fornavn",
+        "efternavn",
+        "birthdate",
+        "dob",
+        "address",
+        "postaladdress",
+        "adresse",
+        "identifier",
+        "identifiers",
+        "contact",
+        "row",
+        "record",
+        "value",
+        "raw",
+    }
+)
+
+# Shapes of identifiers inside free text. Deliberately broad: a false positive
+# costs a redacted number in a log line, a false negative costs a patient.
+_PATTERNS = (
+    re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),  # e-mail
+    re.compile(r"(?<!\w)\d{6}[-\s.]?[\dA-Za-z]{4}(?!\w)"),  # CPR / e-CPR
+    re.compile(r"(?<!\w)\d{3}[-\s]\d{2}[-\s]\d{4}(?!\w)"),  # US SSN
+    re.compile(r"(?<![\w.])\+?\d[\d\s().-]{6,}\d(?![\w.])"),  # phone-like digit runs
+)
+
+
+def _normalise_key(key: object) -> str:
+    return re.sub(r"[^a-z]", "", str(key).lower())
+
+
+def scrub_text(text: str) -> str:
+    """Replace identifier-shaped substrings of `text`."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if _normalise_key(k) in _SENSITIVE_KEYS else _redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    return value
+
+
+def redact_identifiers(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: see the module docstring."""
+    for key, value in list(event_dict.items()):
+        if _normalise_key(key) in _SENSITIVE_KEYS:
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact(value)
+    return event_dict
+
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        # Redact before the timestamp is added: an ISO date is digit-run shaped.
+        redact_identifiers,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def configure_logging(
+    service: str,
+    level: str | int = "INFO",
+    fmt: LogFormat = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog and the standard library for one process.
+
+    Safe to call more than once (tests and the demo do): it replaces the root
+    handler instead of adding another.
+    """
+    out = stream or sys.stderr
+    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    shared = _shared_processors()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; typed `Any` because structlog's proxies are dynamic."""
+    return structlog.get_logger(name)
+
+
+def bind(**values: Any) -> Mapping[str, Any]:
+    """Bind request-scoped context (tenant, request id) for this task/thread."""
+    return structlog.contextvars.bind_contextvars(**values)
+
+
+def unbind(*keys: str) -> None:
+    structlog.contextvars.unbind_contextvars(*keys)

@@ -1,0 +1,162 @@
+"""RFC 9497 OPRF(ristretto255, SHA-512): the standard's vectors and properties."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import rbcl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from breachmatch import oprf
+
+# RFC 9497 Appendix A.1.1 — OPRF(ristretto255, SHA-512), mode 0x00.
+SEED = bytes.fromhex("a3" * 32)
+KEY_INFO = bytes.fromhex("74657374206b6579")
+SK_SM = bytes.fromhex("5ebcea5ee37023ccb9fc2d2019f9d7737be85591ae8652ffa9ef0f4d37063b0e")
+BLIND = bytes.fromhex("64d37aed22a27f5191de1c1d69fadb899d8862b58eb4220029e036ec4c1f6706")
+VECTORS = [
+    (
+        "00",
+        "609a0ae68c15a3cf6903766461307e5c8bb2f95e7e6550e1ffa2dc99e412803c",
+        "7ec6578ae5120958eb2db1745758ff379e77cb64fe77b0b2d8cc917ea0869c7e",
+        "527759c3d9366f277d8c6020418d96bb393ba2afb20ff90df23fb7708264e2f3"
+        "ab9135e3bd69955851de4b1f9fe8a0973396719b7912ba9ee8aa7d0b5e24bcf6",
+    ),
+    (
+        "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+        "da27ef466870f5f15296299850aa088629945a17d1f5b7f5ff043f76b3c06418",
+        "b4cbf5a4f1eeda5a63ce7b77c7d23f461db3fcab0dd28e4e17cecb5c90d02c25",
+        "f4a74c9c592497375e796aa837e907b1a045d34306a749db9f34221f7e750cb4"
+        "f2a6413a6bf6fa5e19ba6348eb673934a722a7ede2e7621306d18951e7cf2c73",
+    ),
+]
+
+
+def test_context_string_is_the_rfc_one():
+    assert oprf.CONTEXT_STRING == b"OPRFV1-\x00-ristretto255-SHA512"
+
+
+def test_derive_key_pair_matches_rfc():
+    sk, pk = oprf.derive_key_pair(SEED, KEY_INFO)
+    assert sk == SK_SM
+    assert pk == rbcl.crypto_scalarmult_ristretto255_base(SK_SM)
+
+
+@pytest.mark.parametrize(("inp", "blinded", "evaluated", "output"), VECTORS)
+def test_rfc_vectors(inp, blinded, evaluated, output):
+    data = bytes.fromhex(inp)
+    r, blinded_element = oprf.blind(data, BLIND)
+    assert r == BLIND
+    assert blinded_element.hex() == blinded
+    evaluated_element = oprf.blind_evaluate(SK_SM, blinded_element)
+    assert evaluated_element.hex() == evaluated
+    assert oprf.finalize(data, BLIND, evaluated_element).hex() == output
+    assert oprf.evaluate(SK_SM, data).hex() == output
+
+
+@pytest.mark.parametrize(
+    ("msg", "length", "expected"),
+    [
+        # RFC 9380 Appendix K.3, expand_message_xmd(SHA-512).
+        (
+            b"abcdef0123456789",
+            0x20,
+            "087e45a86e2939ee8b91100af1583c4938e0f5fc6c9db4b107b83346bc967f58",
+        ),
+        (
+            b"abc",
+            0x80,
+            "7f1dddd13c08b543f2e2037b14cefb255b44c83cc397c1786d975653e36a6b11"
+            "bdd7732d8b38adb4a0edc26a0cef4bb45217135456e58fbca1703cd6032cb134"
+            "7ee720b87972d63fbf232587043ed2901bce7f22610c0419751c065922b48843"
+            "1851041310ad659e4b23520e1772ab29dcdeb2002222a363f0c2b1c972b3efe1",
+        ),
+    ],
+)
+def test_expand_message_xmd_vectors(msg, length, expected):
+    dst = b"QUUX-V01-CS02-with-expander-SHA512-256"
+    assert oprf.expand_message_xmd(msg, dst, length).hex() == expected
+
+
+keys = st.binary(min_size=32, max_size=32).map(lambda s: oprf.derive_key_pair(s, b"t")[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=64), sk=keys)
+def test_finalize_of_blind_evaluate_equals_evaluate(data, sk):
+    r, blinded = oprf.blind(data)
+    assert oprf.finalize(data, r, oprf.blind_evaluate(sk, blinded)) == oprf.evaluate(sk, data)
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.binary(max_size=64), sk=keys, other=keys)
+def test_wrong_key_gives_another_output(data, sk, other):
+    if sk == other:
+        return
+    r, blinded = oprf.blind(data)
+    assert oprf.finalize(data, r, oprf.blind_evaluate(other, blinded)) != oprf.evaluate(sk, data)
+
+
+def test_blinding_hides_the_input_element():
+    data = b"cpr:0101701234"
+    _, first = oprf.blind(data)
+    _, second = oprf.blind(data)
+    assert first != second
+    assert oprf.hash_to_group(data) not in (first, second)
+
+
+@pytest.mark.parametrize(
+    ("element", "reason"),
+    [
+        (bytes(32), "identity"),
+        (b"\xff" * 32, "canonical"),
+        (b"\x01" * 31, "32 bytes"),
+        # The field prime p = 2^255 - 19 itself is a non-canonical encoding of 0.
+        ((2**255 - 19).to_bytes(32, "little"), "canonical"),
+    ],
+)
+def test_invalid_elements_are_rejected_with_index(element, reason):
+    good = oprf.blind(b"x")[1]
+    with pytest.raises(oprf.InvalidElementError, match=reason) as info:
+        oprf.blind_evaluate_batch(SK_SM, [good, good, element])
+    assert info.value.index == 2
+
+
+def test_finalize_rejects_invalid_evaluated_element():
+    r, _ = oprf.blind(b"x")
+    with pytest.raises(oprf.InvalidElementError):
+        oprf.finalize(b"x", r, bytes(32))
+
+
+def test_blind_rejects_unreduced_or_zero_blind():
+    with pytest.raises(oprf.OprfError):
+        oprf.blind(b"x", bytes(32))
+    with pytest.raises(oprf.OprfError):
+        oprf.blind(b"x", b"\xff" * 32)
+
+
+def test_batches_match_single_calls():
+    inputs = [f"cpr:{i:010d}".encode() for i in range(50)]
+    blinds, blinded = oprf.blind_batch(inputs)
+    evaluated = oprf.blind_evaluate_batch(SK_SM, blinded)
+    outputs = oprf.finalize_batch(inputs, blinds, evaluated)
+    assert outputs == oprf.evaluate_batch(SK_SM, inputs)
+    assert outputs == [oprf.evaluate(SK_SM, d) for d in inputs]
+
+
+def test_parallel_batches_match_sequential():
+    n = oprf.PARALLEL_THRESHOLD + 101
+    inputs = [f"email:p{i}@example.dk".encode() for i in range(n)]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        parallel = oprf.evaluate_batch_parallel(SK_SM, inputs, pool, workers=2)
+        _, blinded = oprf.blind_batch(inputs[:n])
+        evaluated = oprf.blind_evaluate_batch_parallel(SK_SM, blinded, pool, workers=2)
+        bad = list(blinded)
+        bad[n - 7] = bytes(32)
+        with pytest.raises(oprf.InvalidElementError) as info:
+            oprf.blind_evaluate_batch_parallel(SK_SM, bad, pool, workers=2)
+    assert parallel == oprf.evaluate_batch(SK_SM, inputs)
+    assert evaluated == [oprf.blind_evaluate(SK_SM, e) for e in blinded]
+    assert info.value.index == n - 7
