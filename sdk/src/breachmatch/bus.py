@@ -1,0 +1,172 @@
+"""NATS JetStream: one place for every stream, bucket and subject name.
+
+Ingest, matcher and notifier meet only through JetStream, so the names and
+stream settings they share live here and nowhere else. Each service calls
+`ensure_streams` for the streams it produces to or consumes from at start-up;
+creation is idempotent (an existing stream is updated to the declared config),
+so the first replica to start creates them and later ones agree.
+
+Replicas default to 1 (the embedded single-node default) and come from
+``BREACHMATCH_NATS_REPLICAS`` (3 on the Kubernetes cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+# --- subjects ----------------------------------------------------------------
+
+BREACH_PUBLISHED = "breachmatch.breach.published"
+BREACH_RETRACTED = "breachmatch.breach.retracted"
+AUDIT_EVALUATE = "breachmatch.audit.evaluate"  # + ".<tenant>"
+OUTREACH_REQUEST = "breachmatch.outreach.request"  # + ".<tenant>"
+OUTREACH_STATUS = "breachmatch.outreach.status"  # + ".<tenant>"
+OUTREACH_DEAD = "breachmatch.outreach.dead"  # + ".<tenant>"
+INGEST_CHUNK = "breachmatch.ingest.chunk"  # + ".<job>"
+INGEST_RESULT = "breachmatch.ingest.result"  # + ".<job>"
+
+# --- streams -----------------------------------------------------------------
+
+STREAM_BREACHES = "BREACHES"
+STREAM_AUDIT = "AUDIT"
+STREAM_OUTREACH = "OUTREACH"
+STREAM_OUTREACH_STATUS = "OUTREACH_STATUS"
+STREAM_OUTREACH_DEAD = "OUTREACH_DEAD"
+STREAM_INGEST_CHUNKS = "INGEST_CHUNKS"
+STREAM_INGEST_RESULTS = "INGEST_RESULTS"
+
+# --- key-value buckets and object stores ------------------------------------
+
+KV_BUDGETS = "budgets"
+KV_OUTREACH_LEDGER = "outreach-ledger"
+KV_INGEST_JOBS = "ingest-jobs"
+OBJ_BREACH_FILTERS = "breach-filters"
+
+_DAY = 24 * 3600.0
+
+
+def replicas() -> int:
+    return int(os.environ.get("BREACHMATCH_NATS_REPLICAS", "1"))
+
+
+def subject_for(prefix: str, token: str) -> str:
+    """Append one subject token, refusing characters NATS treats as syntax."""
+    if not token or any(c in token for c in " .*>\t\r\n"):
+        raise ValueError(f"invalid subject token for {prefix}")
+    return f"{prefix}.{token}"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    work_queue: bool = False
+    max_age_days: float = 0.0
+    duplicate_window_s: float = 120.0
+
+    def config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=self.subjects,
+            retention=RetentionPolicy.WORK_QUEUE if self.work_queue else RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas(),
+            max_age=self.max_age_days * _DAY if self.max_age_days else None,
+            duplicate_window=self.duplicate_window_s,
+            discard=DiscardPolicy.OLD,
+        )
+
+
+STREAMS: dict[str, StreamSpec] = {
+    spec.name: spec
+    for spec in (
+        # Breach events are the matcher's source of truth (it replays them at
+        # start-up); kept forever, deduplicated for a week so a re-ingest of
+        # the same dump cannot announce the same breach twice.
+        StreamSpec(
+            STREAM_BREACHES, [BREACH_PUBLISHED, BREACH_RETRACTED], duplicate_window_s=7 * _DAY
+        ),
+        StreamSpec(STREAM_AUDIT, [AUDIT_EVALUATE + ".>"], max_age_days=400),
+        StreamSpec(
+            STREAM_OUTREACH, [OUTREACH_REQUEST + ".>"], work_queue=True, duplicate_window_s=_DAY
+        ),
+        StreamSpec(STREAM_OUTREACH_STATUS, [OUTREACH_STATUS + ".>"], max_age_days=90),
+        StreamSpec(STREAM_OUTREACH_DEAD, [OUTREACH_DEAD + ".>"], max_age_days=90),
+        StreamSpec(
+            STREAM_INGEST_CHUNKS, [INGEST_CHUNK + ".>"], work_queue=True, duplicate_window_s=_DAY
+        ),
+        StreamSpec(
+            STREAM_INGEST_RESULTS, [INGEST_RESULT + ".>"], max_age_days=7, duplicate_window_s=_DAY
+        ),
+    )
+}
+
+
+async def connect(url: str, name: str) -> tuple[NatsClient, JetStreamContext]:
+    """Connect with reconnects forever: services ride out a NATS restart."""
+    nc = await nats.connect(
+        servers=[url],
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+    )
+    return nc, nc.jetstream()
+
+
+async def ensure_streams(js: JetStreamContext, *names: str) -> None:
+    """Create (or update to the declared config) the named streams."""
+    for name in names:
+        config = STREAMS[name].config()
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            # Some settings (retention) cannot change in place; the stream that
+            # exists is then the operator's to migrate, not ours to drop.
+            with contextlib.suppress(BadRequestError):
+                await js.update_stream(config)
+
+
+async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
+    """Create-or-bind a KV bucket."""
+    try:
+        return await js.key_value(bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=bucket,
+                history=history,
+                storage=StorageType.FILE,
+                replicas=replicas(),
+            )
+        )
+
+
+async def object_store(js: JetStreamContext, bucket: str) -> ObjectStore:
+    """Create-or-bind an object store bucket."""
+    try:
+        return await js.object_store(bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_object_store(
+            bucket,
+            ObjectStoreConfig(bucket=bucket, storage=StorageType.FILE, replicas=replicas()),
+        )

@@ -1,0 +1,102 @@
+"""Tenant (hospital) configuration shared by the matcher and the notifier.
+
+A tenant is identified by its client certificate's common name; this file
+says what each one may do and how it presents itself to patients. It is
+operator configuration (a Kubernetes ConfigMap mounted as a file,
+``BREACHMATCH_TENANTS_FILE``), so it is plain JSON and validated at start-up:
+a typo must stop the service, not silently give a hospital the default budget.
+
+Format::
+
+    {
+      "default_daily_budget": 500000,
+      "tenants": {
+        "hospital-a": {
+          "organisation": "Hospital A, Region Hovedstaden",
+          "contact_point": "Patientkontoret, tlf. 38 38 38 38, hverdage 9-15",
+          "daily_budget": 1000000,
+          "alert_email": "dpo@hospital-a.example",
+          "language": "da"
+        }
+      }
+    }
+
+Unknown tenants (a valid certificate not listed) get the default budget and
+no outreach identity; the notifier refuses outreach for them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DAILY_BUDGET = 500_000
+_TENANT_KEYS = {"organisation", "contact_point", "daily_budget", "alert_email", "language"}
+
+
+class TenantConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    tenant_id: str
+    daily_budget: int
+    organisation: str = ""
+    contact_point: str = ""
+    alert_email: str = ""
+    language: str = "da"
+
+
+@dataclass(frozen=True, slots=True)
+class Tenants:
+    default_daily_budget: int = DEFAULT_DAILY_BUDGET
+    known: dict[str, Tenant] = field(default_factory=dict)
+
+    def get(self, tenant_id: str) -> Tenant:
+        return self.known.get(tenant_id) or Tenant(tenant_id, self.default_daily_budget)
+
+    def is_known(self, tenant_id: str) -> bool:
+        return tenant_id in self.known
+
+    @classmethod
+    def load(cls, path: Path | None) -> Tenants:
+        """Load and validate; no file means defaults for everyone."""
+        if path is None:
+            return cls()
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TenantConfigError(f"cannot read tenants file {path}: {exc}") from exc
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: object) -> Tenants:
+        if not isinstance(doc, dict):
+            raise TenantConfigError("tenants file must hold a JSON object")
+        unknown = set(doc) - {"default_daily_budget", "tenants"}
+        if unknown:
+            raise TenantConfigError(f"unknown top-level keys: {sorted(unknown)}")
+        default = doc.get("default_daily_budget", DEFAULT_DAILY_BUDGET)
+        if not isinstance(default, int) or default < 0:
+            raise TenantConfigError("default_daily_budget must be a non-negative integer")
+        known: dict[str, Tenant] = {}
+        for tenant_id, entry in (doc.get("tenants") or {}).items():
+            if not isinstance(entry, dict):
+                raise TenantConfigError(f"tenant {tenant_id!r} must be an object")
+            bad = set(entry) - _TENANT_KEYS
+            if bad:
+                raise TenantConfigError(f"tenant {tenant_id!r}: unknown keys {sorted(bad)}")
+            budget = entry.get("daily_budget", default)
+            if not isinstance(budget, int) or budget < 0:
+                raise TenantConfigError(f"tenant {tenant_id!r}: daily_budget must be an integer")
+            known[tenant_id] = Tenant(
+                tenant_id=tenant_id,
+                daily_budget=budget,
+                organisation=str(entry.get("organisation", "")),
+                contact_point=str(entry.get("contact_point", "")),
+                alert_email=str(entry.get("alert_email", "")),
+                language=str(entry.get("language", "da")),
+            )
+        return cls(default, known)
