@@ -1,0 +1,67 @@
+"""Delivery channels: e-mail, SMS, Digital Post and dry-run, with routing.
+
+Most callers need only this::
+
+    dispatcher = Dispatcher.from_config(ChannelsConfig.from_env())
+    result = await dispatcher.deliver(notice, contact, idempotency_key)
+
+`deliver` raises `TransientDeliveryError` (retry later) or
+`UndeliverableError` (a `PermanentDeliveryError`: do not retry).
+"""
+
+from breachmatch_notifier.channels.base import (
+    ADDRESS_FIELD,
+    DIGITAL_POST,
+    DRY_RUN,
+    EMAIL,
+    SMS,
+    Channel,
+    DeliveryError,
+    DeliveryResult,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    message_uuid,
+)
+from breachmatch_notifier.channels.config import ChannelConfigError, ChannelsConfig, build_channels
+from breachmatch_notifier.channels.digital_post import DigitalPostChannel, DigitalPostConfig
+from breachmatch_notifier.channels.dispatch import (
+    DEFAULT_ORDER,
+    Dispatcher,
+    UndeliverableError,
+    route,
+)
+from breachmatch_notifier.channels.dry_run import DryRunChannel, DryRunLog
+from breachmatch_notifier.channels.email import EmailChannel, SmtpConfig, StartTls
+from breachmatch_notifier.channels.ratelimit import TokenBucket
+from breachmatch_notifier.channels.sms import SmsChannel, SmsGatewayConfig
+
+__all__ = [
+    "ADDRESS_FIELD",
+    "DEFAULT_ORDER",
+    "DIGITAL_POST",
+    "DRY_RUN",
+    "EMAIL",
+    "SMS",
+    "Channel",
+    "ChannelConfigError",
+    "ChannelsConfig",
+    "DeliveryError",
+    "DeliveryResult",
+    "DigitalPostChannel",
+    "DigitalPostConfig",
+    "Dispatcher",
+    "DryRunChannel",
+    "DryRunLog",
+    "EmailChannel",
+    "PermanentDeliveryError",
+    "SmsChannel",
+    "SmsGatewayConfig",
+    "SmtpConfig",
+    "StartTls",
+    "TokenBucket",
+    "TransientDeliveryError",
+    "UndeliverableError",
+    "build_channels",
+    "message_uuid",
+    "route",
+]

@@ -1,0 +1,125 @@
+"""Choosing the channel for each notice, with fallback, under rate limits.
+
+The patient's own channel order comes first (the hospital knows how each
+patient wants to be reached); the default is e-mail, then SMS, then Digital
+Post. Channels whose address field is empty are skipped before anything is
+tried, and a channel that fails *permanently* hands over to the next one. A
+*transient* failure stops the attempt and is raised: the worker retries the
+whole delivery later with the same idempotency key, so the ids the channels
+derive from it stay the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+
+from breachmatch.logs import get_logger
+from breachmatch.v1.outreach_pb2 import ContactDetails
+from breachmatch_notifier.channels.base import (
+    ADDRESS_FIELD,
+    DIGITAL_POST,
+    EMAIL,
+    SMS,
+    Channel,
+    DeliveryResult,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from breachmatch_notifier.channels.config import ChannelsConfig, build_channels
+from breachmatch_notifier.channels.dry_run import DryRunLog
+from breachmatch_notifier.channels.ratelimit import TokenBucket
+from breachmatch_notifier.notice import Notice
+
+DEFAULT_ORDER: tuple[str, ...] = (EMAIL, SMS, DIGITAL_POST)
+
+_log = get_logger(__name__)
+
+
+class UndeliverableError(PermanentDeliveryError):
+    """No channel could take the notice; ``failures`` says why, channel by channel."""
+
+    def __init__(self, failures: Sequence[PermanentDeliveryError]) -> None:
+        reasons = "; ".join(str(failure) for failure in failures)
+        super().__init__("dispatch", reasons or "no configured channel can reach this contact")
+        self.failures = tuple(failures)
+
+
+def route(contact: ContactDetails, configured_channels: Collection[str]) -> list[str]:
+    """The channels to try for ``contact``, best first.
+
+    The contact's ``channels`` order (or `DEFAULT_ORDER`), keeping only
+    channels that are configured and whose address field is filled in;
+    unknown names and repeats are dropped.
+    """
+    preferred = [name.strip().lower() for name in contact.channels] or list(DEFAULT_ORDER)
+    order: list[str] = []
+    for name in preferred:
+        if name in order or name not in configured_channels or name not in ADDRESS_FIELD:
+            continue
+        address_field = ADDRESS_FIELD[name]
+        if address_field is not None and not getattr(contact, address_field).strip():
+            continue
+        order.append(name)
+    return order
+
+
+class Dispatcher:
+    """Delivers notices over the configured channels; one per notifier process."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        rate_limits: Mapping[str, TokenBucket] | None = None,
+    ) -> None:
+        self._channels = dict(channels)
+        self._rate_limits = dict(rate_limits or {})
+
+    @classmethod
+    def from_config(
+        cls, config: ChannelsConfig, *, dry_run_log: DryRunLog | None = None
+    ) -> Dispatcher:
+        """Build the channels and their rate limits; raises `ChannelConfigError`."""
+        channels = build_channels(config, dry_run_log)
+        limits = {
+            name: TokenBucket(rate) for name, rate in config.rate_limits.items() if name in channels
+        }
+        return cls(channels, limits)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return tuple(self._channels)
+
+    def route(self, contact: ContactDetails) -> list[str]:
+        return route(contact, self._channels)
+
+    async def deliver(
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+    ) -> DeliveryResult:
+        """Send over the first channel that takes it.
+
+        Raises `TransientDeliveryError` (retry later) or `UndeliverableError`
+        (a `PermanentDeliveryError`: every routed channel refused, or none fits).
+        """
+        failures: list[PermanentDeliveryError] = []
+        for name in self.route(contact):
+            limit = self._rate_limits.get(name)
+            if limit is not None:
+                await limit.acquire()
+            try:
+                result = await self._channels[name].send(notice, contact, idempotency_key)
+            except PermanentDeliveryError as exc:
+                _log.warning("channel failed permanently", channel=name, reason=exc.reason)
+                failures.append(exc)
+                continue
+            except TransientDeliveryError as exc:
+                _log.warning("channel failed transiently", channel=name, reason=exc.reason)
+                raise
+            failed = tuple(failure.channel for failure in failures)
+            _log.info("notice delivered", channel=name, failed_channels=list(failed))
+            return replace(result, failed_channels=failed)
+        raise UndeliverableError(failures)
+
+    async def aclose(self) -> None:
+        for channel in self._channels.values():
+            await channel.aclose()
