@@ -21,8 +21,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class BreachArtifact(_message.Message):
     """A published breach as the matcher serves it. The manifest is the exact byte
     string the operator signed (canonical JSON, see breachmatch.filter); clients
-    verify `signature` over these bytes before they parse or trust anything in
-    them, so no re-serialisation can ever change what was signed.
+    verify the Ed25519 `signature` over breachmatch.filter.SIGNATURE_CONTEXT
+    followed by these bytes before they parse or trust anything in them, so no
+    re-serialisation can change what was signed and the operator's signature
+    cannot be valid for any other kind of message.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
