@@ -91,7 +91,7 @@ def test_every_member_is_found_with_its_label_and_strangers_are_not():
     body, summary = build(outputs, labels)
     breach = BreachFilter.from_bytes(body, manifest_for(summary))
 
-    assert [int(c) for c in breach.lookup(outputs)] == labels.tolist()
+    assert [None if c is None else int(c) for c in breach.lookup(outputs)] == labels.tolist()
 
     queries = 1_000_000
     strangers = breach.lookup_labels(derive_keys(random_outputs(rng, queries)))
@@ -287,7 +287,7 @@ def test_memory_mapped_file_reads_like_bytes(small, tmp_path):
     path.write_bytes(body)
     with BreachFilter.open(path, manifest) as breach:
         assert breach.entry_count == 3000
-        assert [int(c) for c in breach.lookup(outputs)] == labels.tolist()
+        assert [None if c is None else int(c) for c in breach.lookup(outputs)] == labels.tolist()
 
 
 @pytest.mark.parametrize("chunk_size", [1, 997, 1 << 20])
@@ -496,7 +496,7 @@ def test_two_million_entries_answer_correctly():
 
     members = np.concatenate(sample_outputs)
     strangers = random_outputs(rng, 100_000)
-    labels = breach.lookup_labels(derive_keys(np.concatenate([members, strangers])))
+    found = breach.lookup_labels(derive_keys(np.concatenate([members, strangers])))
     assert summary.entry_count == count
-    assert labels[:100_000].tolist() == np.concatenate(sample_labels).tolist()
-    assert np.all(labels[100_000:] == NOT_FOUND)
+    assert found[:100_000].tolist() == np.concatenate(sample_labels).tolist()
+    assert np.all(found[100_000:] == NOT_FOUND)
