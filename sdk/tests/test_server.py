@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from breachmatch import tls
-from breachmatch.server import ServerConfig, Service, watch_nats_health
+from breachmatch.server import LIVENESS, ServerConfig, Service, watch_nats_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -60,10 +60,15 @@ async def test_service_runtime_end_to_end(dev_pki):
                 watch_nats_health(service, lambda: connected["up"], interval=0.01)
             )
             seen.append((await watch.read()).status)
+            # Readiness dropped with NATS; liveness must not (no restart loop).
+            liveness = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=LIVENESS), timeout=5
+            )
             connected["up"] = True
             seen.append((await watch.read()).status)
             watch.cancel()
         assert seen == [SERVING, NOT_SERVING, SERVING]
+        assert liveness.status == SERVING
     finally:
         await service.drain()
     await asyncio.wait_for(watcher, 5)

@@ -35,6 +35,12 @@ log = logs.get_logger(__name__)
 
 _REQUEST_ID_HEADER = "x-request-id"
 
+#: Health service name for liveness probes: SERVING from start until drain,
+#: whatever NATS does. The overall status ("") is readiness: it also reports
+#: NOT_SERVING while NATS is unreachable, which should take the pod out of
+#: rotation, not get it restarted.
+LIVENESS = "liveness"
+
 if TYPE_CHECKING:  # grpc-stubs makes the interceptor generic; the runtime class is not
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
@@ -121,6 +127,7 @@ class Service:
             host, _, port = self.config.metrics_addr.rpartition(":")
             server, _thread = prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104
             self.metrics_port = server.server_port
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.set_serving(True)
         log.info(
             "service started",
@@ -157,6 +164,7 @@ class Service:
         """NOT_SERVING first (so load balancers stop routing), then finish in-flight calls."""
         self._stopping.set()
         await self.set_serving(False)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         started = time.monotonic()
         await self.server.stop(self.config.drain_seconds)
         if self._health_server is not None:
