@@ -1,0 +1,70 @@
+"""Birth dates in the spellings dumps and exports use, to ISO 8601.
+
+Accepted: ISO "YYYY-MM-DD" (also with "/" or "." and an optional time of day,
+as SQL dumps print dates), day-first "DD-MM-YYYY", "DD.MM.YYYY" and
+"DD/MM/YYYY" (Danish and European usage; US month-first is not guessed), and
+eight digits as "YYYYMMDD" or "DDMMYYYY". The two eight-digit readings can
+never both be valid dates in range: when YYYYMMDD has a real month and day,
+the DDMMYYYY reading's year is that month and day (0101-1231), centuries
+before the earliest accepted birth date.
+Two-digit years are refused: their century is a guess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from breachmatch.identifiers.errors import InvalidIdentifier, Placeholder, Reason
+from breachmatch.identifiers.kinds import KeyKind
+from breachmatch.identifiers.placeholders import is_placeholder_text
+
+_YEAR_FIRST = re.compile(
+    r"([0-9]{4})([-./])([0-9]{1,2})\2([0-9]{1,2})"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
+_DAY_FIRST = re.compile(r"([0-9]{1,2})([-./])([0-9]{1,2})\2([0-9]{4})")
+_EIGHT_DIGITS = re.compile(r"[0-9]{8}")
+
+#: No living person, nor any CPR number, is born earlier.
+EARLIEST_BIRTH_DATE = dt.date(1858, 1, 1)
+# Database defaults that stand for "unknown", not for a birthday.
+_FILLER_DATES = frozenset({dt.date(1900, 1, 1)})
+
+
+def normalise_birth_date(raw: str) -> str:
+    """The ISO date ("1980-02-29"); raises `InvalidIdentifier` or `Placeholder` (kind name_dob)."""
+    text = raw.strip()
+    if is_placeholder_text(text) or text.strip("0-./ ") == "":
+        raise Placeholder(KeyKind.NAME_DOB)
+    parts = _year_month_day(text)
+    if parts is None:
+        raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_FORMAT)
+    born = _date(*parts)
+    if born is None:
+        raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_BAD_DATE)
+    if born in _FILLER_DATES:
+        raise Placeholder(KeyKind.NAME_DOB)
+    if not EARLIEST_BIRTH_DATE <= born <= dt.date.today():
+        raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_RANGE)
+    return born.isoformat()
+
+
+def _year_month_day(text: str) -> tuple[int, int, int] | None:
+    if match := _YEAR_FIRST.fullmatch(text):
+        return int(match[1]), int(match[3]), int(match[4])
+    if match := _DAY_FIRST.fullmatch(text):
+        return int(match[4]), int(match[3]), int(match[1])
+    if _EIGHT_DIGITS.fullmatch(text):
+        year_first = (int(text[:4]), int(text[4:6]), int(text[6:]))
+        if _date(*year_first) is not None and int(text[:4]) >= EARLIEST_BIRTH_DATE.year:
+            return year_first
+        return int(text[4:]), int(text[2:4]), int(text[:2])
+    return None
+
+
+def _date(year: int, month: int, day: int) -> dt.date | None:
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
