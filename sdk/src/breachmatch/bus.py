@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 import nats
@@ -35,6 +36,7 @@ from nats.js.object_store import ObjectStore
 
 BREACH_PUBLISHED = "breachmatch.breach.published"
 BREACH_RETRACTED = "breachmatch.breach.retracted"
+BREACH_EVENTS = "breachmatch.breach.>"  # both of the above: what stream BREACHES holds
 AUDIT_EVALUATE = "breachmatch.audit.evaluate"  # + ".<tenant>"
 OUTREACH_REQUEST = "breachmatch.outreach.request"  # + ".<tenant>"
 OUTREACH_STATUS = "breachmatch.outreach.status"  # + ".<tenant>"
@@ -51,6 +53,16 @@ STREAM_OUTREACH_STATUS = "OUTREACH_STATUS"
 STREAM_OUTREACH_DEAD = "OUTREACH_DEAD"
 STREAM_INGEST_CHUNKS = "INGEST_CHUNKS"
 STREAM_INGEST_RESULTS = "INGEST_RESULTS"
+
+# --- durable consumers ---------------------------------------------------------
+
+#: The one pull consumer every ingest worker binds to (a work queue allows one
+#: consumer per subject, so workers share it rather than each making their own).
+CONSUMER_INGEST_WORKERS = "ingest-workers"
+#: The one pull consumer every notifier worker binds to on STREAM_OUTREACH.
+CONSUMER_NOTIFIER_WORKERS = "notifier-workers"
+#: The notifier's durable consumer of BREACH_PUBLISHED (new-breach alerts to tenants).
+CONSUMER_NOTIFIER_ALERTS = "notifier-breach-alerts"
 
 # --- key-value buckets and object stores ------------------------------------
 
@@ -71,6 +83,24 @@ def subject_for(prefix: str, token: str) -> str:
     if not token or any(c in token for c in " .*>\t\r\n"):
         raise ValueError(f"invalid subject token for {prefix}")
     return f"{prefix}.{token}"
+
+
+_PLAIN_TENANT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def tenant_token(tenant: str) -> str:
+    """A tenant id as one subject token or KV key segment, injectively.
+
+    Tenant ids are certificate common names and may hold dots, spaces or other
+    characters that NATS subjects and KV keys treat as syntax. Plain ids
+    (letters, digits, ``-``, ``_``) stay as they are so subjects remain
+    readable (``...audit.evaluate.hospital-a``); any other id becomes ``=``
+    and its UTF-8 bytes in hex. ``=`` never occurs in a plain id, so two
+    tenants can never share a token (and hence a budget or an audit subject).
+    """
+    if _PLAIN_TENANT.fullmatch(tenant):
+        return tenant
+    return "=" + tenant.encode("utf-8").hex()
 
 
 @dataclass(frozen=True)
@@ -146,6 +176,10 @@ async def ensure_streams(js: JetStreamContext, *names: str) -> None:
                 await js.update_stream(config)
 
 
+#: Buckets whose entries expire: a daily budget is worthless after its day.
+_KV_TTL_SECONDS: dict[str, float] = {KV_BUDGETS: 3 * _DAY}
+
+
 async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
     """Create-or-bind a KV bucket."""
     try:
@@ -155,6 +189,7 @@ async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyV
             KeyValueConfig(
                 bucket=bucket,
                 history=history,
+                ttl=_KV_TTL_SECONDS.get(bucket),
                 storage=StorageType.FILE,
                 replicas=replicas(),
             )

@@ -65,6 +65,10 @@ class InvalidElementError(OprfError):
         self.reason = reason
         self.index = index
 
+    def __reduce__(self) -> tuple[type[InvalidElementError], tuple[str, int | None]]:
+        # Rebuild from the fields when crossing a process pool, not from the message.
+        return (InvalidElementError, (self.reason, self.index))
+
 
 def _i2osp(value: int, length: int) -> bytes:
     return value.to_bytes(length, "big")

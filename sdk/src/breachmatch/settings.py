@@ -35,7 +35,7 @@ def add_env_argument(
 ) -> argparse.Action:
     """`parser.add_argument` whose default comes from the environment when set."""
     variable = env or env_name(flag)
-    raw = os.environ.get(variable)
+    raw = os.environ.get(variable) or None  # an empty variable means "not set"
     action = kwargs.get("action")
     if raw is not None:
         if action in ("store_true", "store_false"):

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
+from breachmatch import logs
+
 CA_FILE = "ca.crt"
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
@@ -163,13 +165,20 @@ def _authenticated(
     raise TypeError(f"gRPC method {method} has no behaviour to authenticate")
 
 
+async def _authenticate(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Set the call's tenant and bind it to every log line of the call."""
+    tenant = await tenant_of(context)
+    _tenant.set(tenant)
+    logs.bind(tenant=tenant)
+
+
 def _wrap(behaviour: _Behaviour, method: str) -> _Behaviour:
     if inspect.isasyncgenfunction(behaviour):
 
         async def streaming(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            _tenant.set(await tenant_of(context))
+            await _authenticate(context)
             async for response in behaviour(request, context):
                 yield response
 
@@ -177,7 +186,7 @@ def _wrap(behaviour: _Behaviour, method: str) -> _Behaviour:
     if inspect.iscoroutinefunction(behaviour):
 
         async def single(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            _tenant.set(await tenant_of(context))
+            await _authenticate(context)
             return await behaviour(request, context)
 
         return single

@@ -1,0 +1,193 @@
+"""Configuration of `breachmatch-matcher serve`: flags, their environment variables, defaults.
+
+Every flag has an environment fallback (`breachmatch.settings`): ``--flag-name``
+reads ``BREACHMATCH_FLAG_NAME``, the same names the other services use, so each
+process (a pod, or one service of `make demo`) is configured by its own env.
+
+=====================  ===================================  =================
+flag                   environment                          default
+=====================  ===================================  =================
+--nats-url             BREACHMATCH_NATS_URL                 nats://127.0.0.1:4222
+--tls-dir              BREACHMATCH_TLS_DIR                  (required) ca.crt, tls.crt, tls.key
+--oprf-key-dir         BREACHMATCH_OPRF_KEY_DIR             (required) one JSON file per key id
+--verify-key           BREACHMATCH_VERIFY_KEY               (required) operator Ed25519 key, hex
+--notifier-public-key  BREACHMATCH_NOTIFIER_PUBLIC_KEY      (required) X25519 key, hex
+--tenants-file         BREACHMATCH_TENANTS_FILE             none: default budget for all
+--grpc-addr            BREACHMATCH_GRPC_ADDR                0.0.0.0:50051 (mTLS)
+--health-addr          BREACHMATCH_HEALTH_ADDR              0.0.0.0:50052 (plaintext; "off")
+--metrics-addr         BREACHMATCH_METRICS_ADDR             0.0.0.0:9101 ("off" disables)
+--max-batch            BREACHMATCH_MAX_BATCH                4096 elements per request
+--workers              BREACHMATCH_WORKERS                  0 = every core
+--drain-seconds        BREACHMATCH_DRAIN_SECONDS            20
+--cache-dir            BREACHMATCH_CACHE_DIR                system temp dir
+--log-format           BREACHMATCH_LOG_FORMAT               auto (json unless a TTY)
+--log-level            BREACHMATCH_LOG_LEVEL                INFO
+=====================  ===================================  =================
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from breachmatch.server import ServerConfig
+from breachmatch.settings import add_env_argument
+from breachmatch_matcher.bodies import CHUNK_SIZE
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_GRPC_ADDR = "0.0.0.0:50051"
+DEFAULT_HEALTH_ADDR = "0.0.0.0:50052"
+DEFAULT_METRICS_ADDR = "0.0.0.0:9101"
+DEFAULT_MAX_BATCH = 4096
+#: Protobuf framing of one 32-byte `bytes` element: tag and length.
+_BYTES_PER_ELEMENT = 34
+_MESSAGE_HEADROOM = 64 * 1024
+#: ListBreaches returns every served manifest (about 1 KiB each) in one message.
+_MIN_MESSAGE_BYTES = 4 * 1024 * 1024
+_DISABLED = {"", "off", "none"}
+_REQUIRED_PATHS = ("tls_dir", "oprf_key_dir", "verify_key", "notifier_public_key")
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    tls_dir: Path
+    oprf_key_dir: Path
+    verify_key: Path
+    notifier_public_key: Path
+    nats_url: str = DEFAULT_NATS_URL
+    tenants_file: Path | None = None
+    grpc_addr: str = DEFAULT_GRPC_ADDR
+    health_addr: str | None = DEFAULT_HEALTH_ADDR
+    metrics_addr: str | None = DEFAULT_METRICS_ADDR
+    max_batch: int = DEFAULT_MAX_BATCH
+    workers: int = 0
+    drain_seconds: float = 20.0
+    cache_dir: Path | None = None
+    #: How long start-up may take to replay stream BREACHES before giving up.
+    replay_timeout: float = 60.0
+
+    @property
+    def evaluation_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def server_config(self) -> ServerConfig:
+        """The shared runtime's settings; messages are capped just above what we allow."""
+        largest = max(_MIN_MESSAGE_BYTES, CHUNK_SIZE, self.max_batch * _BYTES_PER_ELEMENT)
+        return ServerConfig(
+            grpc_addr=self.grpc_addr,
+            tls_dir=self.tls_dir,
+            health_addr=self.health_addr,
+            metrics_addr=self.metrics_addr,
+            max_message_bytes=largest + _MESSAGE_HEADROOM,
+            drain_seconds=self.drain_seconds,
+        )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_env_argument(
+        parser, "--tls-dir", type=Path, help="server TLS directory (ca.crt, tls.crt, tls.key)"
+    )
+    add_env_argument(parser, "--oprf-key-dir", type=Path, help="OPRF key ring directory")
+    add_env_argument(parser, "--verify-key", type=Path, help="operator Ed25519 verify key file")
+    add_env_argument(
+        parser, "--notifier-public-key", type=Path, help="notifier X25519 public key file"
+    )
+    add_env_argument(parser, "--tenants-file", type=Path, help="tenants JSON (budgets)")
+    add_env_argument(
+        parser,
+        "--grpc-addr",
+        default=DEFAULT_GRPC_ADDR,
+        help="mTLS gRPC listen address",
+    )
+    add_env_argument(
+        parser,
+        "--health-addr",
+        default=DEFAULT_HEALTH_ADDR,
+        help="plaintext grpc.health.v1 address for probes; 'off' disables",
+    )
+    add_env_argument(
+        parser,
+        "--metrics-addr",
+        default=DEFAULT_METRICS_ADDR,
+        help="Prometheus HTTP address; 'off' disables",
+    )
+    add_env_argument(
+        parser,
+        "--max-batch",
+        type=_positive_int,
+        default=DEFAULT_MAX_BATCH,
+        help="most blinded elements per Evaluate request",
+    )
+    add_env_argument(
+        parser,
+        "--workers",
+        type=_non_negative_int,
+        default=0,
+        help="evaluation processes; 0 = one per core",
+    )
+    add_env_argument(
+        parser,
+        "--drain-seconds",
+        type=float,
+        default=20.0,
+        help="grace for in-flight calls after SIGTERM",
+    )
+    add_env_argument(
+        parser,
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default="auto",
+        help="log format: json unless stderr is a terminal",
+    )
+    add_env_argument(parser, "--log-level", default="INFO", help="log level")
+    add_env_argument(
+        parser,
+        "--cache-dir",
+        type=Path,
+        help="where filter bodies are cached while served (default: system temp)",
+    )
+
+
+def _optional_address(value: str) -> str | None:
+    """An empty or "off" address disables the listener (an empty variable counts as unset)."""
+    return None if value.strip().lower() in _DISABLED else value
+
+
+def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> MatcherConfig:
+    """Build the config, reporting a missing required path as a usage error."""
+    for name in _REQUIRED_PATHS:
+        if getattr(args, name) is None:
+            flag = "--" + name.replace("_", "-")
+            parser.error(f"{flag} is required (or its environment variable, see --help)")
+    return MatcherConfig(
+        tls_dir=args.tls_dir,
+        oprf_key_dir=args.oprf_key_dir,
+        verify_key=args.verify_key,
+        notifier_public_key=args.notifier_public_key,
+        nats_url=args.nats_url,
+        tenants_file=args.tenants_file,
+        grpc_addr=args.grpc_addr,
+        health_addr=_optional_address(args.health_addr),
+        metrics_addr=_optional_address(args.metrics_addr),
+        max_batch=args.max_batch,
+        workers=args.workers,
+        drain_seconds=args.drain_seconds,
+        cache_dir=args.cache_dir,
+    )

@@ -1,0 +1,54 @@
+"""Who gets in: only certificates from the operator's CA that are still valid.
+
+The TLS handshake refuses the others, so no handler runs for them: the proof
+is that an Evaluate attempt leaves no budget entry for the tenant it claims.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+import grpc.aio
+import pytest
+from nats.js.errors import KeyNotFoundError
+
+from breachmatch import bus, oprf, tls
+from breachmatch.dev.pki import EXPIRED_TENANT, FOREIGN_TENANT
+from breachmatch.keys import KeyRing
+from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch_matcher.budget import budget_key
+
+RPC_TIMEOUT = 10.0
+
+
+def _refused_credentials(matcher_files) -> dict[str, grpc.ChannelCredentials]:
+    pki = matcher_files.pki
+    return {
+        "expired": tls.channel_credentials(tls.TlsFiles.from_dir(pki.expired_dir)),
+        "foreign CA": tls.channel_credentials(tls.TlsFiles.from_dir(pki.foreign_dir)),
+        "no certificate": grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes()),
+    }
+
+
+@pytest.mark.parametrize("kind", ["expired", "foreign CA", "no certificate"])
+async def test_untrusted_clients_are_refused_before_any_work(matcher, matcher_files, js, kind):
+    credentials = _refused_credentials(matcher_files)[kind]
+    _, elements = oprf.blind_batch([b"auth:1"])
+    key_id = KeyRing.load(matcher_files.keys.oprf_dir).current.key_id
+    async with grpc.aio.secure_channel(f"localhost:{matcher.port}", credentials) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info_error:
+            await stub.GetKeyInfo(matcher_pb2.GetKeyInfoRequest(), timeout=RPC_TIMEOUT)
+        request = matcher_pb2.EvaluateRequest(key_id=key_id, blinded_elements=elements)
+        with pytest.raises(grpc.aio.AioRpcError) as evaluate_error:
+            async for _ in stub.Evaluate(iter([request]), timeout=RPC_TIMEOUT):
+                pass
+    assert info_error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert evaluate_error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    # Had a handler run, the valid key id would have charged the claimed tenant's budget.
+    kv = await bus.key_value(js, bus.KV_BUDGETS)
+    for tenant in (EXPIRED_TENANT, FOREIGN_TENANT):
+        with pytest.raises(KeyNotFoundError):
+            await kv.get(budget_key(tenant, datetime.now(UTC).date()))

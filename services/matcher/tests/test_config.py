@@ -1,0 +1,68 @@
+"""Configuration: every serve flag falls back to its documented environment variable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from breachmatch_matcher.cli import main
+from breachmatch_matcher.config import (
+    DEFAULT_GRPC_ADDR,
+    MatcherConfig,
+    add_serve_arguments,
+    config_from_args,
+)
+
+
+def _parse(argv: list[str]) -> MatcherConfig:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return config_from_args(parser, parser.parse_args(argv))
+
+
+def test_environment_fills_what_flags_leave_out(monkeypatch, tmp_path):
+    env = {
+        "BREACHMATCH_NATS_URL": "nats://nats.example:4222",
+        "BREACHMATCH_TLS_DIR": str(tmp_path / "tls"),
+        "BREACHMATCH_OPRF_KEY_DIR": str(tmp_path / "oprf"),
+        "BREACHMATCH_VERIFY_KEY": str(tmp_path / "verify.pub"),
+        "BREACHMATCH_NOTIFIER_PUBLIC_KEY": str(tmp_path / "notifier.pub"),
+        "BREACHMATCH_MAX_BATCH": "123",
+        "BREACHMATCH_WORKERS": "3",
+        "BREACHMATCH_METRICS_ADDR": "off",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = _parse(["--max-batch", "77"])  # a flag beats its variable
+    assert config.nats_url == "nats://nats.example:4222"
+    assert config.tls_dir == tmp_path / "tls"
+    assert config.oprf_key_dir == tmp_path / "oprf"
+    assert config.max_batch == 77
+    assert config.workers == 3
+    assert config.metrics_addr is None  # "off" disables
+    assert config.grpc_addr == DEFAULT_GRPC_ADDR
+
+
+def test_message_cap_follows_the_batch_limit():
+    paths = {name: Path(name) for name in ("t", "o", "v", "n")}
+    small = MatcherConfig(paths["t"], paths["o"], paths["v"], paths["n"], max_batch=16)
+    large = MatcherConfig(paths["t"], paths["o"], paths["v"], paths["n"], max_batch=1 << 20)
+    assert small.server_config().max_message_bytes >= 1024 * 1024  # a body chunk fits
+    assert large.server_config().max_message_bytes >= (1 << 20) * 34  # a full batch fits
+
+
+@pytest.mark.parametrize("flag", ["--tls-dir", "--oprf-key-dir"])
+def test_serve_refuses_to_start_without_required_paths(flag, capsys, monkeypatch):
+    for name in ("BREACHMATCH_TLS_DIR", "BREACHMATCH_OPRF_KEY_DIR", "BREACHMATCH_VERIFY_KEY",
+                 "BREACHMATCH_NOTIFIER_PUBLIC_KEY"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    args = ["serve", "--tls-dir", "t", "--oprf-key-dir", "o", "--verify-key", "v",
+            "--notifier-public-key", "n"]  # fmt: skip
+    position = args.index(flag)
+    del args[position : position + 2]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert f"{flag} is required" in capsys.readouterr().err
