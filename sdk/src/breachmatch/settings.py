@@ -48,3 +48,15 @@ def add_env_argument(
         value = default
     shown = f" (env {variable}" + (f", default {default}" if default not in (None, False) else "")
     return parser.add_argument(flag, default=value, help=f"{help}{shown})", **kwargs)
+
+
+_OFF = frozenset({"", "off", "none"})
+
+
+def optional_address(value: str | None) -> str | None:
+    """A listener address flag where "off" (or "none") disables the listener.
+
+    An empty environment variable counts as unset (see `add_env_argument`), so
+    switching a listener off needs a word, not an empty string.
+    """
+    return None if value is None or value.strip().lower() in _OFF else value

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from breachmatch.server import ServerConfig
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, optional_address
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -46,7 +46,6 @@ _BYTES_PER_ELEMENT = 34
 _MESSAGE_HEADROOM = 64 * 1024
 #: ListBreaches returns every served manifest (about 1 KiB each) in one message.
 _MIN_MESSAGE_BYTES = 4 * 1024 * 1024
-_DISABLED = {"", "off", "none"}
 _REQUIRED_PATHS = ("tls_dir", "oprf_key_dir", "verify_key", "notifier_public_key")
 
 
@@ -165,11 +164,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _optional_address(value: str) -> str | None:
-    """An empty or "off" address disables the listener (an empty variable counts as unset)."""
-    return None if value.strip().lower() in _DISABLED else value
-
-
 def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> MatcherConfig:
     """Build the config, reporting a missing required path as a usage error."""
     for name in _REQUIRED_PATHS:
@@ -184,8 +178,8 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         nats_url=args.nats_url,
         tenants_file=args.tenants_file,
         grpc_addr=args.grpc_addr,
-        health_addr=_optional_address(args.health_addr),
-        metrics_addr=_optional_address(args.metrics_addr),
+        health_addr=optional_address(args.health_addr),
+        metrics_addr=optional_address(args.metrics_addr),
         max_batch=args.max_batch,
         workers=args.workers,
         drain_seconds=args.drain_seconds,

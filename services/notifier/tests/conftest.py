@@ -1,0 +1,454 @@
+"""Fixtures for the notifier service tests: real NATS, mTLS, SMTP and SMS gateway.
+
+Every service test gets its own nats-server (`fresh_nats_server`, ~0.1 s to
+start): the notifier's durable consumers are global to a server, and a
+notifier left from another test must not pick up this test's requests. The
+SMTP server (aiosmtpd) and the SMS gateway (aiohttp) run in the test's event
+loop, so a test can hold a send in flight with an `asyncio.Event` and watch
+deliveries arrive through conditions — never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import hashlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+import nacl.public
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiosmtpd.smtp import SMTP
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from breachmatch import bus, keys
+from breachmatch.dev import DevPki, NatsServer, make_dev_pki
+from breachmatch.filter import FilterParameters, Manifest, sign_manifest
+from breachmatch.records import Category
+from breachmatch.tls import TlsFiles, channel_credentials
+from breachmatch.v1 import breach_pb2, outreach_pb2_grpc
+from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachItem, WatchStatusResponse
+from breachmatch_notifier.app import NotifierApp
+from breachmatch_notifier.channels import (
+    ChannelsConfig,
+    DigitalPostConfig,
+    SmsGatewayConfig,
+    SmtpConfig,
+    StartTls,
+)
+from breachmatch_notifier.channels.email import IDEMPOTENCY_HEADER
+from breachmatch_notifier.config import NotifierConfig
+from breachmatch_notifier.ledger import Ledger, LedgerEntry, ref_key_for
+
+if TYPE_CHECKING:
+    from breachmatch.v1.outreach_pb2_grpc import OutreachAsyncStub
+
+HOSPITAL = "hospital-a"  # full sender identity, Danish
+NO_IDENTITY = "hospital-b"  # in the tenants file, but without organisation and contact point
+UNKNOWN = "hospital-c"  # holds a valid certificate, not in the tenants file
+ORGANISATION = "Rigshospitalet"
+CONTACT_POINT = "Patientkontoret, tlf. 35 45 35 45, hverdage 9-15"
+ALERT_EMAIL = "dpo@rigshospitalet.example.dk"
+SETTLE_TIMEOUT = 30.0
+EVENT_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Patient:
+    """A test patient; every contact value is something no store or log may hold."""
+
+    ref: str
+    name: str
+    email: str = ""
+    phone: str = ""
+    cpr: str = ""
+    postal_address: str = ""
+    language: str = "da"
+    channels: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ("contact", "national_id")
+
+    def contact(self) -> ContactDetails:
+        return ContactDetails(
+            name=self.name,
+            email=self.email,
+            phone=self.phone,
+            cpr=self.cpr,
+            postal_address=self.postal_address,
+            language=self.language,
+            channels=list(self.channels),
+            categories=list(self.categories),
+        )
+
+    def secrets(self) -> list[str]:
+        """Every form of this patient's contact data a leak could take."""
+        forms = [self.name, self.name.lower(), self.name.upper(), self.postal_address]
+        forms += [self.email, self.email.lower()]
+        if self.phone:
+            digits = "".join(ch for ch in self.phone if ch.isdigit())
+            forms += [self.phone, "+" + digits, digits, digits[-8:]]
+        if self.cpr:
+            forms += [self.cpr, self.cpr.replace("-", "")]
+        return [form for form in forms if form]
+
+
+class SmtpSink:
+    """aiosmtpd handler keeping every message; can refuse or hold recipients."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        #: address -> SMTP reply, e.g. "550 5.1.1 no such mailbox"
+        self.replies: dict[str, str] = {}
+        self.rcpt_seen = 0
+        self._hold_after: int | None = None
+        self.release = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.port = 0
+
+    def hold_after(self, passing: int) -> None:
+        """Let ``passing`` recipients through, then hold the rest until `release` is set."""
+        self._hold_after = passing
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, _: Any
+    ) -> str:
+        async with self._changed:
+            self.rcpt_seen += 1
+            number = self.rcpt_seen
+            self._changed.notify_all()
+        if address in self.replies:
+            return self.replies[address]
+        if self._hold_after is not None and number > self._hold_after:
+            await self.release.wait()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        async with self._changed:
+            self.messages.append(message)
+            self._changed.notify_all()
+        return "250 Message accepted"
+
+    async def wait_until(self, predicate: Callable[[SmtpSink], bool]) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self)), EVENT_TIMEOUT)
+
+    def by_key(self) -> dict[str, list[EmailMessage]]:
+        found: dict[str, list[EmailMessage]] = {}
+        for message in self.messages:
+            found.setdefault(str(message[IDEMPOTENCY_HEADER]), []).append(message)
+        return found
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [message for message in self.messages if message["To"] == address]
+
+
+class SmsGateway:
+    """A JSON-over-HTTP SMS gateway that records what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self.url = ""
+
+    async def send(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        async with self._changed:
+            self.requests.append(body)
+            self._changed.notify_all()
+        return web.json_response({"id": f"gw-{len(self.requests)}"})
+
+
+@dataclass
+class Harness:
+    """One test's notifier world; everything it starts is stopped at teardown."""
+
+    root: Path
+    nats: NatsServer
+    pki: DevPki
+    operator: keys.OperatorKeyFiles
+    smtp: SmtpSink
+    sms: SmsGateway
+    tenants_file: Path
+    outbox: Path
+    nc: NatsClient
+    js: JetStreamContext
+    ledger: Ledger
+    apps: list[NotifierApp] = field(default_factory=list)
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def config(self, **overrides: Any) -> NotifierConfig:
+        values: dict[str, Any] = {
+            "notifier_secret_key": self.operator.notifier_secret_key,
+            "tenants_file": self.tenants_file,
+            "channels": ChannelsConfig(
+                smtp=SmtpConfig(
+                    host="127.0.0.1",
+                    port=self.smtp.port,
+                    from_address="noreply@rigshospitalet.example.dk",
+                    starttls=StartTls.OFF,
+                    timeout_seconds=10,
+                ),
+                sms=SmsGatewayConfig(url=self.sms.url, timeout_seconds=10),
+                digital_post=DigitalPostConfig(outbox=self.outbox),
+            ),
+            "tls_dir": self.pki.server_dir,
+            "nats_url": self.nats.url,
+            "verify_key": self.operator.verify_key,
+            "grpc_addr": "127.0.0.1:0",
+            "health_addr": "127.0.0.1:0",
+            "metrics_addr": None,
+            "workers_per_process": 2,
+            "max_deliver": 3,
+            "ack_wait": 3.0,
+            "backoff": (0.2,),
+            "drain_seconds": 10.0,
+            "replay_timeout": 10.0,
+        }
+        values.update(overrides)
+        return NotifierConfig(**values)
+
+    async def start_app(self, *, intake: bool = True, **overrides: Any) -> NotifierApp:
+        app = NotifierApp(self.config(**overrides), intake=intake)
+        await app.start()
+        self.apps.append(app)
+        return app
+
+    def stub(self, app: NotifierApp, tls_dir: Path | None = None) -> OutreachAsyncStub:
+        files = TlsFiles.from_dir(tls_dir or self.pki.tenant_dir(HOSPITAL))
+        channel = grpc.aio.secure_channel(f"localhost:{app.port}", channel_credentials(files))
+        self.channels.append(channel)
+        return outreach_pb2_grpc.OutreachStub(channel)
+
+    def seal(self, contact: ContactDetails) -> bytes:
+        public = keys.load_sealing_public_key(self.operator.notifier_public_key)
+        return bytes(nacl.public.SealedBox(public).encrypt(contact.SerializeToString()))
+
+    def item(self, patient: Patient, breach_id: str, key: str | None = None) -> OutreachItem:
+        return OutreachItem(
+            patient_ref=patient.ref,
+            breach_id=breach_id,
+            idempotency_key=key or f"k-{patient.ref}-{breach_id}",
+            sealed_contact=self.seal(patient.contact()),
+        )
+
+    async def publish_breach(
+        self,
+        breach_id: str,
+        *,
+        title: str = "Alles Lægehus-lækket",
+        organisation: str = "Alles Lægehus ApS",
+        body_marker: bytes = b"",
+    ) -> None:
+        """Publish a signed breach (empty filter body) on stream BREACHES."""
+        sha = hashlib.sha256(body_marker).hexdigest()
+        manifest = Manifest(
+            breach_id=breach_id,
+            title=title,
+            organisation=organisation,
+            breach_date=date(2025, 3, 14),
+            added_date=date(2025, 3, 20),
+            description="Patient records were copied from the clinic's system.",
+            verified=True,
+            sensitive=True,
+            oprf_key_id="k-test",
+            entry_count=0,
+            filter_parameters=FilterParameters(),
+            category_counts=dict.fromkeys(Category.legend(), 0),
+            body_size=len(body_marker),
+            body_sha256=sha,
+        )
+        signed = sign_manifest(manifest, keys.load_signing_key(self.operator.signing_key))
+        event = breach_pb2.BreachEvent(
+            kind=breach_pb2.BreachEvent.KIND_PUBLISHED, artifact=signed.to_artifact()
+        )
+        await self.js.publish(
+            bus.BREACH_PUBLISHED, event.SerializeToString(), stream=bus.STREAM_BREACHES
+        )
+
+    async def retract_breach(self, breach_id: str) -> None:
+        event = breach_pb2.BreachEvent(
+            kind=breach_pb2.BreachEvent.KIND_RETRACTED,
+            artifact=breach_pb2.BreachArtifact(breach_id=breach_id),
+            reason="withdrawn in a test",
+        )
+        await self.js.publish(
+            bus.BREACH_RETRACTED, event.SerializeToString(), stream=bus.STREAM_BREACHES
+        )
+
+    async def settled(
+        self, breach_id: str, count: int, tenant: str = HOSPITAL
+    ) -> dict[str, LedgerEntry]:
+        """Ledger entries by idempotency key, once ``count`` of the breach's are settled."""
+        prefix = ".".join(("outreach", bus.tenant_token(tenant), bus.tenant_token(breach_id)))
+        kv = await bus.key_value(self.js, bus.KV_OUTREACH_LEDGER)
+        watcher = await kv.watch(prefix + ".>")
+        latest: dict[str, LedgerEntry] = {}
+
+        async def follow() -> None:
+            async for update in watcher:
+                if update is not None and update.value:
+                    entry = LedgerEntry.from_bytes(update.value)
+                    latest[entry.idempotency_key] = entry
+                if sum(entry.terminal for entry in latest.values()) >= count:
+                    return
+
+        try:
+            await asyncio.wait_for(follow(), SETTLE_TIMEOUT)
+        finally:
+            await watcher.stop()
+        return latest
+
+    def worker_env(self, **overrides: str | None) -> dict[str, str]:
+        """The environment a `breachmatch-notifier worker` subprocess runs with (None: unset)."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("BREACHMATCH_") and key != "PYTHONPATH"
+        }
+        env.update(
+            {
+                "BREACHMATCH_NATS_URL": self.nats.url,
+                "BREACHMATCH_NOTIFIER_SECRET_KEY": str(self.operator.notifier_secret_key),
+                "BREACHMATCH_TENANTS_FILE": str(self.tenants_file),
+                "BREACHMATCH_VERIFY_KEY": str(self.operator.verify_key),
+                "BREACHMATCH_HEALTH_ADDR": "",
+                "BREACHMATCH_METRICS_ADDR": "",
+                "BREACHMATCH_LOG_FORMAT": "json",
+                "BREACHMATCH_SMTP_HOST": "127.0.0.1",
+                "BREACHMATCH_SMTP_PORT": str(self.smtp.port),
+                "BREACHMATCH_SMTP_STARTTLS": "off",
+                "BREACHMATCH_SMTP_FROM": "noreply@rigshospitalet.example.dk",
+            }
+        )
+        for name, value in overrides.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    @property
+    def notifier_command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "breachmatch-notifier")]
+
+
+def write_tenants(path: Path, *, alert_email: str = "") -> Path:
+    hospital: dict[str, str] = {
+        "organisation": ORGANISATION,
+        "contact_point": CONTACT_POINT,
+        "language": "da",
+    }
+    if alert_email:
+        hospital["alert_email"] = alert_email
+    path.write_text(json.dumps({"tenants": {HOSPITAL: hospital, NO_IDENTITY: {}}}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def notifier_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return make_dev_pki(tmp_path_factory.mktemp("notifier-pki"), (HOSPITAL, NO_IDENTITY, UNKNOWN))
+
+
+@pytest.fixture(scope="session")
+def operator_keys(tmp_path_factory: pytest.TempPathFactory) -> keys.OperatorKeyFiles:
+    return keys.make_operator_keys(tmp_path_factory.mktemp("operator-keys"))
+
+
+@pytest.fixture
+async def smtp_sink() -> AsyncIterator[SmtpSink]:
+    sink = SmtpSink()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(sink, hostname="sink.example", ident="test sink"), "127.0.0.1", 0
+    )
+    sink.port = server.sockets[0].getsockname()[1]
+    try:
+        yield sink
+    finally:
+        sink.release.set()
+        server.close()
+
+
+@pytest.fixture
+async def sms_gateway() -> AsyncIterator[SmsGateway]:
+    gateway = SmsGateway()
+    application = web.Application()
+    application.router.add_post("/sms", gateway.send)
+    server = TestServer(application, host="127.0.0.1", port=0)
+    await server.start_server()
+    gateway.url = str(server.make_url("/sms"))
+    try:
+        yield gateway
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def harness(
+    tmp_path: Path,
+    fresh_nats_server: NatsServer,
+    notifier_pki: DevPki,
+    operator_keys: keys.OperatorKeyFiles,
+    smtp_sink: SmtpSink,
+    sms_gateway: SmsGateway,
+) -> AsyncIterator[Harness]:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    nc, js = await bus.connect(fresh_nats_server.url, "notifier-tests")
+    await bus.ensure_streams(js, *bus.STREAMS)
+    secret = keys.load_sealing_secret_key(operator_keys.notifier_secret_key)
+    ledger = Ledger(await bus.key_value(js, bus.KV_OUTREACH_LEDGER), ref_key_for(secret))
+    world = Harness(
+        root=tmp_path,
+        nats=fresh_nats_server,
+        pki=notifier_pki,
+        operator=operator_keys,
+        smtp=smtp_sink,
+        sms=sms_gateway,
+        tenants_file=write_tenants(tmp_path / "tenants.json"),
+        outbox=outbox,
+        nc=nc,
+        js=js,
+        ledger=ledger,
+    )
+    try:
+        yield world
+    finally:
+        for channel in world.channels:
+            await channel.close(None)
+        for app in world.apps:
+            await app.stop()
+        await nc.close()
+
+
+async def read_event(call: grpc.aio.UnaryStreamCall[Any, Any]) -> WatchStatusResponse:
+    """The next event of a WatchStatus call (failing if the stream ended instead)."""
+    event = await call.read()
+    assert isinstance(event, WatchStatusResponse)
+    return event
+
+
+def contact_data_in(haystack: bytes, patients: Iterable[Patient]) -> list[str]:
+    """The contact values of ``patients`` that occur in ``haystack`` (UTF-8 and UTF-16)."""
+    found = []
+    for patient in patients:
+        for secret in patient.secrets():
+            for encoded in (secret.encode("utf-8"), secret.encode("utf-16-le")):
+                if encoded in haystack:
+                    found.append(secret)
+    return found
