@@ -1,0 +1,174 @@
+"""Ingest throughput and memory, beside the bound the OPRF itself sets, in one run.
+
+    .venv/bin/python bench/bench_ingest.py [--rows 100000] [--workers 1 2] [--keep]
+
+What it does, all on this machine:
+
+1. writes a synthetic cp1252 CSV dump of ``--rows`` people (4 match keys each);
+2. measures the raw bound on one core: libsodium's hash-to-group plus scalar
+   multiplication (`rbcl`, on pre-hashed input), and the full RFC 9497
+   ``oprf.evaluate`` (which adds expand_message_xmd and the Finalize hash);
+3. measures the coordinator alone: reading, column mapping and match keys,
+   no OPRF (the ceiling of one coordinator however many workers there are);
+4. runs the real CLI (``breachmatch-ingest``) against a private nats-server,
+   once per ``--workers`` value, sampling the resident memory of the process
+   and of its whole tree (pool processes included) with psutil.
+
+It prints one table. Rows/s is dump rows per wall-clock second of the whole
+CLI run (start-up, hashing the dump, publication included); tokens/s is OPRF
+evaluations per second of the same run; CPU s is the run's CPU time summed
+over all its processes (CPU s / seconds = cores kept busy). Nothing leaves the temp directory,
+which is removed at the end unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import rbcl
+
+from breachmatch import oprf
+from breachmatch.dev import NatsServer
+from breachmatch.keys import KeyRing, make_operator_keys
+from breachmatch_ingest import synthetic
+from breachmatch_ingest.pipeline import chunks_of, read_dump
+from breachmatch_ingest.report import Report
+
+_RAW_SAMPLES = 20_000
+_SAMPLE_INTERVAL = 0.1
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    seconds: float
+    rows: int
+    tokens: int
+    cpu_seconds: float = 0.0
+    peak_rss: int = 0
+    peak_tree_rss: int = 0
+
+    def line(self) -> str:
+        extra = f"{'-':>8} {'-':>9} {'-':>9}"
+        if self.peak_rss:
+            extra = (
+                f"{self.cpu_seconds:>8.1f} {self.peak_rss / _MIB:>9.0f}"
+                f" {self.peak_tree_rss / _MIB:>9.0f}"
+            )
+        return (
+            f"{self.label:<34}{self.seconds:>9.1f}{self.rows / self.seconds:>11,.0f}"
+            f"{self.tokens / self.seconds:>11,.0f} {extra}"
+        )
+
+
+def _raw_bound(secret: bytes) -> tuple[Run, Run]:
+    uniform = [os.urandom(64) for _ in range(_RAW_SAMPLES)]
+    started = time.perf_counter()
+    for data in uniform:
+        rbcl.crypto_scalarmult_ristretto255(secret, rbcl.crypto_core_ristretto255_from_hash(data))
+    libsodium = time.perf_counter() - started
+    inputs = [b"breachmatch:v1:cpr:%010d" % i for i in range(_RAW_SAMPLES)]
+    started = time.perf_counter()
+    oprf.evaluate_batch(secret, inputs)
+    full = time.perf_counter() - started
+    per_row = _RAW_SAMPLES / 4  # four keys per synthetic row
+    return (
+        Run("bound: rbcl h2g+scalarmult, 1 core", libsodium, int(per_row), _RAW_SAMPLES),
+        Run("bound: oprf.evaluate, 1 core", full, int(per_row), _RAW_SAMPLES),
+    )
+
+
+def _coordinator_only(dump: Path) -> Run:
+    report = Report()
+    started = time.perf_counter()
+    for _chunk in chunks_of(read_dump(dump), report):
+        pass
+    return Run("coordinator only (read+keys)", time.perf_counter() - started, report.rows_read, 0)
+
+
+def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -> Run:
+    argv = [
+        sys.executable, "-m", "breachmatch_ingest.cli", str(dump),
+        "--breach-id", f"bench-{workers}w-{os.urandom(4).hex()}", "--title", "Benchmark",
+        "--workers", str(workers), "--json-report", str(report_file),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    cpu_before = _children_cpu()
+    process = psutil.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = peak_tree = 0
+    while process.poll() is None:
+        try:
+            own = process.memory_info().rss
+            tree = own + sum(c.memory_info().rss for c in process.children(recursive=True))
+        except psutil.NoSuchProcess:
+            break
+        peak, peak_tree = max(peak, own), max(peak_tree, tree)
+        time.sleep(_SAMPLE_INTERVAL)  # sampling, not synchronisation
+    _, stderr = process.communicate()
+    seconds = time.perf_counter() - started
+    cpu = _children_cpu() - cpu_before
+    if process.returncode != 0:
+        raise SystemExit(f"ingest failed:\n{stderr.decode()[-2000:]}")
+    report = json.loads(report_file.read_text())
+    tokens = sum(report["keys"].values())
+    label = f"ingest CLI, {workers} worker(s)"
+    return Run(label, seconds, report["rows_read"], tokens, cpu, peak, peak_tree)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every waited-for descendant (the CLI and, through it, its pool)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000, help="rows in the dump")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="runs to make")
+    parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    dump = root / "dump.csv"
+    with dump.open("wb") as sink:
+        synthetic.write_csv(synthetic.people(args.rows, seed=7, distinct=False), sink)
+    keys = make_operator_keys(root / "keys")
+    secret = KeyRing.load(keys.oprf_dir).current.secret
+    assert secret is not None
+    print(f"dump: {args.rows:,} rows, {dump.stat().st_size / _MIB:.1f} MiB; "
+          f"{os.cpu_count()} cores; Python {sys.version.split()[0]}")  # fmt: skip
+    runs = [*_raw_bound(secret), _coordinator_only(dump)]
+    with NatsServer(root / "nats") as nats:
+        env = os.environ | {
+            "BREACHMATCH_NATS_URL": nats.url,
+            "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
+            "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
+            "BREACHMATCH_LOG_FORMAT": "json",
+        }
+        for workers in args.workers:
+            runs.append(_cli_run(dump, workers, env, root / f"report-{workers}.json"))
+    print(
+        f"{'':<34}{'seconds':>9}{'rows/s':>11}{'tokens/s':>11}"
+        f" {'CPU s':>8} {'RSS MiB':>9} {'tree MiB':>9}"
+    )
+    for run in runs:
+        print(run.line())
+    if args.keep:
+        print(f"kept {root}")
+    else:
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Every flag of ``breachmatch-ingest``, each with its ``BREACHMATCH_*`` variable.
+
+Flags are grouped by what they configure, and each subcommand takes the
+groups it needs, so ``--help`` of ``worker`` does not list breach metadata
+and a sourced stack env configures all subcommands at once. The builders
+turn parsed flags into the settings objects the modules take, so nothing
+below the CLI ever reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from breachmatch.readers import FORMATS
+from breachmatch.settings import add_env_argument
+from breachmatch_ingest.coordinator import CoordinatorSettings
+from breachmatch_ingest.errors import ConfigError
+from breachmatch_ingest.metadata import BreachInfo, parse_date
+from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS
+from breachmatch_ingest.worker import WorkerSettings
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_env_argument(parser, "--log-level", default="INFO", help="log level")
+    add_env_argument(
+        parser,
+        "--log-format",
+        default="auto",
+        choices=("auto", "json", "console"),
+        help="log format (auto: JSON unless stderr is a terminal)",
+    )
+
+
+def add_keys(parser: argparse.ArgumentParser, *, signing: bool) -> None:
+    add_env_argument(
+        parser, "--oprf-key-dir", type=Path, help="directory of the OPRF key ring (required)"
+    )
+    if signing:
+        add_env_argument(
+            parser, "--signing-key", type=Path, help="Ed25519 manifest signing key file (required)"
+        )
+
+
+def add_worker(parser: argparse.ArgumentParser, *, default_workers: int | None) -> None:
+    add_env_argument(
+        parser,
+        "--workers",
+        type=int,
+        default=default_workers if default_workers is not None else os.cpu_count() or 1,
+        help="OPRF processes of the local worker (0: none, leave chunks to other workers)",
+    )
+    add_env_argument(
+        parser,
+        "--ack-wait",
+        type=float,
+        default=30.0,
+        help="seconds before an unacknowledged chunk goes to another worker",
+    )
+    add_env_argument(
+        parser,
+        "--max-deliver",
+        type=int,
+        default=5,
+        help="deliveries of one chunk before it is given up (the job then stalls)",
+    )
+
+
+def add_probes(parser: argparse.ArgumentParser, health: str | None, metrics: str | None) -> None:
+    add_env_argument(parser, "--health-addr", default=health, help="plaintext gRPC health address")
+    add_env_argument(parser, "--metrics-addr", default=metrics, help="Prometheus metrics address")
+
+
+def add_coordinator(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(
+        parser,
+        "--chunk-pairs",
+        type=int,
+        default=DEFAULT_CHUNK_PAIRS,
+        help="(OPRF input, label) pairs per work-queue chunk",
+    )
+    add_env_argument(
+        parser,
+        "--stall-timeout",
+        type=float,
+        default=600.0,
+        help="fail a job when no chunk result arrives for this many seconds",
+    )
+
+
+def add_dump(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the dump (plain, .gz, .bz2, .xz or .zip)")
+    add_env_argument(parser, "--format", default="auto", choices=FORMATS, help="dump format")
+    add_env_argument(parser, "--map", type=Path, help="column mapping file (JSON)")
+    add_env_argument(
+        parser,
+        "--inspect",
+        action="store_true",
+        default=False,
+        help="show the chosen format, mapping and counts on a sample; write nothing",
+    )
+    add_env_argument(parser, "--json-report", type=Path, help="also write the report as JSON")
+
+
+def add_breach(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--breach-id", help="breach id (required)")
+    add_env_argument(parser, "--title", default="", help="breach title (required)")
+    add_env_argument(parser, "--organisation", default="", help="breached organisation")
+    add_env_argument(parser, "--breach-date", help="ISO date of the breach (default: today)")
+    add_env_argument(parser, "--description", default="", help="description for hospitals")
+    add_env_argument(
+        parser, "--verified", action="store_true", default=False, help="the breach is verified"
+    )
+    add_env_argument(
+        parser,
+        "--sensitive",
+        action="store_true",
+        default=False,
+        help="the breach is sensitive (health data)",
+    )
+
+
+def required_path(args: argparse.Namespace, name: str) -> Path:
+    value: Path | None = getattr(args, name)
+    if value is None:
+        flag = "--" + name.replace("_", "-")
+        raise ConfigError(f"{flag} (or BREACHMATCH_{name.upper()}) is required")
+    return value
+
+
+def breach_info(args: argparse.Namespace) -> BreachInfo:
+    if not args.breach_id:
+        raise ConfigError("--breach-id (or BREACHMATCH_BREACH_ID) is required")
+    return BreachInfo(
+        breach_id=args.breach_id,
+        title=args.title,
+        organisation=args.organisation,
+        breach_date=parse_date(args.breach_date, "--breach-date") if args.breach_date else None,
+        description=args.description,
+        verified=args.verified,
+        sensitive=args.sensitive,
+    )
+
+
+def worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    if args.workers < 0 or args.ack_wait <= 0 or args.max_deliver < 1:
+        raise ConfigError("--workers must be >= 0, --ack-wait > 0 and --max-deliver >= 1")
+    return WorkerSettings(
+        oprf_key_dir=required_path(args, "oprf_key_dir"),
+        slots=args.workers,
+        ack_wait=args.ack_wait,
+        max_deliver=args.max_deliver,
+    )
+
+
+def coordinator_settings(args: argparse.Namespace) -> CoordinatorSettings:
+    if args.chunk_pairs < 1 or args.stall_timeout <= 0:
+        raise ConfigError("--chunk-pairs must be >= 1 and --stall-timeout > 0")
+    return CoordinatorSettings(chunk_pairs=args.chunk_pairs, stall_timeout=args.stall_timeout)

@@ -1,0 +1,91 @@
+"""From records to work-queue chunks: match keys, labels, fixed chunk boundaries.
+
+Every match key of a record becomes one (OPRF input, label) pair, the label
+being the record's exposure categories; the same token from several rows
+gets the OR of their labels in the filter (the writer merges them).
+
+Chunk boundaries depend only on the dump, the mapping and the chunk limits,
+never on timing, so a resumed job cuts exactly the same chunks as the run it
+continues and chunk *i* means the same pairs in both (the job id covers the
+limits for that reason). This runs in the reader thread; it is plain,
+blocking code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from breachmatch.columns import ColumnMapping
+from breachmatch.identifiers import match_keys
+from breachmatch.readers import BadRow, open_records
+from breachmatch.records import PersonRecord
+from breachmatch_ingest.report import Report
+
+DEFAULT_CHUNK_PAIRS = 5000
+#: Report read progress (bytes) every this many rows.
+_PROGRESS_EVERY = 1000
+#: Keeps a sealed chunk well below NATS' default 1 MiB message limit.
+MAX_CHUNK_BYTES = 512 * 1024
+
+
+@dataclass(slots=True)
+class PendingChunk:
+    """Pairs of one chunk, before sealing."""
+
+    index: int
+    inputs: list[bytes] = field(default_factory=list)
+    labels: bytearray = field(default_factory=bytearray)
+    size: int = 0
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def chunks_of(
+    items: Iterable[PersonRecord | BadRow],
+    report: Report,
+    chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
+) -> Iterator[PendingChunk]:
+    """Cut the pairs of `items` into chunks of at most `chunk_pairs` pairs (and 512 KiB).
+
+    `report` is updated as rows go by, so it is complete once the iterator is.
+    """
+    if chunk_pairs < 1:
+        raise ValueError("chunk_pairs must be at least 1")
+    chunk = PendingChunk(0)
+    for item in items:
+        if isinstance(item, BadRow):
+            report.add_bad_row(item.reason)
+            continue
+        extraction = match_keys(item)
+        report.add_record(extraction, item.categories)
+        label = int(item.categories)
+        for key in extraction.keys:
+            data = key.oprf_input()
+            if len(chunk) >= chunk_pairs or chunk.size + len(data) > MAX_CHUNK_BYTES:
+                yield chunk
+                chunk = PendingChunk(chunk.index + 1)
+            chunk.inputs.append(data)
+            chunk.labels.append(label)
+            chunk.size += len(data) + 3
+    if chunk.inputs:
+        yield chunk
+
+
+def read_dump(
+    source: Path | IO[bytes],
+    format: str = "auto",
+    mapping: ColumnMapping | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[PersonRecord | BadRow]:
+    """The records and bad rows of a dump, calling `on_progress(bytes read)` as it goes."""
+    with open_records(source, format, mapping) as stream:
+        for n, item in enumerate(stream):
+            yield item
+            if on_progress is not None and n % _PROGRESS_EVERY == 0:
+                on_progress(stream.bytes_read)
+        if on_progress is not None:
+            on_progress(stream.bytes_read)

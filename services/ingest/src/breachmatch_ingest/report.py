@@ -1,0 +1,128 @@
+"""The ingest report: what a dump held, counted — never what it said.
+
+The operator needs to judge a dump's quality before announcing a breach
+(were the CPR numbers recognised? did half the rows fail to parse?), so every
+row is accounted for, by counts and reason codes only. The same numbers go
+to the terminal (`render_text`), to ``--json-report`` (`to_dict`), into the
+job record in KV, and over gRPC (`to_proto`).
+
+Definitions:
+
+* ``rows_read`` — every row the reader produced, bad rows included;
+* ``rows_without_key`` — readable rows that yielded no match key at all;
+* ``keys`` — match keys made, by kind (a row with two phones counts two);
+* ``categories`` — readable rows exposing each data category;
+* ``bad_rows`` — unreadable rows by the reader's reason code;
+* ``invalid_values`` / ``placeholders`` — identifier values that gave no key,
+  by ``kind:reason`` and by kind;
+* ``entries`` — distinct tokens in the published filter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from breachmatch.identifiers import KeyExtraction
+from breachmatch.records import Category
+from breachmatch.v1 import ingest_pb2
+
+_COUNTERS = ("keys", "categories", "bad_rows", "invalid_values", "placeholders")
+
+
+@dataclass
+class Report:
+    rows_read: int = 0
+    rows_without_key: int = 0
+    keys: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)
+    bad_rows: Counter[str] = field(default_factory=Counter)
+    invalid_values: Counter[str] = field(default_factory=Counter)
+    placeholders: Counter[str] = field(default_factory=Counter)
+    entries: int = 0
+    elapsed_seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    @property
+    def pairs(self) -> int:
+        """(OPRF input, label) pairs sent for evaluation: one per key made."""
+        return sum(self.keys.values())
+
+    def add_record(self, extraction: KeyExtraction, categories: Category) -> None:
+        self.rows_read += 1
+        if not extraction.keys:
+            self.rows_without_key += 1
+        self.keys.update(key.kind.value for key in extraction.keys)
+        self.categories.update(categories.names())
+        self.invalid_values.update(f"{kind.value}:{reason}" for kind, reason in extraction.invalid)
+        self.placeholders.update(kind.value for kind in extraction.placeholders)
+
+    def add_bad_row(self, reason: str) -> None:
+        self.rows_read += 1
+        self.bad_rows[reason] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "rows_read": self.rows_read,
+            "rows_without_key": self.rows_without_key,
+            "entries": self.entries,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+        }
+        for name in _COUNTERS:
+            document[name] = dict(sorted(getattr(self, name).items()))
+        return document
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> Report:
+        return cls(
+            rows_read=int(document["rows_read"]),
+            rows_without_key=int(document["rows_without_key"]),
+            entries=int(document["entries"]),
+            elapsed_seconds=float(document["elapsed_seconds"]),
+            **{
+                name: Counter({str(k): int(v) for k, v in document[name].items()})
+                for name in _COUNTERS
+            },
+        )
+
+    def to_proto(self) -> ingest_pb2.IngestReport:
+        """The gRPC form. ``invalid_values`` has no field there (see the module docstring)."""
+        return ingest_pb2.IngestReport(
+            rows_read=self.rows_read,
+            rows_without_key=self.rows_without_key,
+            keys=dict(self.keys),
+            categories=dict(self.categories),
+            bad_rows=dict(self.bad_rows),
+            placeholders=dict(self.placeholders),
+            entries=self.entries,
+            elapsed_seconds=self.elapsed_seconds,
+            rows_per_second=self.rows_per_second,
+        )
+
+    def render_text(self) -> str:
+        """The human summary printed at the end of a CLI run."""
+        lines = [
+            f"rows read          {self.rows_read:>12,}",
+            f"rows without key   {self.rows_without_key:>12,}",
+            f"filter entries     {self.entries:>12,}",
+            f"elapsed            {self.elapsed_seconds:>12.1f} s",
+            f"throughput         {self.rows_per_second:>12,.0f} rows/s",
+        ]
+        sections = (
+            ("match keys", self.keys),
+            ("exposed categories (rows)", self.categories),
+            ("bad rows by reason", self.bad_rows),
+            ("invalid values by key:reason", self.invalid_values),
+            ("placeholders by key", self.placeholders),
+        )
+        for title, counts in sections:
+            lines.append(f"{title}:")
+            if not counts:
+                lines.append("  (none)")
+            lines.extend(f"  {name:<28}{count:>12,}" for name, count in sorted(counts.items()))
+        return "\n".join(lines)

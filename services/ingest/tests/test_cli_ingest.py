@@ -1,0 +1,130 @@
+"""End to end: ``breachmatch-ingest`` on realistic dumps, against a real nats-server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from nats.js import JetStreamContext
+
+from breachmatch.filter import verify_body
+from breachmatch.v1.breach_pb2 import BreachEvent
+from breachmatch_ingest import synthetic
+
+from .conftest import (
+    Cli,
+    Kit,
+    assert_labels,
+    expected_body,
+    expected_pairs,
+    published,
+    write_dump,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "sql"])
+async def test_dump_becomes_one_signed_filter_with_every_key_and_label(
+    kind: str, cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
+) -> None:
+    crowd = list(synthetic.people(150, seed=len(kind)))
+    dump = write_dump(tmp_path / f"dump.{kind}", kind, crowd, bad_every=50)
+    report_file = tmp_path / "report.json"
+    await cli.ingest(dump, breach_id, "--json-report", str(report_file))
+
+    found = await published(js, breach_id, kit)
+    records = [p.record(sql=kind == "sql") for p in crowd]
+    assert [e.kind for e in found.events] == [BreachEvent.KIND_PUBLISHED]
+    verify_body(found.manifest, found.body)
+    assert found.body == expected_body(records, kit.secret)
+    assert_labels(found, records, kit.secret)
+
+    pairs = expected_pairs(records, kit.secret)
+    assert found.manifest.entry_count == len(pairs) == 4 * len(crowd)
+    assert found.manifest.oprf_key_id == kit.key.key_id
+    report = json.loads(report_file.read_text())
+    assert report["entries"] == len(pairs)
+    assert report["keys"] == dict.fromkeys(["cpr", "email", "name_dob", "phone"], len(crowd))
+    assert report["rows_without_key"] == 0
+    bad = 0 if kind == "sql" else 3
+    assert report["rows_read"] == len(crowd) + bad
+    assert sum(report["bad_rows"].values()) == bad
+    rows_per_category: dict[str, int] = {}
+    for record in records:
+        for name in record.categories.names():
+            rows_per_category[name] = rows_per_category.get(name, 0) + 1
+    assert report["categories"] == rows_per_category
+    # Every person's keys are distinct, so the manifest's per-entry counts are
+    # the row counts times four keys per row.
+    assert {k: v for k, v in found.manifest.category_counts.items() if v} == {
+        name: 4 * count for name, count in rows_per_category.items()
+    }
+
+
+async def test_reingest_gives_the_same_body_and_no_second_event(
+    cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
+) -> None:
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(80, seed=7)))
+    await cli.ingest(dump, breach_id)
+    first = await published(js, breach_id, kit)
+
+    again = await cli.ingest(dump, breach_id, "--workers", "2")
+    second = await published(js, breach_id, kit)
+    assert "already_published" in again.stdout
+    assert second.body == first.body
+    assert second.events == first.events
+    assert len(second.events) == 1
+
+
+async def test_bad_rows_are_counted_by_reason_and_never_echoed(
+    cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
+) -> None:
+    crowd = list(synthetic.people(40, seed=11))
+    hidden = list(synthetic.people(2, seed=99))
+    dump = write_dump(tmp_path / "dump.jsonl", "jsonl", crowd)
+    with dump.open("ab") as sink:
+        for person in hidden:  # truncated JSON holding identifiers: unreadable rows
+            sink.write(f'{{"cpr": "{person.cpr}", "email": "{person.email}", "x": [\n'.encode())
+    report_file = tmp_path / "report.json"
+    done = await cli.ingest(
+        dump, breach_id, "--json-report", str(report_file), "--log-level", "debug"
+    )
+
+    report = json.loads(report_file.read_text())
+    assert report["rows_read"] == len(crowd) + len(hidden)
+    assert report["bad_rows"] == {"json_syntax": len(hidden)}
+    for person in hidden:
+        for form in person.identifier_forms():
+            assert form not in done.output
+            assert form not in report_file.read_text()
+
+
+async def test_inspect_shows_the_mapping_and_needs_no_nats(cli: Cli, tmp_path: Path) -> None:
+    crowd = list(synthetic.people(30, seed=5))
+    dump = write_dump(tmp_path / "dump.csv", "csv", crowd)
+    report_file = tmp_path / "inspect.json"
+    done = await cli.run(
+        str(dump), "--inspect", "--json-report", str(report_file),
+        BREACHMATCH_NATS_URL="nats://127.0.0.1:1",  # nothing listens there
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert "CPR-nr." in done.stdout
+    inspected = json.loads(report_file.read_text())
+    assert inspected["rows_sampled"] == len(crowd)
+    assert {c["header"]: c["target"] for c in inspected["columns"]}["CPR-nr."] == "cpr"
+    for person in crowd:
+        assert person.cpr_digits not in done.output
+
+
+async def test_missing_or_bad_settings_exit_2_naming_the_flag(cli: Cli, tmp_path: Path) -> None:
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(3)))
+    no_id = await cli.run(str(dump), "--title", "T")
+    assert no_id.code == 2
+    assert "--breach-id" in no_id.stderr
+    bad_title = await cli.run(str(dump), "--breach-id", "x1", "--title", "two\nlines")
+    assert bad_title.code == 2
+    assert "title" in bad_title.stderr
+    missing = await cli.run(str(tmp_path / "absent.csv"), "--breach-id", "x2", "--title", "T")
+    assert missing.code == 2

@@ -1,0 +1,231 @@
+"""The gRPC Ingest service over real mTLS, and retraction (gRPC, CLI and the publish rules)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from nats.js import JetStreamContext
+
+from breachmatch import bus, tls
+from breachmatch.dev import DevPki
+from breachmatch.filter import Manifest, SignedManifest
+from breachmatch.server import ServerConfig, Service
+from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
+from breachmatch.v1.breach_pb2 import BreachEvent
+from breachmatch_ingest import synthetic
+from breachmatch_ingest.coordinator import Coordinator
+from breachmatch_ingest.jobs import JobRecord, JobState, JobStore
+from breachmatch_ingest.publish import (
+    BreachRetractedError,
+    RetractOutcome,
+    UnknownBreachError,
+    publish_artifact,
+    replay_events,
+    retract_breach,
+)
+from breachmatch_ingest.servicer import SERVICE_NAME, IngestServicer
+
+from .conftest import (
+    PROCESS_TIMEOUT,
+    Cli,
+    Kit,
+    expected_body,
+    ingest_in_process,
+    published,
+    write_dump,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+_UPLOAD_SLICE = 16 * 1024
+
+
+@pytest.fixture
+async def ingest_stub(
+    js: JetStreamContext,
+    kit: Kit,
+    dev_pki: DevPki,
+    coordinator: Callable[[], Awaitable[Coordinator]],
+    local_worker: None,
+) -> AsyncIterator[Any]:
+    """An in-process Ingest service on 127.0.0.1 (mTLS) and a client with a CA-issued cert.
+
+    Typed `Any`: the generated stubs describe the synchronous API, not grpc.aio's.
+    """
+    service = Service("ingest", ServerConfig(grpc_addr="127.0.0.1:0", tls_dir=dev_pki.server_dir))
+    servicer = IngestServicer(js, await JobStore.open(js), await coordinator(), kit.files.oprf_dir)
+    ingest_pb2_grpc.add_IngestServicer_to_server(servicer, service.server)
+    await service.start([SERVICE_NAME])
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(dev_pki.tenant_dir("hospital-a")))
+    channel = grpc.aio.secure_channel(f"localhost:{service.bound_port}", credentials)
+    yield ingest_pb2_grpc.IngestStub(channel)
+    await channel.close(None)
+    await service.drain()
+    await servicer.stop()
+
+
+def _header(breach_id: str, title: str = "Uploaded", filename: str = "dump.jsonl") -> Any:
+    metadata = ingest_pb2.BreachMetadata(breach_id=breach_id, title=title, sensitive=True)
+    header = ingest_pb2.UploadHeader(metadata=metadata, format="auto", filename=filename)
+    return ingest_pb2.UploadRequest(header=header)
+
+
+async def _requests(breach_id: str, data: bytes) -> AsyncIterator[ingest_pb2.UploadRequest]:
+    yield _header(breach_id)
+    for start in range(0, len(data), _UPLOAD_SLICE):
+        yield ingest_pb2.UploadRequest(chunk=data[start : start + _UPLOAD_SLICE])
+    yield ingest_pb2.UploadRequest(chunk=b"")  # the end marker
+
+
+async def _finished(js: JetStreamContext, predicate: Callable[[JobRecord], bool]) -> JobRecord:
+    """The first job record (any job) for which `predicate` holds, watched in KV."""
+    watcher = await (await bus.key_value(js, bus.KV_INGEST_JOBS)).watchall()
+    try:
+        while True:
+            entry = await watcher.updates(timeout=PROCESS_TIMEOUT)
+            if entry is not None and entry.value:
+                record = JobRecord.from_json(entry.value)
+                if predicate(record):
+                    return record
+    finally:
+        await watcher.stop()
+
+
+async def test_upload_streams_a_dump_into_a_published_filter(
+    ingest_stub: Any,
+    js: JetStreamContext,
+    kit: Kit,
+    breach_id: str,
+    tmp_path: Path,
+) -> None:
+    crowd = list(synthetic.people(120, seed=41))
+    data = write_dump(tmp_path / "dump.jsonl", "jsonl", crowd, bad_every=60).read_bytes()
+    reply = await ingest_stub.Upload(_requests(breach_id, data), timeout=PROCESS_TIMEOUT)
+    await _finished(js, lambda r: r.job_id == reply.job_id and r.state is not JobState.RUNNING)
+
+    job = (await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id=reply.job_id))).job
+    assert (job.state, job.breach_id, job.error) == (ingest_pb2.Job.STATE_SUCCEEDED, breach_id, "")
+    assert (job.report.rows_read, dict(job.report.bad_rows)) == (122, {"json_syntax": 2})
+    assert job.report.entries == 4 * len(crowd)
+    assert dict(job.report.keys) == dict.fromkeys(["cpr", "email", "name_dob", "phone"], 120)
+    found = await published(js, breach_id, kit)
+    assert found.manifest.sensitive
+    assert found.body == expected_body([p.record() for p in crowd], kit.secret)
+
+
+async def test_upload_refuses_bad_headers_and_fails_the_job_of_a_cut_upload(
+    ingest_stub: Any, js: JetStreamContext, breach_id: str, tmp_path: Path
+) -> None:
+    async def chunk_first() -> AsyncIterator[ingest_pb2.UploadRequest]:
+        yield ingest_pb2.UploadRequest(chunk=b"CPR;Navn\r\n")
+
+    async def untitled() -> AsyncIterator[ingest_pb2.UploadRequest]:
+        yield _header(breach_id, title="")
+
+    for requests in (chunk_first(), untitled()):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ingest_stub.Upload(requests, timeout=PROCESS_TIMEOUT)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+    data = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(500))).read_bytes()
+
+    async def unfinished() -> AsyncIterator[ingest_pb2.UploadRequest]:
+        yield _header(breach_id)
+        yield ingest_pb2.UploadRequest(chunk=data[: len(data) // 2])
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await ingest_stub.Upload(unfinished(), timeout=PROCESS_TIMEOUT)
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "end marker" in str(refused.value.details())
+
+    cut_id = breach_id + "-cut"
+    sent = asyncio.Event()
+
+    async def cut() -> AsyncIterator[ingest_pb2.UploadRequest]:
+        yield _header(cut_id)
+        yield ingest_pb2.UploadRequest(chunk=data[: len(data) // 2])
+        sent.set()
+        await asyncio.Event().wait()  # never ends: the call is cancelled
+
+    call = ingest_stub.Upload(cut(), timeout=PROCESS_TIMEOUT)
+    await sent.wait()
+    await _finished(js, lambda r: r.breach_id == cut_id)  # the server has begun the job
+    call.cancel()
+    for cut_short in (breach_id, cut_id):
+
+        def failed_job(record: JobRecord, of: str = cut_short) -> bool:
+            return record.breach_id == of and record.state is JobState.FAILED
+
+        failed = await _finished(js, failed_job)
+        assert failed.error == "upload ended before the dump was complete"
+    published_ids = {e.artifact.breach_id for e in await replay_events(js)}
+    assert not published_ids & {breach_id, cut_id}
+
+
+async def test_retraction_is_one_event_and_final(
+    ingest_stub: Any,
+    js: JetStreamContext,
+    kit: Kit,
+    coordinator: Callable[[], Awaitable[Coordinator]],
+    breach_id: str,
+    tmp_path: Path,
+) -> None:
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(20, seed=51)))
+    await ingest_in_process(await coordinator(), kit, breach_id, dump)
+    before = await published(js, breach_id, kit)
+
+    for _ in range(2):  # the second request is answered, but emits nothing
+        await ingest_stub.RetractBreach(
+            ingest_pb2.RetractBreachRequest(breach_id=breach_id, reason="not a real leak")
+        )
+    events = [e for e in await replay_events(js) if e.artifact.breach_id == breach_id]
+    assert [e.kind for e in events] == [BreachEvent.KIND_PUBLISHED, BreachEvent.KIND_RETRACTED]
+    assert events[-1].reason == "not a real leak"
+    assert await retract_breach(js, breach_id, "again") is RetractOutcome.ALREADY_RETRACTED
+
+    # The body stays in the store, but the breach id cannot be announced again.
+    store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
+    assert (await store.get(breach_id)).data == before.body
+    announced = events[0].artifact
+    signed = SignedManifest(
+        Manifest.from_bytes(announced.manifest), announced.manifest, announced.signature
+    )
+    with pytest.raises(BreachRetractedError):
+        await publish_artifact(js, signed, before.body)
+
+    for request, code in (
+        (ingest_pb2.RetractBreachRequest(breach_id="never-published", reason="x"), "NOT_FOUND"),
+        (ingest_pb2.RetractBreachRequest(breach_id=breach_id), "INVALID_ARGUMENT"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ingest_stub.RetractBreach(request)
+        assert refused.value.code().name == code
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id="0" * 32))
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_retract_command_publishes_a_retraction(
+    cli: Cli,
+    js: JetStreamContext,
+    kit: Kit,
+    coordinator: Callable[[], Awaitable[Coordinator]],
+    local_worker: None,
+    breach_id: str,
+    tmp_path: Path,
+) -> None:
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(10, seed=61)))
+    await ingest_in_process(await coordinator(), kit, breach_id, dump)
+    done = await cli.run("retract", breach_id, "--reason", "duplicate of another breach")
+    assert done.code == 0, done.stderr
+    assert f"breach {breach_id}: retracted" in done.stdout
+    last = [e for e in await replay_events(js) if e.artifact.breach_id == breach_id][-1]
+    assert (last.kind, last.reason) == (BreachEvent.KIND_RETRACTED, "duplicate of another breach")
+    with pytest.raises(UnknownBreachError):
+        await retract_breach(js, "never-published-either", "x")
