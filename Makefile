@@ -14,7 +14,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
 
-.PHONY: all venv proto proto-check lint typecheck pytest test bench-core bench clean
+.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down bench-core bench-check bench clean
 
 all: test
 
@@ -61,6 +61,21 @@ pytest: $(STAMP)
 
 test: $(STAMP) proto-check lint typecheck pytest
 
+# The whole flow on one machine: nats-server, the three services, an SMTP
+# sink, a synthetic hospital and leak (see breachmatch.dev.demo).
+demo: $(STAMP)
+	$(PY) -m breachmatch.dev.demo
+
+demo-alles: $(STAMP)
+	$(PY) -m breachmatch.dev.demo --scale alles
+
+# The same stack kept running; `source .var/stack.env` to use the CLIs.
+up: $(STAMP)
+	$(PY) -m breachmatch.dev.stack up
+
+down: $(STAMP)
+	$(PY) -m breachmatch.dev.stack down
+
 # Benchmarks run in their own venv: openmined-psi pins an older protobuf than
 # grpcio needs, so it cannot share .venv.
 $(BENCH_VENV)/.installed: $(PYPROJECTS)
@@ -71,6 +86,14 @@ $(BENCH_VENV)/.installed: $(PYPROJECTS)
 
 bench-core: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) bench/bench_core.py --psi-python $(BENCH_VENV)/bin/python
+
+bench-check: $(STAMP) $(BENCH_VENV)/.installed
+	$(PY) bench/bench_check.py --psi-python $(BENCH_VENV)/bin/python
+
+bench: bench-core bench-check
+	$(PY) bench/bench_matcher.py
+	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_readers.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .var .pytest_cache .mypy_cache .ruff_cache

@@ -170,6 +170,7 @@ class Stack:
                 "notifier",
                 {
                     "BREACHMATCH_NOTIFIER_SECRET_KEY": str(keys.notifier_secret_key),
+                    "BREACHMATCH_VERIFY_KEY": str(keys.verify_key),
                     "BREACHMATCH_SMTP_HOST": "127.0.0.1",
                     "BREACHMATCH_SMTP_PORT": str(smtp_port),
                     "BREACHMATCH_SMTP_STARTTLS": "off",

@@ -16,8 +16,8 @@ flag                     environment                                 default
 --tls-dir                BREACHMATCH_TLS_DIR                         (required for serve)
 --verify-key             BREACHMATCH_VERIFY_KEY                      none: manifests parsed only
 --grpc-addr              BREACHMATCH_GRPC_ADDR                       0.0.0.0:50061 (mTLS)
---health-addr            BREACHMATCH_HEALTH_ADDR                     0.0.0.0:50062 ("" = off)
---metrics-addr           BREACHMATCH_METRICS_ADDR                    0.0.0.0:9102 ("" = off)
+--health-addr            BREACHMATCH_HEALTH_ADDR                     0.0.0.0:50062 ("off" disables)
+--metrics-addr           BREACHMATCH_METRICS_ADDR                    0.0.0.0:9102 ("off" disables)
 --workers-per-process    BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS    4 (serve: 0 = intake only)
 --max-deliver            BREACHMATCH_NOTIFIER_MAX_DELIVER            5 attempts per notice
 --ack-wait               BREACHMATCH_NOTIFIER_ACK_WAIT               30 s

@@ -1,0 +1,322 @@
+"""``breachmatch``: the hospital's command line.
+
+    breachmatch check  --patients FILE [--breach ID[,ID…] | --all] [--json OUT] [--csv OUT]
+    breachmatch watch  --patients FILE [--notify] [--out-dir DIR]
+    breachmatch notify --from RESULTS.json [--patients FILE] [--channels email,sms,digital_post]
+    breachmatch status [--breach ID]
+
+Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
+(``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
+them. Reports go to stdout, notices, progress and errors to stderr. Exit
+status: 0 done, 1 a problem the message explains, 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from breachmatch import __version__, logs
+from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
+from breachmatch.client.api import PatientSource
+from breachmatch.client.outreach import CHANNELS, DEFAULT_CHANNELS
+from breachmatch.client.report import (
+    load_json,
+    render_status,
+    render_summary,
+    write_csv,
+    write_json,
+)
+from breachmatch.client.state import default_state_dir
+from breachmatch.identifiers import Strength
+from breachmatch.readers import FORMATS
+from breachmatch.settings import add_env_argument, env_name
+
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--matcher", default="localhost:50051", help="matcher HOST:PORT")
+    add_env_argument(
+        parser,
+        "--tls-dir",
+        type=Path,
+        help="directory with ca.crt, tls.crt, tls.key (this hospital's client certificate)",
+    )
+    add_env_argument(
+        parser,
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="token cache, pinned operator key, downloaded breach filters",
+    )
+    add_env_argument(
+        parser,
+        "--cache-key",
+        type=Path,
+        help="32-byte key file encrypting the token cache; created 0600 if absent "
+        "(default: cache.key in the state dir)",
+    )
+    add_env_argument(
+        parser,
+        "--operator-key",
+        type=Path,
+        help="operator's Ed25519 verify key (hex); without it the key is pinned on first use",
+    )
+    add_env_argument(
+        parser,
+        "--retries",
+        type=int,
+        default=Backoff().attempts,
+        help="tries per call while the service is unreachable (exponential backoff)",
+    )
+    add_env_argument(
+        parser, "--quiet", action="store_true", help="no progress bar, no list of matched patients"
+    )
+
+
+def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
+    add_env_argument(
+        parser,
+        "--patients",
+        type=Path,
+        help="patient export: CSV/TSV/JSON or FHIR R4 Patient NDJSON"
+        + ("" if required else " (default: the file named in the results)"),
+    )
+    add_env_argument(
+        parser, "--format", default="auto", choices=FORMATS, help="format of the patient export"
+    )
+    add_env_argument(
+        parser, "--map", type=Path, help="JSON column mapping for headers the synonyms miss"
+    )
+    add_env_argument(parser, "--facility", help="facility whose MRNs the export holds")
+
+
+def _notifier_flags(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
+    add_env_argument(
+        parser,
+        "--notifier-key",
+        type=Path,
+        help="notifier's X25519 public key (hex); default: as the matcher advertises it",
+    )
+    add_env_argument(
+        parser,
+        "--channels",
+        default=",".join(DEFAULT_CHANNELS),
+        help=f"notice channels in order of preference, from {', '.join(CHANNELS)}",
+    )
+    add_env_argument(
+        parser,
+        "--min-strength",
+        default=Strength.STRONG.value,
+        choices=[s.value for s in Strength],
+        help="notify strong matches only (default), or medium ones too (review them first!)",
+    )
+
+
+def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(
+        parser, "--batch-size", type=int, default=1024, help="blinded elements per Evaluate batch"
+    )
+    add_env_argument(
+        parser, "--concurrency", type=int, default=2, help="Evaluate streams run at once"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="breachmatch",
+        description="Check this hospital's patients against published data breaches, "
+        "without sending any identifier to anyone.",
+    )
+    parser.add_argument("--version", action="version", version=f"breachmatch {__version__}")
+    add_env_argument(
+        parser,
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (logs never carry identifiers)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="check patients against breaches")
+    _patient_flags(check, required=True)
+    add_env_argument(check, "--breach", help="breach id(s) to check, comma-separated")
+    add_env_argument(check, "--all", action="store_true", help="every served breach (default)")
+    add_env_argument(check, "--json", type=Path, help="write the results as JSON (version 1)")
+    add_env_argument(check, "--csv", type=Path, help="write one CSV row per match")
+    _pipeline_flags(check)
+    _connection_flags(check)
+
+    watch = commands.add_parser("watch", help="check each breach as soon as it is published")
+    _patient_flags(watch, required=True)
+    add_env_argument(
+        watch, "--out-dir", type=Path, help="JSON results per breach (default: state-dir/results)"
+    )
+    add_env_argument(watch, "--notify", action="store_true", help="submit notices per policy")
+    add_env_argument(
+        watch, "--max-events", type=int, default=0, help="stop after N breach events (0: never)"
+    )
+    _notifier_flags(watch)
+    _pipeline_flags(watch)
+    _connection_flags(watch)
+
+    notify = commands.add_parser("notify", help="submit sealed notices for the matches found")
+    add_env_argument(notify, "--from", type=Path, help="results JSON written by check --json")
+    _patient_flags(notify, required=False)
+    _notifier_flags(notify)
+    _connection_flags(notify)
+
+    status = commands.add_parser("status", help="delivery status of submitted notices")
+    add_env_argument(status, "--breach", help="only notices about this breach")
+    add_env_argument(status, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
+    _connection_flags(status)
+    return parser
+
+
+def _require(args: argparse.Namespace, parser: argparse.ArgumentParser, *flags: str) -> None:
+    for flag in flags:
+        if getattr(args, flag.lstrip("-").replace("-", "_"), None) in (None, ""):
+            parser.error(f"{flag} is required (or set {env_name(flag)})")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    backoff = Backoff(attempts=max(1, args.retries))
+    pipeline = PipelineOptions(
+        batch_size=getattr(args, "batch_size", 1024),
+        streams=getattr(args, "concurrency", 2),
+        backoff=backoff,
+    )
+    return Client(
+        args.matcher,
+        args.tls_dir,
+        state_dir=args.state_dir,
+        cache_key=args.cache_key,
+        operator_key=args.operator_key,
+        notifier=getattr(args, "notifier", None),
+        notifier_key=getattr(args, "notifier_key", None),
+        pipeline=pipeline,
+        backoff=backoff,
+        progress=sys.stderr.isatty() and not args.quiet,
+        notice=_notice,
+    )
+
+
+def _notice(message: str) -> None:
+    print(f"breachmatch: {message}", file=sys.stderr, flush=True)
+
+
+def _patient_source(args: argparse.Namespace) -> PatientSource:
+    return PatientSource(args.patients, args.format, args.map, args.facility)
+
+
+def _channels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    unknown = sorted(set(channels) - set(CHANNELS))
+    if unknown or not channels:
+        parser.error(f"--channels takes a list from {', '.join(CHANNELS)}")
+    return channels
+
+
+def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    _require(args, parser, "--patients", "--tls-dir")
+    if args.breach and args.all:
+        parser.error("give --breach ID or --all, not both")
+    breach_ids = [b.strip() for b in args.breach.split(",") if b.strip()] if args.breach else None
+    with _client(args) as client:
+        result = client.check(_patient_source(args), breach_ids)
+    print(render_summary(result, show_patients=not args.quiet))
+    if args.json:
+        write_json(result, args.json)
+    if args.csv:
+        write_csv(result, args.csv)
+
+
+def _print_notified(
+    client: Client, result: CheckResult, args: argparse.Namespace, channels: Sequence[str]
+) -> None:
+    done = client.notify(
+        result,
+        _patient_source(args) if args.patients else None,
+        channels=channels,
+        min_strength=Strength(args.min_strength),
+    )
+    print(
+        f"Notices: {done.submitted.accepted} accepted, {done.submitted.already_submitted} "
+        f"already submitted before (not sent again); left out: {done.plan.below_strength} "
+        f"medium-only matches (--min-strength), {done.plan.missing_patients} patients no "
+        "longer in the export."
+    )
+
+
+def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    _require(args, parser, "--patients", "--tls-dir")
+    channels = _channels(args, parser)
+    if args.notify:
+        _require(args, parser, "--notifier")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with _client(args) as client:
+        out_dir = args.out_dir or client.state.watch_results
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        def on_result(result: CheckResult) -> None:
+            for summary in result.summaries:
+                write_json(result, out_dir / f"{summary.breach_id}.json")
+            print(render_summary(result, show_patients=not args.quiet), flush=True)
+
+        client.watch(
+            _patient_source(args),
+            on_result,
+            stop=stop,
+            notify=(
+                (lambda result: _print_notified(client, result, args, channels))
+                if args.notify
+                else None
+            ),
+            max_events=args.max_events,
+        )
+
+
+def _run_notify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    _require(args, parser, "--from", "--tls-dir", "--notifier")
+    channels = _channels(args, parser)
+    result = load_json(getattr(args, "from"))  # "from" is a keyword: no attribute syntax
+    with _client(args) as client:
+        _print_notified(client, result, args, channels)
+
+
+def _run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    _require(args, parser, "--tls-dir", "--notifier")
+    with _client(args) as client:
+        statuses = client.status(args.breach)
+    print(render_status(statuses))
+
+
+_COMMANDS = {"check": _run_check, "watch": _run_watch, "notify": _run_notify, "status": _run_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure_logging("breachmatch", level=args.log_level)
+    try:
+        _COMMANDS[args.command](args, parser)
+    except ClientError as error:
+        print(f"breachmatch: error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        print("breachmatch: interrupted; a re-run continues from the token cache", file=sys.stderr)
+        return EXIT_PROBLEM
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""`Client`: the Python API, one method per CLI command::
+
+    with Client("matcher.example:443", tls_dir="/etc/breachmatch/tls") as client:
+        result = client.check("patients.csv")           # every served breach
+        for match in result.matches:
+            print(match.patient_id, match.breach_id, match.strength, match.categories)
+        client.notify(result)                           # sealed notices, idempotent
+
+Construction checks the TLS files and the state directory and loads (or
+creates) the cache key, so a misconfiguration fails before any work.
+Connections are opened on first use. Methods are synchronous; each may be
+called from any thread (the token cache is opened per call), but not from
+several at once.
+
+Large first checks blind and finalize in *spawned* worker processes, which
+re-import the calling script: in a script, call `Client.check` under
+``if __name__ == "__main__":`` (or pass ``PipelineOptions(workers=1)``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+import nacl.exceptions
+import nacl.public
+
+from breachmatch import logs
+from breachmatch.client.breaches import forget_breach
+from breachmatch.client.cache import TokenCache
+from breachmatch.client.cache_key import CacheKey
+from breachmatch.client.check import Checker
+from breachmatch.client.connection import Endpoint, load_identity, open_channel
+from breachmatch.client.errors import BreachNotServedError, ConfigurationError
+from breachmatch.client.evaluate import PipelineOptions
+from breachmatch.client.matcher import MatcherClient
+from breachmatch.client.outreach import (
+    DEFAULT_CHANNELS,
+    OutreachClient,
+    OutreachPlan,
+    SubmitSummary,
+    plan_outreach,
+)
+from breachmatch.client.patients import PatientSet, read_patients
+from breachmatch.client.results import CheckResult
+from breachmatch.client.retry import Backoff
+from breachmatch.client.state import StateDir, default_state_dir
+from breachmatch.client.submitted import SubmittedNotices
+from breachmatch.client.watch import BreachWatch
+from breachmatch.identifiers import Strength
+from breachmatch.keys import load_sealing_public_key
+from breachmatch.v1 import breach_pb2, outreach_pb2
+
+log = logs.get_logger(__name__)
+
+PathLike = Path | str
+
+
+def _log_notice(message: str) -> None:
+    log.warning("breachmatch notice", notice=message)
+
+
+@dataclass(frozen=True)
+class PatientSource:
+    """Where the patients are and how to read them (the CLI's --patients/--format/--map)."""
+
+    path: Path
+    format: str = "auto"
+    mapping: Path | None = None
+    facility: str | None = None
+
+    def read(self) -> PatientSet:
+        return read_patients(self.path, self.format, self.mapping, self.facility)
+
+
+@dataclass(frozen=True)
+class NotifyResult:
+    plan: OutreachPlan
+    submitted: SubmitSummary
+
+
+class Client:
+    def __init__(
+        self,
+        matcher: str,
+        tls_dir: PathLike,
+        *,
+        state_dir: PathLike | None = None,
+        cache_key: PathLike | None = None,
+        operator_key: PathLike | None = None,
+        notifier: str | None = None,
+        notifier_key: PathLike | None = None,
+        pipeline: PipelineOptions | None = None,
+        backoff: Backoff | None = None,
+        progress: bool = False,
+        notice: Callable[[str], None] = _log_notice,
+    ) -> None:
+        self._tls_dir = Path(tls_dir)
+        self._identity = load_identity(self._tls_dir)
+        self.state = StateDir.open(Path(state_dir) if state_dir else default_state_dir())
+        self._cache_key = CacheKey.load_or_create(
+            Path(cache_key) if cache_key else self.state.default_cache_key
+        )
+        self._operator_key = Path(operator_key) if operator_key else None
+        self._notifier_key = Path(notifier_key) if notifier_key else None
+        self._backoff = backoff or Backoff()
+        self._pipeline = pipeline or PipelineOptions(backoff=self._backoff)
+        self._progress = progress
+        self._notice = notice
+        self._matcher_endpoint = Endpoint("matcher", matcher, "--matcher", self._tls_dir)
+        self._notifier_endpoint = Endpoint("notifier", notifier or "", "--notifier", self._tls_dir)
+        self._channels: list[grpc.Channel] = []
+        self._matcher: MatcherClient | None = None
+        self._outreach: OutreachClient | None = None
+
+    @property
+    def tenant(self) -> str:
+        """This hospital's tenant id: the common name of its client certificate."""
+        return self._identity.tenant
+
+    def _matcher_client(self) -> MatcherClient:
+        if self._matcher is None:
+            channel = open_channel(self._matcher_endpoint, self._identity)
+            self._channels.append(channel)
+            self._matcher = MatcherClient(channel, self._matcher_endpoint, self._backoff)
+        return self._matcher
+
+    def _outreach_client(self) -> OutreachClient:
+        if self._outreach is None:
+            channel = open_channel(self._notifier_endpoint, self._identity)
+            self._channels.append(channel)
+            self._outreach = OutreachClient(channel, self._notifier_endpoint, self._backoff)
+        return self._outreach
+
+    # --- check --------------------------------------------------------------
+
+    def check(
+        self,
+        patients: PathLike | PatientSource,
+        breach_ids: Sequence[str] | None = None,
+    ) -> CheckResult:
+        """Check the patients against the named breaches (None: every served breach)."""
+        source = patients if isinstance(patients, PatientSource) else PatientSource(Path(patients))
+        patient_set = source.read()
+        if patient_set.unnamed:
+            self._notice(
+                f"{patient_set.unnamed} patients have no patient id and are named by row "
+                '(row-<n>); map your id column with --map, e.g. {"columns": {"Patientnr": '
+                '"patient_id"}}'
+            )
+        return self._check(patient_set, breach_ids)
+
+    def _check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:
+        with TokenCache(self.state.token_cache, self._cache_key) as cache:
+            checker = Checker(
+                matcher=self._matcher_client(),
+                cache=cache,
+                pipeline=self._pipeline,
+                progress=self._progress,
+                state=self.state,
+                tenant=self.tenant,
+                operator_key=self._operator_key,
+                notice=self._notice,
+            )
+            return checker.check(patients, breach_ids)
+
+    # --- outreach -------------------------------------------------------------
+
+    def notify(
+        self,
+        result: CheckResult,
+        patients: PathLike | PatientSource | None = None,
+        *,
+        channels: Sequence[str] = DEFAULT_CHANNELS,
+        min_strength: Strength = Strength.STRONG,
+    ) -> NotifyResult:
+        """Submit a sealed notice for each match the strength policy selects."""
+        if result.tenant != self.tenant:
+            raise ConfigurationError(
+                f"these results were produced by tenant {result.tenant}, but this client "
+                f"certificate is tenant {self.tenant}: use the --tls-dir of {result.tenant}"
+            )
+        if patients is None:
+            source = PatientSource(Path(result.patients_file))
+        elif isinstance(patients, PatientSource):
+            source = patients
+        else:
+            source = PatientSource(Path(patients))
+        plan = plan_outreach(
+            result,
+            source.read(),
+            tenant=self.tenant,
+            cache_key=self._cache_key,
+            notifier_key=self._notifier_public_key(),
+            channels=channels,
+            min_strength=min_strength,
+        )
+        SubmittedNotices(self.state.submitted_notices).record(plan.items)
+        return NotifyResult(plan, self._outreach_client().submit(plan.items))
+
+    def _notifier_public_key(self) -> nacl.public.PublicKey:
+        if self._notifier_key is not None:
+            try:
+                return load_sealing_public_key(self._notifier_key)
+            except (OSError, ValueError, nacl.exceptions.CryptoError) as exc:
+                raise ConfigurationError(
+                    f"--notifier-key {self._notifier_key} is not an X25519 public key in hex"
+                ) from exc
+        raw = self._matcher_client().key_info().notifier_public_key
+        try:
+            return nacl.public.PublicKey(raw)
+        except (ValueError, nacl.exceptions.CryptoError) as exc:
+            raise ConfigurationError(
+                "the matcher advertises no usable notifier key; pass --notifier-key FILE"
+            ) from exc
+
+    def status(self, breach_id: str | None = None) -> list[outreach_pb2.OutreachStatus]:
+        """Delivery status of this hospital's notices (of one breach, or all).
+
+        The notifier does not know patient ids; they are filled in from the
+        record `notify` keeps in the state directory.
+        """
+        statuses = self._outreach_client().status(breach_id)
+        known = SubmittedNotices(self.state.submitted_notices).patient_ids()
+        for status in statuses:
+            status.patient_ref = status.patient_ref or known.get(status.idempotency_key, "")
+        return statuses
+
+    # --- watch ----------------------------------------------------------------
+
+    def watch(
+        self,
+        patients: PathLike | PatientSource,
+        on_result: Callable[[CheckResult], None],
+        *,
+        stop: threading.Event | None = None,
+        notify: Callable[[CheckResult], None] | None = None,
+        max_events: int = 0,
+    ) -> None:
+        """Check every breach published after the last one handled, as it is published.
+
+        The patient export is re-read for each breach, so new and changed
+        patients are picked up; known ones come from the token cache.
+        `notify` (e.g. ``lambda r: client.notify(r)``) runs after `on_result`.
+        Returns when `stop` is set or after `max_events` events (0: never).
+        """
+        source = patients if isinstance(patients, PatientSource) else PatientSource(Path(patients))
+        matcher = self._matcher_client()
+        watch = BreachWatch(matcher, self.state.watch_cursor, stop or threading.Event())
+        for handled, (sequence, event) in enumerate(watch.events(), start=1):
+            breach_id = event.artifact.breach_id
+            if event.kind == breach_pb2.BreachEvent.KIND_PUBLISHED:
+                try:
+                    result = self.check(source, [breach_id])
+                except BreachNotServedError:
+                    self._notice(f"breach {breach_id} is no longer served; skipped")
+                else:
+                    on_result(result)
+                    if notify is not None:
+                        notify(result)
+            elif event.kind == breach_pb2.BreachEvent.KIND_RETRACTED:
+                self._notice(f"breach {breach_id} was retracted by the operator")
+                forget_breach(self.state.breaches, breach_id)
+            watch.commit(sequence)
+            if max_events and handled >= max_events:
+                return
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+        self._matcher = None
+        self._outreach = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

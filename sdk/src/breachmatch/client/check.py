@@ -1,0 +1,273 @@
+"""Checking a hospital's patients against breaches: the matching itself.
+
+The order of a check is chosen so that nothing is spent on a breach that
+will be refused and nothing sensitive leaves the hospital:
+
+1. key info from the matcher; the operator key is compared with the pin;
+   cache rows of key ids the matcher no longer evaluates are deleted;
+2. each selected breach is downloaded (or found in the state directory) and
+   verified — before any OPRF budget is spent on it;
+3. the patients' distinct match keys (identical OPRF inputs shared by several
+   patients are evaluated once) get their OPRF outputs under every key id
+   needed — the current one, so the next breach is checked from the cache,
+   and each breach's own — from the cache or the matcher;
+4. each filter is queried with the outputs of *its* key id, and the matched
+   entries are folded back into patients: kinds, strength, categories.
+
+If the matcher retires a key while this runs, the check refreshes its key
+info and goes on under the new key (bounded); what was cached stays valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from breachmatch.client.breaches import BreachStore, StoredBreach
+from breachmatch.client.cache import TokenCache
+from breachmatch.client.errors import (
+    ArtifactRefusedError,
+    BreachNotServedError,
+    ClientError,
+    KeyRetiredError,
+)
+from breachmatch.client.evaluate import OprfPipeline, PipelineOptions
+from breachmatch.client.matcher import KeyInfo, MatcherClient
+from breachmatch.client.patients import PatientSet
+from breachmatch.client.pinning import pinned_operator_key
+from breachmatch.client.results import BreachSummary, CheckResult, Match
+from breachmatch.client.state import StateDir
+from breachmatch.client.tokens import TokenSource
+from breachmatch.filter import TokenKeys, derive_keys
+from breachmatch.identifiers import KeyKind, Strength
+from breachmatch.records import Category
+from breachmatch.v1.breach_pb2 import BreachArtifact
+
+#: Key refreshes tolerated in one check (each after the matcher retired a key mid-run).
+MAX_KEY_REFRESHES = 3
+
+_KIND_ORDER = {kind: position for position, kind in enumerate(KeyKind)}
+
+
+@dataclass(frozen=True)
+class KeyIndex:
+    """The distinct OPRF inputs of a patient set, and whose keys each one is."""
+
+    inputs: list[bytes]
+    #: Per input: (patient position, key kind, key strength) of every patient that has it.
+    owners: list[list[tuple[int, KeyKind, Strength]]]
+
+    @classmethod
+    def build(cls, patients: PatientSet) -> KeyIndex:
+        position: dict[bytes, int] = {}
+        inputs: list[bytes] = []
+        owners: list[list[tuple[int, KeyKind, Strength]]] = []
+        for number, patient in enumerate(patients.patients):
+            for key in patient.keys:
+                data = key.oprf_input()
+                at = position.setdefault(data, len(inputs))
+                if at == len(inputs):
+                    inputs.append(data)
+                    owners.append([])
+                owners[at].append((number, key.kind, key.strength))
+        return cls(inputs, owners)
+
+
+@dataclass
+class _Hit:
+    kinds: set[KeyKind] = field(default_factory=set)
+    strong: bool = False
+    categories: int = 0
+
+
+def match_breach(
+    breach: StoredBreach, key_id: str, keys: TokenKeys, index: KeyIndex, patients: PatientSet
+) -> tuple[list[Match], BreachSummary]:
+    """Query one verified filter with the tokens of `key_id` and fold hits into patients."""
+    manifest = breach.manifest
+    if manifest.oprf_key_id != key_id:
+        raise ArtifactRefusedError(
+            f"breach {manifest.breach_id} was built under OPRF key id {manifest.oprf_key_id}, "
+            f"not {key_id}: its filter cannot be matched against these tokens"
+        )
+    with breach.open() as body:
+        labels = body.lookup(keys)
+    hits: dict[int, _Hit] = {}
+    for at, label in enumerate(labels):
+        if label is None:
+            continue
+        for patient, kind, strength in index.owners[at]:
+            hit = hits.setdefault(patient, _Hit())
+            hit.kinds.add(kind)
+            hit.strong |= strength is Strength.STRONG
+            hit.categories |= int(label)
+    matches = [
+        _match(patients.patients[number].patient_id, manifest.breach_id, hit)
+        for number, hit in sorted(hits.items())
+    ]
+    strong = sum(m.is_strong for m in matches)
+    summary = BreachSummary(
+        breach_id=manifest.breach_id,
+        title=manifest.title,
+        organisation=manifest.organisation,
+        breach_date=manifest.breach_date.isoformat(),
+        oprf_key_id=manifest.oprf_key_id,
+        patients_checked=len(patients.patients),
+        patients_matched=len(matches),
+        strong=strong,
+        medium=len(matches) - strong,
+        categories={name: sum(name in m.categories for m in matches) for name in Category.legend()},
+    )
+    return matches, summary
+
+
+def _match(patient_id: str, breach_id: str, hit: _Hit) -> Match:
+    return Match(
+        patient_id=patient_id,
+        breach_id=breach_id,
+        matched_keys=tuple(kind.value for kind in sorted(hit.kinds, key=_KIND_ORDER.__getitem__)),
+        strength=(Strength.STRONG if hit.strong else Strength.MEDIUM).value,
+        categories=tuple(Category(hit.categories).names()),
+    )
+
+
+class Checker:
+    """One hospital's view of one matcher: runs checks with a shared cache and state."""
+
+    def __init__(
+        self,
+        *,
+        matcher: MatcherClient,
+        cache: TokenCache,
+        pipeline: PipelineOptions,
+        progress: bool,
+        state: StateDir,
+        tenant: str,
+        operator_key: Path | None,
+        notice: Callable[[str], None],
+    ) -> None:
+        self._matcher = matcher
+        self._cache = cache
+        self._pipeline = pipeline
+        self._progress = progress
+        self._state = state
+        self._tenant = tenant
+        self._operator_key = operator_key
+        self._notice = notice
+
+    def check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:
+        """Check `patients` against the named breaches, or every served one if None."""
+        info = self._key_info()
+        store = BreachStore(
+            self._state.breaches,
+            self._matcher,
+            pinned_operator_key(
+                info.operator_verify_key, self._operator_key, self._state.operator_pin, self._notice
+            ),
+        )
+        breaches = self._usable(
+            info, [store.fetch(artifact) for artifact in self._select(breach_ids)], breach_ids
+        )
+        index = KeyIndex.build(patients)
+        keys, evaluations = self._token_keys(info, breaches, index, self._token_source(info))
+        matches: list[Match] = []
+        summaries: list[BreachSummary] = []
+        for breach in breaches:
+            key_id = breach.manifest.oprf_key_id
+            found, summary = match_breach(breach, key_id, keys[key_id], index, patients)
+            matches.extend(found)
+            summaries.append(summary)
+        return CheckResult(
+            tenant=self._tenant,
+            patients_file=str(patients.path),
+            generated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            patients_checked=len(patients.patients),
+            bad_rows=patients.bad_rows,
+            patients_without_keys=patients.without_keys,
+            match_keys=len(index.inputs),
+            evaluations=evaluations,
+            matches=tuple(matches),
+            summaries=tuple(summaries),
+        )
+
+    def _key_info(self) -> KeyInfo:
+        info = self._matcher.key_info()
+        purged = self._cache.purge_except(info.valid_key_ids)
+        if purged:
+            self._notice(
+                f"The operator rotated its OPRF key: {purged} cached tokens of retired key ids "
+                "were deleted; those match keys are evaluated again under the new key."
+            )
+        return info
+
+    def _usable(
+        self, info: KeyInfo, breaches: list[StoredBreach], asked: Sequence[str] | None
+    ) -> list[StoredBreach]:
+        """Breaches whose key the matcher still evaluates; the others are named.
+
+        A breach asked for by id is an error if it cannot be checked; with
+        ``--all`` the rest are still checked and the stale ones listed.
+        """
+        stale = sorted(
+            b.manifest.breach_id
+            for b in breaches
+            if b.manifest.oprf_key_id not in info.valid_key_ids
+        )
+        if not stale:
+            return breaches
+        message = (
+            f"breach {', '.join(stale)} was built under an OPRF key the matcher no longer "
+            "evaluates; ask the operator to publish it again under the current key"
+        )
+        if asked is not None:
+            raise ClientError(message)
+        self._notice(f"{message} (not checked)")
+        return [b for b in breaches if b.manifest.breach_id not in stale]
+
+    def _token_source(self, info: KeyInfo) -> TokenSource:
+        """Cache plus pipeline, with batches no larger than the matcher accepts."""
+        options = self._pipeline
+        if info.max_batch_size:
+            options = replace(options, batch_size=min(options.batch_size, info.max_batch_size))
+        return TokenSource(self._cache, OprfPipeline(self._matcher, options), self._progress)
+
+    def _select(self, breach_ids: Sequence[str] | None) -> list[BreachArtifact]:
+        served = self._matcher.list_breaches()
+        if breach_ids is None:
+            return served
+        by_id = {artifact.breach_id: artifact for artifact in served}
+        unknown = [breach_id for breach_id in breach_ids if breach_id not in by_id]
+        if unknown:
+            raise BreachNotServedError(
+                f"the matcher serves no breach {', '.join(unknown)} "
+                f"(it serves {len(served)}: run 'breachmatch check --all' or pick from "
+                f"{', '.join(sorted(by_id)) or 'none'})"
+            )
+        return [by_id[breach_id] for breach_id in dict.fromkeys(breach_ids)]
+
+    def _token_keys(
+        self,
+        info: KeyInfo,
+        breaches: Sequence[StoredBreach],
+        index: KeyIndex,
+        tokens: TokenSource,
+    ) -> tuple[dict[str, TokenKeys], int]:
+        """Token keys per needed key id, evaluating what the cache lacks."""
+        evaluations = 0
+        for _ in range(MAX_KEY_REFRESHES):
+            needed = sorted({info.current_key_id} | {b.manifest.oprf_key_id for b in breaches})
+            keys: dict[str, TokenKeys] = {}
+            try:
+                for key_id in needed:
+                    outputs, sent = tokens.outputs(key_id, index.inputs)
+                    evaluations += sent
+                    keys[key_id] = derive_keys(outputs)
+            except KeyRetiredError:
+                self._notice("The matcher retired an OPRF key during this check; refreshing.")
+                info = self._key_info()
+                self._usable(info, list(breaches), asked=())  # raises if a breach went stale
+                continue
+            return keys, evaluations
+        raise ClientError("the matcher kept retiring OPRF keys during this check; try again later")

@@ -1,0 +1,132 @@
+"""The hospital's patient export, read into records and match keys.
+
+Same readers and column mapping as ingest (`breachmatch.readers`,
+`breachmatch.columns`): CSV/TSV with Danish or English headers, JSON, FHIR R4
+Patient NDJSON from a bulk $export, optionally compressed, with ``--map`` for
+columns the synonyms do not know. The records are kept in memory for the
+run because notices need the contact details (address, language) that never
+go to the matcher.
+
+Patients are named by their ``patient_id``; rows without one are named
+``row-<n>`` (their row number) and counted, so the report can say to map the
+id column, and rows with neither an id nor any identifier are skipped.
+Rows sharing a patient id are one patient (their keys are merged, the first
+row's contact details kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from breachmatch.client.errors import PatientsFileError
+from breachmatch.columns import ColumnMapping, MappingError, display_name
+from breachmatch.identifiers import MatchKey, match_keys
+from breachmatch.readers import BadRow, ReaderError, RecordStream, open_records
+from breachmatch.records import PersonRecord
+
+
+@dataclass(frozen=True)
+class Patient:
+    patient_id: str
+    record: PersonRecord
+    keys: tuple[MatchKey, ...]
+
+
+@dataclass(frozen=True)
+class PatientSet:
+    path: Path
+    patients: tuple[Patient, ...]
+    bad_rows: int
+    #: Patients named ``row-<n>`` because the export has no patient id for them.
+    unnamed: int = 0
+
+    @property
+    def without_keys(self) -> int:
+        return sum(not patient.keys for patient in self.patients)
+
+    def by_id(self) -> dict[str, Patient]:
+        return {patient.patient_id: patient for patient in self.patients}
+
+
+def load_mapping(mapping_file: Path | None, facility: str | None) -> ColumnMapping:
+    try:
+        mapping = ColumnMapping.load(mapping_file) if mapping_file else ColumnMapping()
+    except OSError as exc:
+        raise PatientsFileError(f"cannot read --map {mapping_file}: {exc.strerror}") from exc
+    except MappingError as exc:
+        raise PatientsFileError(f"--map {mapping_file}: {exc}") from exc
+    return dataclasses.replace(mapping, facility=facility) if facility else mapping
+
+
+def read_patients(
+    path: Path,
+    format: str = "auto",
+    mapping_file: Path | None = None,
+    facility: str | None = None,
+) -> PatientSet:
+    """Read every patient of an export, or explain why it cannot be used."""
+    mapping = load_mapping(mapping_file, facility)
+    if not path.is_file():
+        raise PatientsFileError(f"the patients file {path} does not exist (--patients)")
+    merged: dict[str, tuple[PersonRecord, list[MatchKey]]] = {}
+    bad_rows = good_rows = unnamed = 0
+    try:
+        with open_records(path, format, mapping) as stream:
+            for item in stream:
+                if isinstance(item, BadRow):
+                    bad_rows += 1
+                    continue
+                good_rows += 1
+                found = match_keys(item).keys
+                patient_id = item.patient_id
+                if not patient_id:
+                    if not found:
+                        continue  # a blank row: nobody to check, nobody to notify
+                    unnamed += 1
+                    patient_id = f"row-{stream.stats.rows_read}"
+                keys = merged.setdefault(patient_id, (item, []))[1]
+                keys.extend(k for k in found if k not in keys)
+            headers = _headers_seen(stream)
+    except ReaderError as exc:
+        raise PatientsFileError(f"cannot read the patients file {path}: {exc}") from exc
+    patients = tuple(
+        Patient(patient_id, record, tuple(keys)) for patient_id, (record, keys) in merged.items()
+    )
+    if not good_rows:
+        raise PatientsFileError(
+            f"the patients file {path} holds no readable patient rows "
+            f"({bad_rows} unreadable); check --format"
+        )
+    if not any(patient.keys for patient in patients):
+        raise PatientsFileError(_no_identifier_message(path, headers))
+    return PatientSet(path, patients, bad_rows, unnamed)
+
+
+def _headers_seen(stream: RecordStream) -> tuple[list[str], list[str]]:
+    """(all headers, unrecognised headers) of the tables read, safe to print."""
+    found: list[str] = []
+    unrecognised: list[str] = []
+    for plan in stream.plans_seen.values():
+        for decision in plan.decisions:
+            name = display_name(decision.header)
+            found.append(name)
+            if decision.source == "unmapped":
+                unrecognised.append(name)
+    return found, unrecognised
+
+
+def _no_identifier_message(path: Path, headers: tuple[list[str], list[str]]) -> str:
+    found, unrecognised = headers
+    columns = (
+        f"columns found: {', '.join(found)}; not recognised: {', '.join(unrecognised) or 'none'}"
+        if found
+        else "no column headers were found (FHIR Patients without identifiers?)"
+    )
+    return (
+        f"no row of {path} gave a usable identifier (cpr, ssn, mrn, email, phone, or name "
+        f"with birth date) — {columns}. Tell breachmatch which column holds what with "
+        '--map FILE, a JSON file like {"columns": {"Personnr": "cpr", "Fødselsdag": '
+        '"birth_date", "Patientnr": "patient_id"}}'
+    )
