@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,21 +62,33 @@ def _wait_for_mail(info: StackInfo, expected: int, timeout: float) -> int:
     return count
 
 
-def _summary(results: dict[str, Any], data: Dataset, delivered: int, info: StackInfo) -> bool:
-    matches = results["matches"]
-    found = {
+Match = tuple[str, str, tuple[str, ...], tuple[str, ...]]
+
+
+def found_matches(results: dict[str, Any]) -> set[Match]:
+    """(patient, strength, keys, categories) per match in a `check --json` report."""
+    return {
         (
             m["patient_id"],
             m["strength"],
             tuple(sorted(m["matched_keys"])),
             tuple(sorted(m["categories"])),
         )
-        for m in matches
+        for m in results["matches"]
     }
-    truth = {
+
+
+def expected_matches(data: Dataset) -> set[Match]:
+    """The same, from the generator's ground truth."""
+    return {
         (m.patient_id, m.strength, tuple(sorted(m.matched_keys)), tuple(sorted(m.categories)))
         for m in data.expected
     }
+
+
+def _summary(results: dict[str, Any], data: Dataset, delivered: int, info: StackInfo) -> bool:
+    matches = results["matches"]
+    found, truth = found_matches(results), expected_matches(data)
     strengths = Counter(m["strength"] for m in matches)
     categories = Counter(c for m in matches for c in m["categories"])
     print("\n== breachmatch demo ==")
@@ -91,23 +104,29 @@ def _summary(results: dict[str, Any], data: Dataset, delivered: int, info: Stack
     return ok
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="run the whole breachmatch flow locally")
-    parser.add_argument("--root", type=Path, default=Path(".var/demo"))
-    parser.add_argument("--scale", choices=sorted(_SCALES), default="small")
-    args = parser.parse_args()
-    root: Path = args.root
+@dataclass
+class Outcome:
+    """What one run of the flow produced, for the summary and the end-to-end test."""
+
+    info: StackInfo
+    data: Dataset
+    results: dict[str, Any]
+    strong: int
+    delivered: int
+
+
+def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
+    """Run the whole flow on a fresh stack under `root`; the stack is stopped on return."""
     stack = Stack(root)
     if stack.pids_file.exists():
-        stack.down()  # a previous demo that was interrupted
-    # Each demo tells the story from the start: a fresh JetStream store and a
+        stack.down()  # a previous run that was interrupted
+    # Each run tells the story from the start: a fresh JetStream store and a
     # fresh hospital state (the PKI and operator keys are reused).
     for stale in ("mail", "hospital-a", "digital-post-outbox", "nats", "logs"):
         shutil.rmtree(root / stale, ignore_errors=True)
     print("starting nats-server, matcher, notifier, ingest and an SMTP sink ...")
     info = stack.up()
     try:
-        patients, leaked, strangers = _SCALES[args.scale]
         data = generate(root / "data", patients, leaked, strangers)
         print(f"ingesting the leak ({data.leaked_rows:,} rows) ...")
         _run(
@@ -126,17 +145,28 @@ def main() -> None:
         )  # fmt: skip
         results = json.loads(results_path.read_text())
         print("submitting sealed notices ...")
-        out = _run(info, "breachmatch", "notify", "--from", str(results_path),
-                   "--channels", "email,digital_post")  # fmt: skip
+        notify = ("notify", "--from", str(results_path), "--channels", "email,digital_post")
+        out = _run(info, "breachmatch", *notify)
         print("  " + out.strip().splitlines()[-1] if out.strip() else "")
+        # Submitting again must send nothing twice.
+        _run(info, "breachmatch", *notify)
         strong = sum(1 for m in results["matches"] if m["strength"] == "strong")
         expected_mail = strong + 1  # + the notifier's new-breach alert to the tenant
         delivered = _wait_for_mail(info, expected_mail, timeout=120 + strong / 20)
-        ok = _summary(results, data, delivered, info) and delivered == expected_mail
     finally:
         stack.down()
         print("stack stopped")
-    if not ok:
+    return Outcome(info, data, results, strong, delivered)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="run the whole breachmatch flow locally")
+    parser.add_argument("--root", type=Path, default=Path(".var/demo"))
+    parser.add_argument("--scale", choices=sorted(_SCALES), default="small")
+    args = parser.parse_args()
+    outcome = run_flow(args.root, *_SCALES[args.scale])
+    ok = _summary(outcome.results, outcome.data, outcome.delivered, outcome.info)
+    if not ok or outcome.delivered != outcome.strong + 1:
         raise SystemExit(1)
 
 

@@ -1,0 +1,75 @@
+"""The whole flow as separate processes, and every promise of DESIGN.md checked at the end.
+
+Runs exactly what `make demo` runs (`breachmatch.dev.demo.run_flow`): a real
+nats-server, the matcher, notifier and ingest services as processes, an SMTP
+sink, the ingest CLI on a messy cp1252 leak, the hospital CLI's check and
+notify (twice). Then it checks the outcome against the generator's ground
+truth and scans everything the system stored or logged for the patients'
+identifiers.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from breachmatch.dev.demo import Outcome, expected_matches, found_matches, run_flow
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    return run_flow(tmp_path_factory.mktemp("e2e"), patients=400, leaked=150, strangers=100)
+
+
+def test_hospital_learns_exactly_its_own_matches(outcome: Outcome) -> None:
+    assert found_matches(outcome.results) == expected_matches(outcome.data)
+    assert len(outcome.results["matches"]) == 150
+
+
+def test_each_notice_is_delivered_exactly_once(outcome: Outcome) -> None:
+    mails = [email.message_from_bytes(p.read_bytes()) for p in outcome.info.mail_dir.glob("*.eml")]
+    per_key = Counter(str(m["X-Breachmatch-Idempotency-Key"]).strip() for m in mails)
+    assert outcome.strong > 0
+    # One notice per strong match, plus the notifier's new-breach alert to the hospital.
+    assert len(mails) == outcome.strong + 1
+    assert len(per_key) == len(mails), "notify ran twice; nothing may be sent twice"
+
+
+def _identifier_patterns(hospital_csv: Path) -> list[re.Pattern[bytes]]:
+    patterns = []
+    with hospital_csv.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            cpr, phone = row["cpr"], row["phone"]
+            for literal in (
+                cpr, f"{cpr[:6]}-{cpr[6:]}", row["email"], row["email"].upper(),
+                f"+45{phone}", f"{row['first_name']} {row['last_name']}",
+            ):  # fmt: skip
+                patterns.append(re.compile(re.escape(literal.encode())))
+            patterns.append(re.compile(rb"(?<!\d)" + phone.encode() + rb"(?!\d)"))
+    return patterns
+
+
+def test_no_identifier_in_any_stored_file_or_log(outcome: Outcome) -> None:
+    root = outcome.info.root
+    # Not scanned: the inputs themselves (the leak and the hospital's own
+    # export), and the delivery hand-offs (sent e-mails and the Digital Post
+    # outbox), which must name the patient they are addressed to.
+    skipped = {root / "data", outcome.info.mail_dir, outcome.info.outbox_dir}
+    files = [
+        p for p in root.rglob("*") if p.is_file() and not any(p.is_relative_to(s) for s in skipped)
+    ]
+    scanned = {p.relative_to(root).parts[0] for p in files}
+    assert {"nats", "logs", "hospital-a"} <= scanned
+    patterns = _identifier_patterns(outcome.data.hospital_csv)
+    leaks = [
+        str(path.relative_to(root))
+        for path in files
+        for content in [path.read_bytes()]
+        if any(p.search(content) for p in patterns)
+    ]
+    assert leaks == []
