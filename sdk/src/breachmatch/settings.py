@@ -60,3 +60,19 @@ def optional_address(value: str | None) -> str | None:
     switching a listener off needs a word, not an empty string.
     """
     return None if value is None or value.strip().lower() in _OFF else value
+
+
+def positive_int(text: str) -> int:
+    """argparse `type=` for counts that must be at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse `type=` for counts where 0 means "none"."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value

@@ -33,7 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from breachmatch.server import ServerConfig
-from breachmatch.settings import add_env_argument, optional_address
+from breachmatch.settings import (
+    add_env_argument,
+    non_negative_int,
+    optional_address,
+    positive_int,
+)
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -84,20 +89,6 @@ class MatcherConfig:
         )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
     add_env_argument(
@@ -130,14 +121,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_BATCH,
         help="most blinded elements per Evaluate request",
     )
     add_env_argument(
         parser,
         "--workers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="evaluation processes; 0 = one per core",
     )

@@ -39,7 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from breachmatch.server import ServerConfig
-from breachmatch.settings import add_env_argument, optional_address
+from breachmatch.settings import (
+    add_env_argument,
+    non_negative_int,
+    optional_address,
+    positive_int,
+)
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.notice import DEFAULT_LANGUAGE
 
@@ -96,20 +101,6 @@ class NotifierConfig:
     def retry_delay(self, delivered: int) -> float:
         """Seconds before attempt ``delivered + 1``, after ``delivered`` attempts failed."""
         return self.backoff[min(delivered, len(self.backoff)) - 1]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -170,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--workers-per-process",
         env="BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=4,
         help="notices delivered at once by this process; 0 with serve: intake only",
     )
@@ -178,7 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--max-deliver",
         env="BREACHMATCH_NOTIFIER_MAX_DELIVER",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="delivery attempts per notice before it is dead-lettered",
     )
@@ -202,7 +193,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--max-batch",
         env="BREACHMATCH_NOTIFIER_MAX_BATCH",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_BATCH,
         help="most items per SubmitOutreach request",
     )
