@@ -57,7 +57,9 @@ class IngestServicer:
     """
 
     def Upload(self, request_iterator, context):
-        """First message a header, then the dump's bytes in order.
+        """First message a header, then the dump's bytes in order, then one empty
+        chunk as the end marker: gRPC ends a cancelled and a finished client
+        stream alike, and a cut dump must never be published as the whole one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,10 @@ class IngestStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IngestAsyncStub: ...
     Upload: _grpc.StreamUnaryMultiCallable[_ingest_pb2.UploadRequest, _ingest_pb2.UploadResponse]
-    """First message a header, then the dump's bytes in order."""
+    """First message a header, then the dump's bytes in order, then one empty
+    chunk as the end marker: gRPC ends a cancelled and a finished client
+    stream alike, and a cut dump must never be published as the whole one.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetJobRequest, _ingest_pb2.GetJobResponse]
     RetractBreach: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RetractBreachRequest, _ingest_pb2.RetractBreachResponse]
 
@@ -44,7 +47,10 @@ class IngestAsyncStub(IngestStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Upload: _aio.StreamUnaryMultiCallable[_ingest_pb2.UploadRequest, _ingest_pb2.UploadResponse]  # type: ignore[assignment]
-    """First message a header, then the dump's bytes in order."""
+    """First message a header, then the dump's bytes in order, then one empty
+    chunk as the end marker: gRPC ends a cancelled and a finished client
+    stream alike, and a cut dump must never be published as the whole one.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetJobRequest, _ingest_pb2.GetJobResponse]  # type: ignore[assignment]
     RetractBreach: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RetractBreachRequest, _ingest_pb2.RetractBreachResponse]  # type: ignore[assignment]
 
@@ -57,7 +63,10 @@ class IngestServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_ingest_pb2.UploadRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.UploadResponse, _abc.Awaitable[_ingest_pb2.UploadResponse]]:
-        """First message a header, then the dump's bytes in order."""
+        """First message a header, then the dump's bytes in order, then one empty
+        chunk as the end marker: gRPC ends a cancelled and a finished client
+        stream alike, and a cut dump must never be published as the whole one.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
