@@ -13,6 +13,11 @@ from breachmatch.filter.errors import (
     ManifestFormatError,
     ManifestSignatureError,
 )
+from breachmatch.filter.events import (
+    BreachEventError,
+    CheckedBreachEvent,
+    read_breach_event,
+)
 from breachmatch.filter.layout import FilterParameters
 from breachmatch.filter.manifest import (
     Manifest,
@@ -32,7 +37,9 @@ __all__ = [
     "ArtifactError",
     "BodyDigestError",
     "BodySummary",
+    "BreachEventError",
     "BreachFilter",
+    "CheckedBreachEvent",
     "FilterFormatError",
     "FilterParameters",
     "FilterStats",
@@ -47,6 +54,7 @@ __all__ = [
     "false_match_bound",
     "filter_stats",
     "lookup_stream",
+    "read_breach_event",
     "sign_manifest",
     "verify_artifact",
     "verify_body",

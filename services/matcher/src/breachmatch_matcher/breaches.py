@@ -24,18 +24,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import nacl.signing
-from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
 from breachmatch import bus, logs
-from breachmatch.filter import ArtifactError, Manifest, verify_artifact
+from breachmatch.filter import (
+    BreachEventError,
+    Manifest,
+    read_breach_event,
+)
 from breachmatch.v1 import breach_pb2
 from breachmatch_matcher import metrics
 
 log = logs.get_logger(__name__)
-
-PUBLISHED = breach_pb2.BreachEvent.KIND_PUBLISHED
-RETRACTED = breach_pb2.BreachEvent.KIND_RETRACTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,27 +107,18 @@ class BreachIndex:
 
     def _apply(self, sequence: int, data: bytes) -> None:
         try:
-            event = breach_pb2.BreachEvent.FromString(data)
-        except DecodeError:
-            self._reject(sequence, "undecodable")
+            checked = read_breach_event(data, self._verify_key)
+        except BreachEventError as exc:
+            self._reject(sequence, exc.reason)
             return
-        breach_id = event.artifact.breach_id
-        if event.kind == PUBLISHED:
-            try:
-                manifest = verify_artifact(event.artifact, self._verify_key)
-            except ArtifactError as exc:
-                self._reject(sequence, type(exc).__name__)
-                return
+        event, breach_id = checked.event, checked.breach_id
+        if checked.manifest is not None:
             previous = self._served.get(breach_id)
-            self._served[breach_id] = ServedBreach(sequence, event.artifact, manifest)
+            self._served[breach_id] = ServedBreach(sequence, event.artifact, checked.manifest)
             if previous is not None and previous.artifact != event.artifact:
                 self._on_withdrawn(breach_id)
-        elif event.kind == RETRACTED:
-            if self._served.pop(breach_id, None) is not None:
-                self._on_withdrawn(breach_id)
-        else:
-            self._reject(sequence, "unknown_kind")
-            return
+        elif self._served.pop(breach_id, None) is not None:
+            self._on_withdrawn(breach_id)
         self._events.append((sequence, event))
         self._sequences.append(sequence)
         metrics.BREACHES_SERVED.set(len(self._served))

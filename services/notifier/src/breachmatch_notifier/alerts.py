@@ -18,18 +18,16 @@ import hashlib
 from collections.abc import Mapping
 
 import nacl.signing
-from google.protobuf.message import DecodeError
 from markupsafe import escape
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from breachmatch import bus, logs
-from breachmatch.filter import ArtifactError
+from breachmatch.filter import BreachEventError, read_breach_event
 from breachmatch.tenants import Tenant, Tenants
-from breachmatch.v1 import breach_pb2
 from breachmatch.v1.outreach_pb2 import ContactDetails
 from breachmatch_notifier import metrics
-from breachmatch_notifier.breaches import breach_info, read_manifest
+from breachmatch_notifier.breaches import breach_info
 from breachmatch_notifier.channels import (
     EMAIL,
     Dispatcher,
@@ -140,13 +138,15 @@ class BreachAlerts:
 
     async def handle(self, msg: Msg) -> None:
         try:
-            event = breach_pb2.BreachEvent.FromString(msg.data)
-            manifest = read_manifest(event.artifact, self._verify_key)
-        except (DecodeError, ArtifactError) as exc:
-            log.warning("breach event not alerted", reason=type(exc).__name__)
+            checked = read_breach_event(msg.data, self._verify_key)
+        except BreachEventError as exc:
+            log.warning("breach event not alerted", reason=exc.reason)
             await msg.term()
             return
-        breach = breach_info(manifest)
+        if checked.manifest is None:  # a retraction: nothing to alert
+            await msg.ack()
+            return
+        breach = breach_info(checked.manifest)
         try:
             async with keep_alive(msg, self._config.ack_wait / 3):
                 for tenant in self._recipients:

@@ -20,28 +20,18 @@ import asyncio
 from typing import Any
 
 import nacl.signing
-from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 
 from breachmatch import bus, logs
-from breachmatch.filter import ArtifactError, Manifest, verify_artifact
-from breachmatch.v1 import breach_pb2
+from breachmatch.filter import (
+    BreachEventError,
+    Manifest,
+    read_breach_event,
+)
 from breachmatch_notifier import metrics
 from breachmatch_notifier.notice import BreachInfo
 
 log = logs.get_logger(__name__)
-
-PUBLISHED = breach_pb2.BreachEvent.KIND_PUBLISHED
-RETRACTED = breach_pb2.BreachEvent.KIND_RETRACTED
-
-
-def read_manifest(
-    artifact: breach_pb2.BreachArtifact, verify_key: nacl.signing.VerifyKey | None
-) -> Manifest:
-    """The artifact's manifest, verified when a key is given; raises `ArtifactError`."""
-    if verify_key is not None:
-        return verify_artifact(artifact, verify_key)
-    return Manifest.from_bytes(artifact.manifest)
 
 
 def breach_info(manifest: Manifest) -> BreachInfo:
@@ -104,22 +94,14 @@ class BreachCatalogue:
 
     def _apply(self, sequence: int, data: bytes) -> None:
         try:
-            event = breach_pb2.BreachEvent.FromString(data)
-        except DecodeError:
-            self._reject(sequence, "undecodable")
+            checked = read_breach_event(data, self._verify_key)
+        except BreachEventError as exc:
+            self._reject(sequence, exc.reason)
             return
-        breach_id = event.artifact.breach_id
-        if event.kind == PUBLISHED:
-            try:
-                manifest = read_manifest(event.artifact, self._verify_key)
-            except ArtifactError as exc:
-                self._reject(sequence, type(exc).__name__)
-                return
-            self._published[manifest.breach_id] = breach_info(manifest)
-        elif event.kind == RETRACTED:
-            self._retracted.add(breach_id)
+        if checked.manifest is not None:
+            self._published[checked.breach_id] = breach_info(checked.manifest)
         else:
-            self._reject(sequence, "unknown_kind")
+            self._retracted.add(checked.breach_id)
 
     def _reject(self, sequence: int, reason: str) -> None:
         metrics.BREACH_EVENTS_REJECTED.labels(reason).inc()
