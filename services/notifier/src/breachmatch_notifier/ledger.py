@@ -195,13 +195,25 @@ class Ledger:
         scope = [OUTREACH_PREFIX, bus.tenant_token(tenant)]
         if breach_id:
             scope.append(bus.tenant_token(breach_id))
-        watcher = await self._kv.watch(".".join([*scope, ">"]), ignore_deletes=True)
-        found: list[LedgerEntry] = []
+        pattern = ".".join([*scope, ">"])
+        # nats-py's watcher may send its "initial values done" marker before
+        # the values when they reach it during its own consumer-info check, so
+        # count the keys first and read until every one of them is in.
+        info = await self._kv._js.stream_info(
+            self._kv._stream, subjects_filter=self._kv._pre + pattern
+        )
+        expected = len(info.state.subjects or {})
+        watcher = await self._kv.watch(pattern, ignore_deletes=True)
+        found: dict[str, LedgerEntry] = {}
+        marker_seen = False
         try:
             async for update in watcher:
-                if update is None:  # the marker after the current values
+                if update is None:
+                    marker_seen = True
+                else:
+                    found[update.key] = LedgerEntry.from_bytes(update.value or b"")
+                if marker_seen and len(found) >= expected:
                     break
-                found.append(LedgerEntry.from_bytes(update.value or b""))
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        return found
+        return list(found.values())
