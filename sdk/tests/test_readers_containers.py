@@ -13,23 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.readers import BadRow, ReaderError, RecordStream, open_records
-from breachmatch.records import PersonRecord
+from breachmatch.readers import BadRow, ReaderError, open_records
 
 CSV = "Navn;CPR;E-mail\n" + "".join(f"Person {i};{i:010d};p{i}@example.dk\n" for i in range(2000))
 SQL = "INSERT INTO p (navn, cpr) VALUES ('Zip Test','0909909999'),('Zap Test','0808808888');\n"
 JSONL = '{"name": "Json Test", "ssn": "123-45-6789"}\n'
-
-
-def _read(stream: RecordStream) -> tuple[list[PersonRecord], list[BadRow]]:
-    records: list[PersonRecord] = []
-    bad: list[BadRow] = []
-    for item in stream:
-        if isinstance(item, BadRow):
-            bad.append(item)
-        else:
-            records.append(item)
-    return records, bad
 
 
 @pytest.mark.parametrize(
@@ -44,7 +32,7 @@ def test_compressed_input_is_unwrapped_and_progress_counts_compressed_bytes(
     with open_records(path) as stream:
         assert stream.container == kind
         assert stream.members[0].format == "csv"
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.bytes_read == stream.total_bytes == path.stat().st_size
     assert not bad
     assert len(records) == 2000
@@ -91,7 +79,7 @@ def test_every_zip_member_is_read_with_its_own_format(tmp_path: Path) -> None:
         encrypted=("export/locked.csv",),
     )
     with open_records(path) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.container == "zip"
         assert [(m.name, m.container, m.format) for m in stream.members] == [
             ("export/patients.csv", "zip", "csv"),
@@ -111,7 +99,7 @@ def test_truncated_gzip_keeps_the_rows_before_the_damage(tmp_path: Path) -> None
     path = tmp_path / "cut.csv.gz"
     path.write_bytes(whole[: len(whole) // 2])
     with open_records(path) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert 0 < len(records) < 2000
     assert records[0].cpr == "0000000000"
     assert bad[-1] == BadRow("container_corrupt", 0, "")
@@ -126,7 +114,7 @@ def test_corrupt_zip_member_is_a_bad_row(tmp_path: Path) -> None:
     raw[at : at + 10] = b"0202802345"  # content no longer matches the stored CRC
     path.write_bytes(bytes(raw))
     with open_records(path) as stream:
-        _, bad = _read(stream)
+        _, bad = stream.read_all()
     assert bad == [BadRow("container_corrupt", 0, "a.csv")]
 
 
@@ -159,7 +147,7 @@ def test_plain_pipe_streams_without_a_total(tmp_path: Path) -> None:
     os.write(write_end, SQL.encode())
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe, open_records(pipe) as stream:
-        records, _ = _read(stream)
+        records, _ = stream.read_all()
         assert stream.total_bytes is None
         assert stream.bytes_read == len(SQL)
     assert [r.full_name for r in records] == ["Zip Test", "Zap Test"]
@@ -176,5 +164,5 @@ def test_empty_archive_has_no_members(tmp_path: Path) -> None:
 def test_a_callers_stream_is_left_open() -> None:
     source = io.BytesIO(SQL.encode())
     with open_records(source) as stream:
-        _read(stream)
+        stream.read_all()
     assert not source.closed

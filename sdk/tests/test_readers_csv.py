@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from breachmatch.readers import BadRow, RecordStream, open_records
-from breachmatch.records import Category, PersonRecord
+from breachmatch.records import Category
 
 # Made-up people; the traps are in the spelling, not in the people.
 DANISH_HEADER = (
@@ -24,17 +24,6 @@ DANISH_ROWS = [
 ]
 
 
-def _read(stream: RecordStream) -> tuple[list[PersonRecord], list[BadRow]]:
-    records: list[PersonRecord] = []
-    bad: list[BadRow] = []
-    for item in stream:
-        if isinstance(item, BadRow):
-            bad.append(item)
-        else:
-            records.append(item)
-    return records, bad
-
-
 def _open(data: bytes, format: str = "auto") -> RecordStream:
     return open_records(io.BytesIO(data), format)
 
@@ -45,7 +34,7 @@ def _danish_csv(encoding: str, newline: str = "\r\n") -> bytes:
 
 def test_cp1252_semicolon_export_with_danish_headers() -> None:
     with _open(_danish_csv("cp1252")) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.members[0].encoding == "cp1252"
         assert stream.members[0].delimiter == ";"
         assert stream.format == "csv"
@@ -71,7 +60,7 @@ def test_cp1252_semicolon_export_with_danish_headers() -> None:
 @pytest.mark.parametrize(("encoding", "sniffed"), [("utf-8", "utf-8"), ("utf-8-sig", "utf-8-sig")])
 def test_utf8_with_and_without_bom(encoding: str, sniffed: str) -> None:
     with _open(_danish_csv(encoding, newline="\n")) as stream:
-        records, _ = _read(stream)
+        records, _ = stream.read_all()
         assert stream.members[0].encoding == sniffed
     assert [r.full_name for r in records][:2] == ["Søren Ærbødig", "ÅSE ØSTERGÅRD"]
 
@@ -80,7 +69,7 @@ def test_latin1_is_chosen_when_cp1252_cannot_be_it() -> None:
     # 0x81 is undefined in cp1252: only latin-1 explains it.
     data = "Navn,Notat\nØrsted,a\x81b\n".encode("latin-1")
     with _open(data) as stream:
-        records, _ = _read(stream)
+        records, _ = stream.read_all()
         assert stream.members[0].encoding == "latin-1"
     assert records[0].full_name == "Ørsted"
 
@@ -89,7 +78,7 @@ def test_bytes_past_the_sample_that_contradict_it_do_not_stop_the_read() -> None
     filler = "".join(f"Person {i},{i:010d}\n" for i in range(6000))  # > 64 KiB of ASCII
     data = ("Navn,CPR\n" + filler).encode() + "Ærø,0101801234\n".encode("cp1252")
     with _open(data) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.members[0].encoding == "utf-8"
     assert not bad
     assert len(records) == 6001
@@ -103,7 +92,7 @@ def test_delimiter_is_sniffed(delimiter: str) -> None:
     rows.append(["Bob, Jr.", "Te;st", "987-65-4321", "b|c@x.org"])
     text = "\n".join(delimiter.join(f'"{c}"' for c in row) for row in rows) + "\n"
     with _open(text.encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.members[0].delimiter == delimiter
     assert not bad
     assert [(r.given_name, r.family_name, r.ssn) for r in records] == [
@@ -114,7 +103,7 @@ def test_delimiter_is_sniffed(delimiter: str) -> None:
 
 def test_tsv_format_forces_a_tab() -> None:
     with _open(b"name,x\tssn\nA,1\t123-45-6789\n", format="tsv") as stream:
-        records, _ = _read(stream)
+        records, _ = stream.read_all()
         assert stream.members[0].delimiter == "\t"
     assert records[0].full_name is None  # "name,x" is one header that means nothing
     assert records[0].ssn == "123-45-6789"
@@ -123,7 +112,7 @@ def test_tsv_format_forces_a_tab() -> None:
 def test_trailing_delimiters_are_trimmed_but_real_extra_cells_are_bad() -> None:
     data = b"Navn;CPR\nA;0101801234;;\nB;0202802345;extra\n\n   \nC;0303803456\n"
     with _open(data) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.full_name for r in records] == ["A", "C"]
     assert bad == [BadRow("csv_wrong_field_count", 2, "")]
 
@@ -131,7 +120,7 @@ def test_trailing_delimiters_are_trimmed_but_real_extra_cells_are_bad() -> None:
 def test_file_without_a_header_row_gets_positional_columns() -> None:
     data = b"Anne Test,010180-1234,anne@example.dk\nBo Test,020280-2345,bo@example.dk\n"
     with _open(data) as stream:
-        records, _ = _read(stream)
+        records, _ = stream.read_all()
         assert [plan.decisions[0].header for plan in stream.plans_seen.values()] == ["column_1"]
     assert len(records) == 2  # the first row is data, not a header
     assert all(r.cpr is None and r.categories == Category(0) for r in records)
@@ -140,7 +129,7 @@ def test_file_without_a_header_row_gets_positional_columns() -> None:
 def test_malformed_quoting_is_a_bad_row_and_reading_goes_on() -> None:
     data = b'Navn,CPR\n"A"x,0101801234\nB,0202802345\n"C,0303803456\n'
     with _open(data) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.full_name for r in records] == ["B"]
     assert [b.reason for b in bad] == ["csv_malformed", "csv_malformed"]
 
@@ -151,5 +140,5 @@ def test_path_source_reports_progress(tmp_path: Path) -> None:
     path.write_bytes(data)
     with open_records(path) as stream:
         assert stream.total_bytes == len(data)
-        _read(stream)
+        stream.read_all()
         assert stream.bytes_read == len(data)

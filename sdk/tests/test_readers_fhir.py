@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from breachmatch.columns import ColumnMapping
-from breachmatch.readers import BadRow, RawRow, RecordStream, open_records
-from breachmatch.records import Category, PersonRecord
+from breachmatch.readers import RawRow, open_records
+from breachmatch.records import Category
 
 CPR = "urn:oid:1.2.208.176.1.2"
 SSN = "http://hl7.org/fhir/sid/us-ssn"
@@ -78,22 +78,11 @@ def _ndjson(*resources: object) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in resources).encode()
 
 
-def _read(stream: RecordStream) -> tuple[list[PersonRecord], list[BadRow]]:
-    records: list[PersonRecord] = []
-    bad: list[BadRow] = []
-    for item in stream:
-        if isinstance(item, BadRow):
-            bad.append(item)
-        else:
-            records.append(item)
-    return records, bad
-
-
 def test_patients_are_mapped_by_identifier_system() -> None:
     data = _ndjson(DANISH, OBSERVATION, AMERICAN, OBSERVATION, {"resourceType": "Condition"})
     mapping = ColumnMapping(facility="Default Hospital")
     with open_records(io.BytesIO(data), mapping=mapping) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.format == "fhir"
         assert stream.stats.skipped_resources == {"Observation": 2, "Condition": 1}
         assert stream.stats.rows_read == 2
@@ -124,7 +113,7 @@ def test_patients_are_mapped_by_identifier_system() -> None:
 def test_default_facility_and_wrongly_typed_fields() -> None:
     mapping = ColumnMapping(facility="Default Hospital")
     with open_records(io.BytesIO(_ndjson(NO_FACILITY)), mapping=mapping) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert not bad
     (record,) = records
     assert (record.mrn, record.facility) == ("77", "Default Hospital")
@@ -144,7 +133,7 @@ def test_bundles_are_opened_and_bad_lines_counted() -> None:
     }
     data = _ndjson(bundle, {"id": "no type"}) + b'{"resourceType": "Patient", \n\n'
     with open_records(io.BytesIO(data), format="fhir") as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.stats.skipped_resources == {"Observation": 1}
     assert [r.ssn for r in records] == ["123-45-6789"]
     assert [b.reason for b in bad] == ["json_not_object", "fhir_no_resource_type", "json_syntax"]

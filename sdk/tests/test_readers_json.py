@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from breachmatch.readers import BadRow, RawRow, RecordStream, open_records
+from breachmatch.readers import RawRow, RecordStream, open_records
 from breachmatch.records import Category, PersonRecord
 
 PATIENTS = [
@@ -20,17 +20,6 @@ PATIENTS = [
     },
     {"patient": {"name": {"first": "Bo", "last": "Bæk"}, "cpr": "020280-2345"}, "medicin": ""},
 ]
-
-
-def _read(stream: RecordStream) -> tuple[list[PersonRecord], list[BadRow]]:
-    records: list[PersonRecord] = []
-    bad: list[BadRow] = []
-    for item in stream:
-        if isinstance(item, BadRow):
-            bad.append(item)
-        else:
-            records.append(item)
-    return records, bad
 
 
 def _open(data: bytes, format: str = "auto") -> RecordStream:
@@ -50,7 +39,7 @@ def _check_patients(records: list[PersonRecord]) -> None:
 
 def test_nested_array_document_is_flattened_to_dotted_paths() -> None:
     with _open(json.dumps(PATIENTS, indent=2, ensure_ascii=False).encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.format == "json"
     assert not bad
     _check_patients(records)
@@ -67,7 +56,7 @@ def test_raw_rows_carry_the_dotted_paths() -> None:
 def test_json_lines_with_nested_objects() -> None:
     lines = "\n".join(json.dumps(p, ensure_ascii=False) for p in PATIENTS) + "\n\n"
     with _open(lines.encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.format == "jsonl"
     assert not bad
     _check_patients(records)
@@ -76,7 +65,7 @@ def test_json_lines_with_nested_objects() -> None:
 def test_json_lines_bad_lines_are_counted_and_skipped() -> None:
     lines = b'{"cpr": "0101801234"}\n{"cpr": \n[1, 2]\n"text"\n{"cpr": "0202802345"}\n'
     with _open(lines) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.stats.bad_rows == {"json_syntax": 1, "json_not_object": 2}
     assert [r.cpr for r in records] == ["0101801234", "0202802345"]
     assert [b.row for b in bad] == [2, 3, 4]
@@ -90,7 +79,7 @@ def test_object_document_streams_every_array_member() -> None:
         "version": 2,
     }
     with _open(json.dumps(document, indent=1, ensure_ascii=False).encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.stats.skipped_resources == {"json non-array member": 2}
         assert {table for table, _ in stream.plans_seen} == {"patients", "staff"}
     assert not bad
@@ -100,7 +89,7 @@ def test_object_document_streams_every_array_member() -> None:
 
 def test_small_one_line_document_is_not_mistaken_for_json_lines() -> None:
     with _open(json.dumps({"patients": PATIENTS}).encode()) as stream:
-        records, _ = _read(stream)
+        records, _ = stream.read_all()
         assert stream.format == "json"
     _check_patients(records)
 
@@ -112,7 +101,7 @@ def test_large_array_is_streamed_across_read_chunks() -> None:
         for i in range(count)
     )
     with _open(f"[{people}]".encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert not bad
     assert len(records) == count
     assert records[-1].cpr == f"{count - 1:010d}"
@@ -122,7 +111,7 @@ def test_large_array_is_streamed_across_read_chunks() -> None:
 def test_syntax_error_inside_an_array_resynchronises() -> None:
     data = b'[{"cpr": "0101801234"}, {"cpr": "x" "y"}, {"cpr": "0202802345"}, 7, {"cpr": "3"}]'
     with _open(data) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.cpr for r in records] == ["0101801234", "0202802345", "3"]
     assert [b.reason for b in bad] == ["json_syntax", "json_not_object"]
 
@@ -130,22 +119,22 @@ def test_syntax_error_inside_an_array_resynchronises() -> None:
 def test_truncated_document_keeps_the_rows_before_the_cut() -> None:
     data = json.dumps(PATIENTS).encode()[:-40]
     with _open(data) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.cpr for r in records] == ["0101801234"]
     assert [b.reason for b in bad] == ["json_syntax"]
     with _open(b'[{"cpr": "0101801234"},') as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.cpr for r in records] == ["0101801234"]
     assert [b.reason for b in bad] == ["json_truncated"]
 
 
 def test_deeply_nested_junk_is_a_bad_row_not_a_crash() -> None:
     with _open(b"[" + b"[" * 100_000 + b"]" * 100_000 + b"]", format="json") as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert not records
     assert [b.reason for b in bad] == ["json_too_deep"]
     with _open(b'{"a": 1}\n' + b"[" * 100_000 + b"\n", format="jsonl") as stream:
-        _, bad = _read(stream)
+        _, bad = stream.read_all()
     assert [b.reason for b in bad] == ["json_too_deep"]
 
 

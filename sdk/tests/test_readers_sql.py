@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 
 from breachmatch.readers import BadRow, RawRow, RecordStream, open_records
-from breachmatch.records import Category, PersonRecord
+from breachmatch.records import Category
 
 MYSQL_DUMP = r"""-- MySQL dump 10.13  Distrib 8.0.36, for Linux (x86_64)
 /*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
@@ -60,24 +60,13 @@ INSERT INTO public.visits (patient_id, notes) VALUES (3, 'follow-up; call back')
 """
 
 
-def _read(stream: RecordStream) -> tuple[list[PersonRecord], list[BadRow]]:
-    records: list[PersonRecord] = []
-    bad: list[BadRow] = []
-    for item in stream:
-        if isinstance(item, BadRow):
-            bad.append(item)
-        else:
-            records.append(item)
-    return records, bad
-
-
 def _open(data: bytes, format: str = "auto") -> RecordStream:
     return open_records(io.BytesIO(data), format)
 
 
 def test_mysql_dump_with_two_tables_escapes_and_nulls() -> None:
     with _open(MYSQL_DUMP.encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert (stream.format, stream.members[0].dialect) == ("sql", "mysql")
         tables = {table: plan.decisions for (table, _), plan in stream.plans_seen.items()}
     assert [d.header for d in tables["patienter"]] == [
@@ -118,7 +107,7 @@ def test_mysql_escapes_decode_to_the_stored_text() -> None:
 
 def test_postgres_dump_with_copy_inserts_and_function_bodies() -> None:
     with _open(POSTGRES_DUMP.encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
         assert stream.members[0].dialect == "postgresql"
         raw_tables = [t for t, _ in stream.plans_seen]
     assert not bad
@@ -150,7 +139,7 @@ def test_stray_quote_is_one_bad_row_and_the_next_rows_still_count() -> None:
         b"('C','0303803456');\nINSERT INTO p (navn, cpr) VALUES ('D','0404804567');\n"
     )
     with _open(dump) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.cpr for r in records] == ["0101801234", "0303803456", "0404804567"]
     assert bad == [BadRow("sql_syntax", 2, "")]
 
@@ -158,7 +147,7 @@ def test_stray_quote_is_one_bad_row_and_the_next_rows_still_count() -> None:
 def test_unterminated_string_at_the_end_is_unbalanced() -> None:
     dump = b"INSERT INTO p (navn, cpr) VALUES ('A','0101801234'),('B','0202"
     with _open(dump) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.cpr for r in records] == ["0101801234"]
     assert [b.reason for b in bad] == ["sql_unbalanced"]
 
@@ -166,7 +155,7 @@ def test_unterminated_string_at_the_end_is_unbalanced() -> None:
 def test_copy_without_its_end_marker_is_unbalanced() -> None:
     dump = b"COPY public.p (name, ssn) FROM stdin;\nAnn\t123-45-6789\n"
     with _open(dump) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.ssn for r in records] == ["123-45-6789"]
     assert [b.reason for b in bad] == ["sql_unbalanced"]
 
@@ -177,7 +166,7 @@ def test_on_duplicate_key_clause_ends_the_statement_cleanly() -> None:
         b"\nINSERT INTO p (navn, cpr) VALUES ('B','0202802345');"
     )
     with _open(dump) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert not bad
     assert [r.cpr for r in records] == ["0101801234", "0202802345"]
 
@@ -193,7 +182,7 @@ def test_large_extended_insert_crosses_read_chunks() -> None:
         for k in range(0, count, 5000)
     ]
     with _open("".join(statements).encode()) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert not bad
     assert len(records) == count
     assert records[-1].cpr == f"{count - 1:010d}"
@@ -210,6 +199,6 @@ def test_statement_without_tuples_does_not_swallow_the_next_one() -> None:
         b"INSERT INTO p (cpr) VALUES ('0202802345');\n"
     )
     with _open(dump) as stream:
-        records, bad = _read(stream)
+        records, bad = stream.read_all()
     assert [r.cpr for r in records] == ["0101801234", "0202802345"]
     assert bad == [BadRow("sql_syntax", 2, "")]

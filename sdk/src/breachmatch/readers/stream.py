@@ -169,6 +169,21 @@ class RecordStream:
     def __iter__(self) -> Iterator[PersonRecord | BadRow]:
         return self._records
 
+    def read_all(self) -> tuple[list[PersonRecord], list[BadRow]]:
+        """Drain the stream into (records, bad rows).
+
+        Only for inputs known to be small (a sample, a test file): a dump is
+        iterated, never held.
+        """
+        records: list[PersonRecord] = []
+        bad: list[BadRow] = []
+        for item in self:
+            if isinstance(item, BadRow):
+                bad.append(item)
+            else:
+                records.append(item)
+        return records, bad
+
     def raw_rows(self) -> Iterator[RawRow | BadRow]:
         """Unmapped rows; FHIR Patients appear flattened as table "Patient"."""
         for item in self._items:
