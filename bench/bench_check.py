@@ -192,15 +192,16 @@ def run_tool(argv: list[str]) -> str:
 def stack(root: Path, workers: int) -> Iterator[tuple[DevPki, MatcherProcess]]:
     pki = make_dev_pki(root / "pki", tenants=(TENANT,))
     operator = keys.make_operator_keys(root / "keys")
-    with NatsServer(root / "nats") as nats:
+    with NatsServer(root / "nats", pki) as nats:
         run_tool([
             sys.executable, "-m", "breachmatch_ingest.cli", "ingest", str(root / "leak.csv"),
             "--breach-id", "bench-leak", "--title", "Bench leak", "--nats-url", nats.url,
+            "--nats-tls-dir", str(pki.service_dir("ingest")),
             "--oprf-key-dir", str(operator.oprf_dir), "--signing-key", str(operator.signing_key),
         ])  # fmt: skip
         matcher = MatcherProcess([
             sys.executable, "-m", "breachmatch_matcher.cli", "serve", "--log-format", "json",
-            "--nats-url", nats.url, "--tls-dir", str(pki.server_dir),
+            "--nats-url", nats.url, "--tls-dir", str(pki.service_dir("matcher")),
             "--oprf-key-dir", str(operator.oprf_dir), "--verify-key", str(operator.verify_key),
             "--notifier-public-key", str(operator.notifier_public_key),
             "--grpc-addr", "127.0.0.1:0", "--health-addr", "", "--metrics-addr", "",

@@ -38,7 +38,7 @@ import psutil
 import rbcl
 
 from breachmatch import oprf
-from breachmatch.dev import NatsServer
+from breachmatch.dev import NatsServer, make_dev_pki
 from breachmatch.keys import KeyRing, make_operator_keys
 from breachmatch_ingest import synthetic
 from breachmatch_ingest.pipeline import chunks_of, read_dump
@@ -149,9 +149,11 @@ def main() -> None:
     print(f"dump: {args.rows:,} rows, {dump.stat().st_size / _MIB:.1f} MiB; "
           f"{os.cpu_count()} cores; Python {sys.version.split()[0]}")  # fmt: skip
     runs = [*_raw_bound(secret), _coordinator_only(dump)]
-    with NatsServer(root / "nats") as nats:
+    pki = make_dev_pki(root / "pki")
+    with NatsServer(root / "nats", pki) as nats:
         env = os.environ | {
             "BREACHMATCH_NATS_URL": nats.url,
+            "BREACHMATCH_NATS_TLS_DIR": str(pki.service_dir("ingest")),
             "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
             "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
             "BREACHMATCH_LOG_FORMAT": "json",

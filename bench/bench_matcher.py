@@ -107,7 +107,7 @@ def matcher_process(
     tenants.write_text(json.dumps({"default_daily_budget": 10**15}))
     argv = [
         sys.executable, "-m", "breachmatch_matcher.cli", "serve", "--log-level", "WARNING",
-        "--nats-url", nats_url, "--tls-dir", str(pki.server_dir),
+        "--nats-url", nats_url, "--tls-dir", str(pki.service_dir("matcher")),
         "--oprf-key-dir", str(operator.oprf_dir), "--verify-key", str(operator.verify_key),
         "--notifier-public-key", str(operator.notifier_public_key),
         "--tenants-file", str(tenants), "--workers", str(workers),
@@ -199,7 +199,8 @@ def main() -> None:
         root = Path(tmp)
         pki = make_dev_pki(root / "pki", tenants=[TENANT])
         operator = keys.make_operator_keys(root / "keys")
-        nats = stack.enter_context(NatsServer(root / "nats"))
+        nats = stack.enter_context(NatsServer(root / "nats", pki))
+        asyncio.run(nats.provision("ingest"))  # the matcher waits for ingest's streams
         ports = {
             workers: stack.enter_context(matcher_process(root, pki, operator, nats.url, workers))
             for workers in args.workers

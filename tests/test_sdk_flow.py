@@ -193,6 +193,7 @@ class Stack:
 async def run_ingest(
     stack_root: Path,
     nats_url: str,
+    pki: DevPki,
     operator: keys.OperatorKeyFiles,
     breach_id: str,
     rows: list[str],
@@ -207,6 +208,7 @@ async def run_ingest(
         sys.executable, "-m", "breachmatch_ingest.cli", "ingest", str(dump),
         "--breach-id", breach_id, "--title", f"Leak {breach_id}", "--organisation", "Clinic",
         "--map", str(mapping), "--nats-url", nats_url,
+        "--nats-tls-dir", str(pki.service_dir("ingest")),
         "--oprf-key-dir", str(oprf_dir or operator.oprf_dir),
         "--signing-key", str(operator.signing_key), "--workers", "1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -250,9 +252,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     pki = make_dev_pki(root / "pki", tenants=TENANTS)
     operator = keys.make_operator_keys(root / "keys")
     rows = (*TARGETS, *background_patients(30, seed=1))
-    with NatsServer(root / "nats") as nats:
+    with NatsServer(root / "nats", pki) as nats:
+        await nats.provision("ingest")  # as `breachmatch-ingest serve` would: the matcher waits
         config = MatcherConfig(
-            tls_dir=pki.server_dir,
+            tls_dir=pki.service_dir("matcher"),
             oprf_key_dir=operator.oprf_dir,
             verify_key=operator.verify_key,
             notifier_public_key=operator.notifier_public_key,
@@ -271,8 +274,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             config,
         )  # fmt: skip
         # One after the other: watch tests rely on leak-1 being the first event.
-        await run_ingest(root, nats.url, operator, "leak-1", LEAK_1)
-        await run_ingest(root, nats.url, operator, "leak-2", LEAK_2)
+        await run_ingest(root, nats.url, pki, operator, "leak-1", LEAK_1)
+        await run_ingest(root, nats.url, pki, operator, "leak-2", LEAK_2)
         await wait_until_served(stack, {"leak-1", "leak-2"})
         try:
             yield stack
@@ -557,7 +560,7 @@ async def test_watch_checks_a_newly_published_breach_from_the_cache(stack: Stack
             while {"leak-1", "leak-2"} - set(seen):
                 result = await results.get()
                 seen[result.summaries[0].breach_id] = result
-            await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-3", LEAK_3)
+            await run_ingest(stack.root, stack.nats_url, stack.pki, stack.keys, "leak-3", LEAK_3)
             while "leak-3" not in seen:
                 result = await results.get()
                 seen[result.summaries[0].breach_id] = result
@@ -604,7 +607,13 @@ async def test_key_rotation_re_evaluates_exactly_the_retired_entries(stack: Stac
             ) as cache:
                 assert (cache.count(old_key), cache.count(new_key)) == (0, first.match_keys)
             await run_ingest(
-                tmp_path, stack.nats_url, stack.keys, "leak-rotated", LEAK_1, oprf_dir=ring_dir
+                tmp_path,
+                stack.nats_url,
+                stack.pki,
+                stack.keys,
+                "leak-rotated",
+                LEAK_1,
+                oprf_dir=ring_dir,
             )
             await wait_until_served(stack, {"leak-rotated"})
             rotated = await asyncio.to_thread(
@@ -629,7 +638,7 @@ async def notifier(stack: Stack) -> AsyncIterator[str]:
             notifier_secret_key=stack.keys.notifier_secret_key,
             tenants_file=stack.config.tenants_file or Path(),
             channels=ChannelsConfig(dry_run=True),
-            tls_dir=stack.pki.server_dir,
+            tls_dir=stack.pki.service_dir("notifier"),
             nats_url=stack.nats_url,
             verify_key=stack.keys.verify_key,
             grpc_addr="127.0.0.1:0",

@@ -21,8 +21,20 @@ from breachmatch.server import ServerConfig, Service
 FAST = Backoff(initial=0.01, maximum=0.02, attempts=2)
 
 
-def test_identity_is_the_certificate_common_name(dev_pki: DevPki):
+def test_identity_is_the_hospital_name_in_the_certificate_uri(dev_pki: DevPki):
     assert load_identity(dev_pki.tenant_dir("hospital-a")).tenant == "hospital-a"
+
+
+@pytest.mark.parametrize("who", ["operator", "service", "nameless"])
+def test_a_certificate_that_is_not_a_hospitals_is_named(dev_pki: DevPki, who: str):
+    directory = {
+        "operator": dev_pki.operator_dir,
+        "service": dev_pki.service_dir("matcher"),
+        "nameless": dev_pki.nameless_dir,
+    }[who]
+    expected = "names no hospital" if who == "nameless" else "not a hospital's"
+    with pytest.raises(TlsSetupError, match=expected):
+        load_identity(directory)
 
 
 def test_missing_file_is_named(tmp_path: Path, dev_pki: DevPki):
@@ -79,7 +91,7 @@ def test_unreachable_matcher_names_address_and_flag(dev_pki: DevPki):
 @pytest.fixture
 async def tls_server(dev_pki: DevPki) -> AsyncIterator[int]:
     """A real mTLS gRPC server of the dev PKI (health only: Matcher calls are UNIMPLEMENTED)."""
-    service = Service("probe", ServerConfig("127.0.0.1:0", dev_pki.server_dir))
+    service = Service("probe", ServerConfig("127.0.0.1:0", dev_pki.service_dir("matcher")))
     await service.start(["grpc.health.v1.Health"])
     yield service.bound_port
     await service.drain()

@@ -88,7 +88,7 @@ async def serve(dev_pki: DevPki) -> AsyncIterator[Callable[[FlakyMatcher], Any]]
     services: list[Service] = []
 
     async def start(servicer: FlakyMatcher) -> MatcherClient:
-        service = Service("flaky", ServerConfig("127.0.0.1:0", dev_pki.server_dir))
+        service = Service("flaky", ServerConfig("127.0.0.1:0", dev_pki.service_dir("matcher")))
         matcher_pb2_grpc.add_MatcherServicer_to_server(servicer, service.server)
         await service.start(["breachmatch.v1.Matcher"])
         services.append(service)

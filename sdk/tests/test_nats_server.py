@@ -1,4 +1,8 @@
-"""The real nats-server runner: JetStream works, and persisted state survives kill -9."""
+"""The real nats-server runner: JetStream works over mTLS, and persisted state survives kill -9.
+
+What the server *refuses* (anonymous clients, hospitals, each service's
+forbidden subjects) is tested against the whole stack in tests/test_attacks.py.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ import nats
 import pytest
 from nats.js.api import StorageType
 
-from breachmatch.dev import NatsServer
+from breachmatch import bus
+from breachmatch.dev import DevPki, NatsServer
 from breachmatch.dev.nats_server import BINARY_ENV, find_nats_server_binary
+from breachmatch.identity import Identity, Role
 
 RECONNECT_TIMEOUT = 20.0
 
 
 async def test_jetstream_stores_and_returns_a_message(nats_server: NatsServer) -> None:
     name = f"T{uuid.uuid4().hex}"
-    client = await nats.connect(nats_server.url)
+    client, _ = await nats_server.connect("admin")
     try:
         js = client.jetstream()
         await js.add_stream(name=name, subjects=[f"{name}.>"], storage=StorageType.FILE)
@@ -28,8 +34,11 @@ async def test_jetstream_stores_and_returns_a_message(nats_server: NatsServer) -
         assert stored.subject == f"{name}.one"
     finally:
         await client.close()
-    assert nats_server.url.startswith("nats://127.0.0.1:")
-    assert "Server is ready" in nats_server.log_path.read_text()
+    assert nats_server.url.startswith("tls://127.0.0.1:")
+    log = nats_server.log_path.read_text()
+    assert "Server is ready" in log
+    assert "TLS required for client connections" in log
+    assert "verify_and_map: true" in nats_server.config_path.read_text()
 
 
 async def test_kill9_then_restart_keeps_persisted_message_and_url(
@@ -43,7 +52,12 @@ async def test_kill9_then_restart_keeps_persisted_message_and_url(
         reconnected.set()
 
     client = await nats.connect(
-        server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1, reconnected_cb=on_reconnect
+        server.url,
+        tls=bus.client_tls(server.client_tls("admin")),
+        inbox_prefix=bus.inbox_prefix(Identity(Role.SERVICE, "admin")),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.1,
+        reconnected_cb=on_reconnect,
     )
     try:
         js = client.jetstream()
@@ -74,8 +88,8 @@ def test_graceful_stop_and_start_again(fresh_nats_server: NatsServer) -> None:
     assert server.store_dir.is_dir()
 
 
-def test_startup_failure_is_reported_with_the_log_path(tmp_path: Path) -> None:
-    server = NatsServer(tmp_path, binary=Path("/bin/false"))
+def test_startup_failure_is_reported_with_the_log_path(tmp_path: Path, dev_pki: DevPki) -> None:
+    server = NatsServer(tmp_path, dev_pki, binary=Path("/bin/false"))
     with pytest.raises(RuntimeError, match="exited with code 1") as failure:
         server.start()
     assert str(server.log_path) in str(failure.value)

@@ -27,7 +27,7 @@ async def _plain_health(port: int) -> int:
 async def test_service_runtime_end_to_end(dev_pki):
     config = ServerConfig(
         grpc_addr="127.0.0.1:0",
-        tls_dir=dev_pki.server_dir,
+        tls_dir=dev_pki.service_dir("matcher"),
         health_addr="127.0.0.1:0",
         metrics_addr="127.0.0.1:0",
         drain_seconds=2,

@@ -1,10 +1,17 @@
 """NATS JetStream: one place for every stream, bucket and subject name.
 
 Ingest, matcher and notifier meet only through JetStream, so the names and
-stream settings they share live here and nowhere else. Each service calls
-`ensure_streams` for the streams it produces to or consumes from at start-up;
-creation is idempotent (an existing stream is updated to the declared config),
-so the first replica to start creates them and later ones agree.
+stream settings they share live here and nowhere else. Every stream, key-value
+bucket and object store has one owner (`OWNERS`): only the owner creates it
+(`ensure_owned`, idempotent: an existing stream is updated to the declared
+config, so the first replica to start creates them and later ones agree) and
+writes to it; the NATS permissions (`breachmatch.nats_auth`) enforce exactly
+that. A service that reads another's stream waits for it (`wait_for_streams`).
+
+Every connection is mutual TLS with the service's own certificate
+(`connect`): nats-server maps the certificate to the service's NATS user and
+refuses anyone else. Replies use a per-user inbox prefix, the only inbox that
+user may subscribe to.
 
 Replicas default to 1 (the embedded single-node default) and come from
 ``BREACHMATCH_NATS_REPLICAS`` (3 on the Kubernetes cluster).
@@ -12,9 +19,11 @@ Replicas default to 1 (the embedded single-node default) and come from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
+import ssl
 from dataclasses import dataclass
 
 import nats
@@ -31,6 +40,9 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+
+from breachmatch.identity import Identity, identity_from_pem
+from breachmatch.tls import TlsFiles
 
 # --- subjects ----------------------------------------------------------------
 
@@ -149,16 +161,102 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 
-async def connect(url: str, name: str) -> tuple[NatsClient, JetStreamContext]:
-    """Connect with reconnects forever: services ride out a NATS restart."""
+def inbox_prefix(identity: Identity) -> str:
+    """The reply-subject prefix of `identity`'s connections (one subject token).
+
+    nats-server lets each user subscribe to its own prefix only
+    (`breachmatch.nats_auth`), so no user can read another's API replies.
+    """
+    return f"_INBOX_{identity.role}_{identity.name}".replace(".", "_")
+
+
+def client_tls(files: TlsFiles) -> ssl.SSLContext:
+    """A TLS context that trusts only `files.ca` and presents `files.cert` (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    return context
+
+
+async def connect(url: str, name: str, tls: TlsFiles) -> tuple[NatsClient, JetStreamContext]:
+    """Connect as the identity of `tls` (its certificate is the NATS user), reconnecting forever.
+
+    Services ride out a NATS restart. The inbox prefix is the identity's own
+    (`nats_auth.inbox_prefix`): the only reply subjects its user may read.
+    """
+    identity = identity_from_pem(tls.cert.read_bytes())
     nc = await nats.connect(
         servers=[url],
         name=name,
+        tls=client_tls(tls),
+        inbox_prefix=inbox_prefix(identity),
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
     )
     return nc, nc.jetstream()
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind key-value bucket `bucket` (JetStream's naming)."""
+    return f"KV_{bucket}"
+
+
+def object_stream(bucket: str) -> str:
+    """The stream behind object store `bucket` (JetStream's naming)."""
+    return f"OBJ_{bucket}"
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What one service creates and writes: streams, key-value buckets, object stores."""
+
+    streams: tuple[str, ...] = ()
+    key_values: tuple[str, ...] = ()
+    object_stores: tuple[str, ...] = ()
+
+
+#: The owner of every stream and bucket (the NATS user allowed to create and write it).
+OWNERS: dict[str, Holdings] = {
+    "ingest": Holdings(
+        (STREAM_BREACHES, STREAM_INGEST_CHUNKS, STREAM_INGEST_RESULTS),
+        (KV_INGEST_JOBS,),
+        (OBJ_BREACH_FILTERS,),
+    ),
+    "matcher": Holdings((STREAM_AUDIT,), (KV_BUDGETS,)),
+    "notifier": Holdings(
+        (STREAM_OUTREACH, STREAM_OUTREACH_STATUS, STREAM_OUTREACH_DEAD), (KV_OUTREACH_LEDGER,)
+    ),
+}
+
+
+async def ensure_owned(js: JetStreamContext, service: str) -> None:
+    """Create (or update to the declared config) everything `service` owns."""
+    holdings = OWNERS[service]
+    await ensure_streams(js, *holdings.streams)
+    for bucket in holdings.key_values:
+        await key_value(js, bucket)
+    for bucket in holdings.object_stores:
+        await object_store(js, bucket)
+
+
+#: How often a reader looks again for a stream its owner has not created yet.
+_STREAM_POLL_SECONDS = 0.5
+
+
+async def wait_for_streams(js: JetStreamContext, *names: str) -> None:
+    """Return once every stream in `names` exists (callers bound the wait).
+
+    A reader may not create another service's stream, and in a cluster the
+    services start in any order: the reader waits for the owner rather than
+    failing on the first try.
+    """
+    for name in names:
+        while True:
+            try:
+                await js.stream_info(name)
+                break
+            except NotFoundError:
+                await asyncio.sleep(_STREAM_POLL_SECONDS)
 
 
 async def ensure_streams(js: JetStreamContext, *names: str) -> None:

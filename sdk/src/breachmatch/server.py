@@ -1,8 +1,8 @@
 """The runtime every breachmatch gRPC service shares.
 
 Matcher, notifier and ingest differ in what they serve, not in how they run:
-each listens for mTLS gRPC (tenant = client certificate, via
-`TenantInterceptor`), answers grpc.health.v1 both there and on a plaintext
+each listens for mTLS gRPC (caller = client certificate, admitted per method
+by `AuthInterceptor`), answers grpc.health.v1 both there and on a plaintext
 port for Kubernetes' native gRPC probes, offers server reflection, exposes
 Prometheus metrics over HTTP, reports NOT_SERVING while NATS is unreachable,
 and on SIGTERM stops taking new calls, reports NOT_SERVING and drains the
@@ -62,7 +62,7 @@ class RequestContextInterceptor(_Interceptor):
 
     The request id comes from the caller's ``x-request-id`` metadata when
     present (so a hospital can correlate), else a fresh one. Installed after
-    `TenantInterceptor`, whose wrapper runs first and sets the tenant.
+    `AuthInterceptor`, whose wrapper runs first and sets the caller.
     """
 
     async def intercept_service(
@@ -95,7 +95,7 @@ class Service:
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
         self.server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor(), tls.TenantInterceptor(), *interceptors],
+            interceptors=[RequestContextInterceptor(), tls.AuthInterceptor(), *interceptors],
             options=options,
         )
         self.health = HealthServicer()

@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
+from breachmatch.tls import TlsFiles
+
 ENV_PREFIX = "BREACHMATCH_"
+
+#: NATS requires TLS with a client certificate (`breachmatch.nats_auth`).
+DEFAULT_NATS_URL = "tls://127.0.0.1:4222"
 
 
 def env_name(flag: str) -> str:
@@ -76,3 +82,30 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+def add_nats_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--nats-url`` and ``--nats-tls-dir``: where NATS is and which certificate to present.
+
+    Services default the NATS certificate to their gRPC one (``--tls-dir``):
+    one identity per service, mapped by nats-server to that service's user.
+    """
+    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_env_argument(
+        parser,
+        "--nats-tls-dir",
+        type=Path,
+        help="NATS client certificate directory: ca.crt, tls.crt, tls.key "
+        "(default: --tls-dir where the command has one)",
+    )
+
+
+def nats_tls(nats_tls_dir: Path | None, tls_dir: Path | None = None) -> TlsFiles:
+    """The NATS client certificate files: `nats_tls_dir`, else the service's own `tls_dir`."""
+    directory = nats_tls_dir or tls_dir
+    if directory is None:
+        raise ValueError(
+            "--nats-tls-dir (or BREACHMATCH_NATS_TLS_DIR) is required: NATS admits "
+            "only clients with a service certificate"
+        )
+    return TlsFiles.from_dir(directory)

@@ -2,7 +2,10 @@
 
 The ingest tests publish breach events and filters, which the matcher's
 session-wide tests follow on the shared server, so ingest runs on its own
-nats-server (`ingest_nats`). Commands run as real processes
+nats-server (`ingest_nats`). Everything ingest-side joins it as the ingest
+service (`services/ingest` of the session PKI), with production permissions:
+the in-process pieces through `js`, the CLI processes through
+``BREACHMATCH_NATS_TLS_DIR``. Commands run as real processes
 (``python -m breachmatch_ingest.cli``) through `Cli`.
 
 What a correct run must produce is computed here independently of the code
@@ -32,7 +35,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch import bus, oprf
-from breachmatch.dev import NatsServer
+from breachmatch.dev import DevPki, NatsServer
 from breachmatch.filter import BreachFilter, FilterWriter, Manifest, verify_artifact
 from breachmatch.identifiers import match_keys
 from breachmatch.keys import (
@@ -77,14 +80,15 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
 
 
 @pytest.fixture(scope="session")
-def ingest_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path_factory.mktemp("ingest-nats")) as server:
+def ingest_nats(tmp_path_factory: pytest.TempPathFactory, dev_pki: DevPki) -> Iterator[NatsServer]:
+    with NatsServer(tmp_path_factory.mktemp("ingest-nats"), dev_pki) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
 async def js(ingest_nats: NatsServer) -> AsyncIterator[JetStreamContext]:
-    nc, context = await bus.connect(ingest_nats.url, "ingest-tests")
+    """JetStream as the ingest service (what the in-process coordinator and worker use)."""
+    nc, context = await ingest_nats.connect("ingest", "ingest-tests")
     yield context
     await nc.drain()
 
@@ -148,11 +152,12 @@ class Cli:
 
 
 @pytest.fixture
-async def cli(kit: Kit, ingest_nats: NatsServer) -> AsyncIterator[Cli]:
+async def cli(kit: Kit, ingest_nats: NatsServer, dev_pki: DevPki) -> AsyncIterator[Cli]:
     env = {
         key: value for key, value in os.environ.items() if not key.startswith("BREACHMATCH_")
     } | {
         "BREACHMATCH_NATS_URL": ingest_nats.url,
+        "BREACHMATCH_NATS_TLS_DIR": str(dev_pki.service_dir("ingest")),
         "BREACHMATCH_OPRF_KEY_DIR": str(kit.files.oprf_dir),
         "BREACHMATCH_SIGNING_KEY": str(kit.files.signing_key),
         "BREACHMATCH_LOG_FORMAT": "json",

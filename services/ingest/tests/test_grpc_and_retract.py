@@ -13,8 +13,11 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch import bus, tls
+from breachmatch.authz import is_allowed
 from breachmatch.dev import DevPki
+from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch.filter import Manifest, SignedManifest
+from breachmatch.identity import Role
 from breachmatch.server import ServerConfig, Service
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
 from breachmatch.v1.breach_pb2 import BreachEvent
@@ -47,27 +50,65 @@ _UPLOAD_SLICE = 16 * 1024
 
 
 @pytest.fixture
-async def ingest_stub(
+async def ingest_address(
     js: JetStreamContext,
     kit: Kit,
     dev_pki: DevPki,
     coordinator: Callable[[], Awaitable[Coordinator]],
     local_worker: None,
-) -> AsyncIterator[Any]:
-    """An in-process Ingest service on 127.0.0.1 (mTLS) and a client with a CA-issued cert.
-
-    Typed `Any`: the generated stubs describe the synchronous API, not grpc.aio's.
-    """
-    service = Service("ingest", ServerConfig(grpc_addr="127.0.0.1:0", tls_dir=dev_pki.server_dir))
+) -> AsyncIterator[str]:
+    """An in-process Ingest service on 127.0.0.1 (mTLS, the ingest service certificate)."""
+    config = ServerConfig(grpc_addr="127.0.0.1:0", tls_dir=dev_pki.service_dir("ingest"))
+    service = Service("ingest", config)
     servicer = IngestServicer(js, await JobStore.open(js), await coordinator(), kit.files.oprf_dir)
     ingest_pb2_grpc.add_IngestServicer_to_server(servicer, service.server)
     await service.start([SERVICE_NAME])
-    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(dev_pki.tenant_dir("hospital-a")))
-    channel = grpc.aio.secure_channel(f"localhost:{service.bound_port}", credentials)
-    yield ingest_pb2_grpc.IngestStub(channel)
-    await channel.close(None)
+    yield f"localhost:{service.bound_port}"
     await service.drain()
     await servicer.stop()
+
+
+@pytest.fixture
+async def ingest_stub(ingest_address: str, dev_pki: DevPki) -> AsyncIterator[Any]:
+    """A client of `ingest_address` with the operator's certificate.
+
+    Typed `Any`: the generated stubs describe the synchronous API, not grpc.aio's.
+    """
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(dev_pki.operator_dir))
+    channel = grpc.aio.secure_channel(ingest_address, credentials)
+    yield ingest_pb2_grpc.IngestStub(channel)
+    await channel.close(None)
+
+
+async def test_each_method_admits_exactly_its_roles(
+    ingest_address: str, dev_pki: DevPki, js: JetStreamContext
+) -> None:
+    """Undecodable bytes as probe: hospitals and services get PERMISSION_DENIED on every
+    method (the operator's alone), the operator INVALID_ARGUMENT; no job is created."""
+    jobs_before = (await js.stream_info(bus.kv_stream(bus.KV_INGEST_JOBS))).state.last_seq
+    callers = {
+        Role.HOSPITAL: dev_pki.tenant_dir("hospital-b"),
+        Role.OPERATOR: dev_pki.operator_dir,
+        Role.SERVICE: dev_pki.service_dir("matcher"),
+    }
+    seen = {
+        (method.name, role): await raw_call(ingest_address, directory, method)
+        for method in methods_of(ingest_pb2.DESCRIPTOR)
+        for role, directory in callers.items()
+    }
+    expected = {
+        (method.name, role): grpc.StatusCode.INVALID_ARGUMENT
+        if is_allowed(full_name(method), role)
+        else grpc.StatusCode.PERMISSION_DENIED
+        for method in methods_of(ingest_pb2.DESCRIPTOR)
+        for role in callers
+    }
+    assert seen == expected
+    assert {seen[m, Role.OPERATOR] for m in ("Upload", "GetJob", "RetractBreach")} == {
+        grpc.StatusCode.INVALID_ARGUMENT
+    }
+    jobs_after = (await js.stream_info(bus.kv_stream(bus.KV_INGEST_JOBS))).state.last_seq
+    assert jobs_after == jobs_before
 
 
 def _header(breach_id: str, title: str = "Uploaded", filename: str = "dump.jsonl") -> Any:

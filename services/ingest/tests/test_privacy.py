@@ -62,7 +62,7 @@ async def _upload(port: int, pki: DevPki, breach_id: str, data: bytes) -> str:
             yield ingest_pb2.UploadRequest(chunk=data[start : start + 8192])
         yield ingest_pb2.UploadRequest(chunk=b"")
 
-    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(pki.tenant_dir("hospital-b")))
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(pki.operator_dir))
     async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
         stub: Any = ingest_pb2_grpc.IngestStub(channel)
         reply = await stub.Upload(requests(), timeout=PROCESS_TIMEOUT)
@@ -106,7 +106,7 @@ async def test_no_identifier_survives_in_store_temp_files_or_logs(
         directory.mkdir()
     url = fresh_nats_server.url
     debug = {"BREACHMATCH_NATS_URL": url, "BREACHMATCH_LOG_LEVEL": "debug"}
-    nc, js = await bus.connect(url, "privacy-test")
+    nc, js = await fresh_nats_server.connect("ingest", "privacy-test")
     jobs = await bus.key_value(js, bus.KV_INGEST_JOBS)
 
     # With no worker running, the whole dump waits on the work queue: at rest, sealed.
@@ -128,7 +128,7 @@ async def test_no_identifier_survives_in_store_temp_files_or_logs(
     assert await asyncio.wait_for(coordinator.process.wait(), PROCESS_TIMEOUT) == 0
 
     serve = await Spawned.start(
-        cli, "serve", "--tls-dir", str(dev_pki.server_dir), "--grpc-addr", "127.0.0.1:0",
+        cli, "serve", "--tls-dir", str(dev_pki.service_dir("ingest")), "--grpc-addr", "127.0.0.1:0",
         "--health-addr", "127.0.0.1:0", "--metrics-addr", "", "--workers", "1",
         **debug, TMPDIR=str(temp_dirs["serve"]),
     )  # fmt: skip
@@ -138,7 +138,7 @@ async def test_no_identifier_survives_in_store_temp_files_or_logs(
     assert uploaded.state is JobState.SUCCEEDED
     await nc.close()
     assert [await process.stop() for process in (coordinator, worker, serve)] == [0, 0, 0]
-    assert serve.events("upload started")[0]["tenant"] == "hospital-b"
+    assert serve.events("upload started")[0]["peer"] == "operator/operator"
 
     leftovers = {
         str(path): scan.hits(path.read_bytes())

@@ -1,10 +1,14 @@
 """Fixtures for the matcher tests: a real matcher on 127.0.0.1 with real mTLS and real NATS.
 
-Tenants are certificate common names, so each test gets its own tenant (its
-own certificate from one test PKI) and with it its own budget and audit
-subject on the shared nats-server. `start_matcher` starts an in-process
-`MatcherApp` (the one `breachmatch-matcher serve` runs); `MatcherProcess`
-runs the real command in a subprocess for the tests that need processes.
+Tenants are the hospital names in certificate URIs, so each test gets its
+own tenant (its own certificate from one test PKI, issued by the session
+CA the shared nats-server trusts) and with it its own budget and audit
+subject on the shared nats-server. The matcher joins NATS with its own
+service certificate, as in production; the test side (`js`) is the dev-only
+admin, seeding breach events as ingest would and reading audits.
+`start_matcher` starts an in-process `MatcherApp` (the one
+`breachmatch-matcher serve` runs); `MatcherProcess` runs the real command in
+a subprocess for the tests that need processes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from breachmatch import bus, keys, tls
-from breachmatch.dev import DevPki, make_dev_pki
+from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig
@@ -63,7 +67,7 @@ class MatcherFiles:
 
     def config(self, nats_url: str, **overrides: Any) -> MatcherConfig:
         base = MatcherConfig(
-            tls_dir=self.pki.server_dir,
+            tls_dir=self.pki.service_dir("matcher"),
             oprf_key_dir=self.keys.oprf_dir,
             verify_key=self.keys.verify_key,
             notifier_public_key=self.keys.notifier_public_key,
@@ -84,7 +88,7 @@ class MatcherFiles:
 
 
 @pytest.fixture(scope="session")
-def matcher_files(tmp_path_factory: pytest.TempPathFactory) -> MatcherFiles:
+def matcher_files(tmp_path_factory: pytest.TempPathFactory, dev_pki: DevPki) -> MatcherFiles:
     root = tmp_path_factory.mktemp("matcher")
     tenants_file = root / "tenants.json"
     tenants_file.write_text(
@@ -96,7 +100,7 @@ def matcher_files(tmp_path_factory: pytest.TempPathFactory) -> MatcherFiles:
         )
     )
     return MatcherFiles(
-        pki=make_dev_pki(root / "pki", tenants=TENANTS),
+        pki=make_dev_pki(root / "pki", tenants=TENANTS, ca=dev_pki),
         keys=keys.make_operator_keys(root / "keys"),
         tenants_file=tenants_file,
         root=root,
@@ -104,8 +108,13 @@ def matcher_files(tmp_path_factory: pytest.TempPathFactory) -> MatcherFiles:
 
 
 @pytest.fixture(scope="session")
-async def matcher(matcher_files: MatcherFiles, nats_url: str) -> AsyncIterator[MatcherApp]:
-    """The shared in-process matcher (2 workers, metrics on); tests must not rotate its keys."""
+async def matcher(
+    matcher_files: MatcherFiles, nats_url: str, js: JetStreamContext
+) -> AsyncIterator[MatcherApp]:
+    """The shared in-process matcher (2 workers, metrics on); tests must not rotate its keys.
+
+    After `js`, which creates ingest's streams: the matcher waits for them.
+    """
     app = MatcherApp(matcher_files.config(nats_url, metrics_addr="127.0.0.1:0"))
     await app.start()
     yield app
@@ -113,8 +122,14 @@ async def matcher(matcher_files: MatcherFiles, nats_url: str) -> AsyncIterator[M
 
 
 @pytest.fixture
-async def start_matcher() -> AsyncIterator[Callable[..., Awaitable[MatcherApp]]]:
-    """``await start_matcher(config, interceptors)``: an extra in-process matcher for one test."""
+async def start_matcher(
+    js: JetStreamContext,
+) -> AsyncIterator[Callable[..., Awaitable[MatcherApp]]]:
+    """``await start_matcher(config, interceptors)``: an extra in-process matcher for one test.
+
+    On the shared server `js` has created ingest's streams; a test on another
+    server creates them there first (``await server.provision("ingest")``).
+    """
     apps: list[MatcherApp] = []
 
     async def start(config: MatcherConfig, interceptors: tuple[Any, ...] = ()) -> MatcherApp:
@@ -173,11 +188,12 @@ def key_info() -> Callable[..., Awaitable[matcher_pb2.GetKeyInfoResponse]]:
 
 
 @pytest.fixture(scope="session")
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    """A test-side JetStream client (the publisher of breach events, reader of audits)."""
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    """A test-side JetStream client (admin: the publisher of breach events, reader of audits)."""
     nc: NatsClient
-    nc, context = await bus.connect(nats_url, "matcher-tests")
-    await bus.ensure_streams(context, bus.STREAM_BREACHES, bus.STREAM_AUDIT)
+    nc, context = await nats_server.connect("admin", "matcher-tests")
+    await bus.ensure_owned(context, "ingest")
+    await bus.ensure_streams(context, bus.STREAM_AUDIT)
     yield context
     await nc.drain()
 
@@ -260,7 +276,9 @@ class MatcherProcess:
 
 
 @pytest.fixture
-async def spawn_matcher() -> AsyncIterator[Callable[[MatcherConfig], Awaitable[MatcherProcess]]]:
+async def spawn_matcher(
+    js: JetStreamContext,
+) -> AsyncIterator[Callable[[MatcherConfig], Awaitable[MatcherProcess]]]:
     """``await spawn_matcher(config)`` → a running `MatcherProcess`, killed afterwards if alive."""
     running: list[MatcherProcess] = []
 

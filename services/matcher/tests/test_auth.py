@@ -1,4 +1,5 @@
-"""Who gets in: only certificates from the operator's CA that are still valid.
+"""Who gets in: only certificates from the operator's CA that are still valid,
+and to each method only the roles its allow-list names.
 
 The TLS handshake refuses the others, so no handler runs for them: the proof
 is that an Evaluate attempt leaves no budget entry for the tenant it claims.
@@ -14,7 +15,10 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 
 from breachmatch import bus, oprf, tls
+from breachmatch.authz import is_allowed
 from breachmatch.dev.pki import EXPIRED_TENANT, FOREIGN_TENANT
+from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
+from breachmatch.identity import Role
 from breachmatch.keys import KeyRing
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
 from breachmatch_matcher.budget import budget_key
@@ -52,3 +56,22 @@ async def test_untrusted_clients_are_refused_before_any_work(matcher, matcher_fi
     for tenant in (EXPIRED_TENANT, FOREIGN_TENANT):
         with pytest.raises(KeyNotFoundError):
             await kv.get(budget_key(tenant, datetime.now(UTC).date()))
+
+
+_ROLES = {
+    "hospital": (Role.HOSPITAL, lambda pki: pki.tenant_dir("mt-invalid")),
+    "operator": (Role.OPERATOR, lambda pki: pki.operator_dir),
+    "service": (Role.SERVICE, lambda pki: pki.service_dir("notifier")),
+}
+
+
+@pytest.mark.parametrize("who", sorted(_ROLES))
+@pytest.mark.parametrize("method", methods_of(matcher_pb2.DESCRIPTOR), ids=lambda m: m.name)
+async def test_each_method_admits_exactly_its_roles(matcher, matcher_files, method, who):
+    """Undecodable bytes as probe: a denied role gets PERMISSION_DENIED, an allowed one
+    INVALID_ARGUMENT (admitted, then refused when the request is decoded)."""
+    role, directory = _ROLES[who]
+    code = await raw_call(f"localhost:{matcher.port}", directory(matcher_files.pki), method)
+    allowed = is_allowed(full_name(method), role)
+    expected = grpc.StatusCode.INVALID_ARGUMENT if allowed else grpc.StatusCode.PERMISSION_DENIED
+    assert code == expected

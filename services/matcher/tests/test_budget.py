@@ -25,11 +25,11 @@ def _trailer(error: grpc.aio.AioRpcError, key: str) -> str:
     return values[0]
 
 
-async def test_two_ledgers_share_one_budget_exactly(nats_url):
+async def test_two_ledgers_share_one_budget_exactly(nats_server):
     """Two NATS connections (as two replicas), 8 concurrent chargers, limit 500."""
     tenant = f"ledger-{random.randrange(1 << 30)}"
     tenants = Tenants(known={tenant: Tenant(tenant, daily_budget=500)})
-    connections = [await bus.connect(nats_url, f"replica-{i}") for i in range(2)]
+    connections = [await nats_server.connect("matcher", f"replica-{i}") for i in range(2)]
     ledgers = [
         BudgetLedger(await bus.key_value(js, bus.KV_BUDGETS), tenants) for _, js in connections
     ]

@@ -68,6 +68,7 @@ async def test_sigterm_drains_the_call_in_flight_and_exits_zero(
 
 
 async def test_not_serving_while_nats_is_down(matcher_files, fresh_nats_server, start_matcher):
+    await fresh_nats_server.provision("ingest")
     app = await start_matcher(matcher_files.config(fresh_nats_server.url, workers=1))
     await _wait_for_status(app.service.health_port, SERVING)
     fresh_nats_server.kill9()

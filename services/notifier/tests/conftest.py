@@ -6,6 +6,11 @@ notifier left from another test must not pick up this test's requests. The
 SMTP server (aiosmtpd) and the SMS gateway (aiohttp) run in the test's event
 loop, so a test can hold a send in flight with an `asyncio.Event` and watch
 deliveries arrive through conditions — never by sleeping.
+
+The notifier joins NATS with its own service certificate (``services/
+notifier`` of `notifier_pki`, issued by the session CA the servers trust), as
+in production; the harness's own connection (`Harness.js`) is the dev-only
+admin, which seeds breach events as ingest would and inspects the ledger.
 """
 
 from __future__ import annotations
@@ -206,7 +211,7 @@ class Harness:
                 sms=SmsGatewayConfig(url=self.sms.url, timeout_seconds=10),
                 digital_post=DigitalPostConfig(outbox=self.outbox),
             ),
-            "tls_dir": self.pki.server_dir,
+            "tls_dir": self.pki.service_dir("notifier"),
             "nats_url": self.nats.url,
             "verify_key": self.operator.verify_key,
             "grpc_addr": "127.0.0.1:0",
@@ -323,6 +328,7 @@ class Harness:
         env.update(
             {
                 "BREACHMATCH_NATS_URL": self.nats.url,
+                "BREACHMATCH_NATS_TLS_DIR": str(self.pki.service_dir("notifier")),
                 "BREACHMATCH_NOTIFIER_SECRET_KEY": str(self.operator.notifier_secret_key),
                 "BREACHMATCH_TENANTS_FILE": str(self.tenants_file),
                 "BREACHMATCH_VERIFY_KEY": str(self.operator.verify_key),
@@ -360,8 +366,9 @@ def write_tenants(path: Path, *, alert_email: str = "") -> Path:
 
 
 @pytest.fixture(scope="session")
-def notifier_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
-    return make_dev_pki(tmp_path_factory.mktemp("notifier-pki"), (HOSPITAL, NO_IDENTITY, UNKNOWN))
+def notifier_pki(tmp_path_factory: pytest.TempPathFactory, dev_pki: DevPki) -> DevPki:
+    directory = tmp_path_factory.mktemp("notifier-pki")
+    return make_dev_pki(directory, (HOSPITAL, NO_IDENTITY, UNKNOWN), ca=dev_pki)
 
 
 @pytest.fixture(scope="session")
@@ -409,7 +416,7 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     outbox = tmp_path / "outbox"
     outbox.mkdir()
-    nc, js = await bus.connect(fresh_nats_server.url, "notifier-tests")
+    nc, js = await fresh_nats_server.connect("admin", "notifier-tests")
     await bus.ensure_streams(js, *bus.STREAMS)
     secret = keys.load_sealing_secret_key(operator_keys.notifier_secret_key)
     ledger = Ledger(await bus.key_value(js, bus.KV_OUTREACH_LEDGER), ref_key_for(secret))

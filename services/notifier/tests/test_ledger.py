@@ -10,6 +10,7 @@ import pytest
 from nats.js.kv import KeyValue
 
 from breachmatch import bus
+from breachmatch.dev import NatsServer
 from breachmatch_notifier.ledger import (
     SENT,
     Ledger,
@@ -22,8 +23,8 @@ PATIENT_REF = "MRN-0042-RH"
 
 
 @pytest.fixture
-async def kv(nats_url: str) -> AsyncIterator[KeyValue]:
-    nc, js = await bus.connect(nats_url, "ledger-tests")
+async def kv(nats_server: NatsServer) -> AsyncIterator[KeyValue]:
+    nc, js = await nats_server.connect("notifier", "ledger-tests")
     yield await bus.key_value(js, bus.KV_OUTREACH_LEDGER)
     await nc.close()
 

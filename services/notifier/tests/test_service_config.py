@@ -36,8 +36,9 @@ def test_environment_fills_in_flags_and_flags_win(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BREACHMATCH_NOTIFIER_MAX_DELIVER", "7")
     monkeypatch.setenv("BREACHMATCH_NOTIFIER_BACKOFF", "1, 2.5,10")
     monkeypatch.setenv("BREACHMATCH_METRICS_ADDR", "off")
-    config = parse(["worker", *REQUIRED, "--max-deliver", "9"])
+    config = parse(["worker", *REQUIRED, "--nats-tls-dir", "tls", "--max-deliver", "9"])
     assert config.max_deliver == 9
+    assert config.nats_tls().cert == Path("tls/tls.crt")
     assert config.backoff == (1.0, 2.5, 10.0)
     assert config.metrics_addr is None
     assert [config.retry_delay(n) for n in (1, 2, 3, 8)] == [1.0, 2.5, 10.0, 10.0]
@@ -49,6 +50,7 @@ def test_environment_fills_in_flags_and_flags_win(monkeypatch: pytest.MonkeyPatc
         ["worker", "--tenants-file", "tenants.json"],  # no secret key
         ["serve", *REQUIRED],  # no TLS directory
         ["worker", *REQUIRED, "--workers-per-process", "0"],  # a worker that does nothing
+        ["worker", *REQUIRED],  # no NATS certificate: NATS admits no anonymous worker
         ["worker", *REQUIRED, "--backoff", "5,-1"],
         ["worker", *REQUIRED, "--ack-wait", "0"],
     ],
@@ -56,7 +58,9 @@ def test_environment_fills_in_flags_and_flags_win(monkeypatch: pytest.MonkeyPatc
 def test_unusable_settings_are_usage_errors(
     argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("NOTIFIER_SECRET_KEY", "TLS_DIR", "NOTIFIER_BACKOFF", "NOTIFIER_ACK_WAIT"):
+    for name in (
+        "NOTIFIER_SECRET_KEY", "TLS_DIR", "NATS_TLS_DIR", "NOTIFIER_BACKOFF", "NOTIFIER_ACK_WAIT",
+    ):  # fmt: skip
         monkeypatch.delenv(f"BREACHMATCH_{name}", raising=False)
     with pytest.raises(SystemExit) as exited:
         parse(argv)
@@ -66,3 +70,4 @@ def test_unusable_settings_are_usage_errors(
 def test_serve_may_run_intake_only() -> None:
     config = parse(["serve", *REQUIRED, "--tls-dir", "tls", "--workers-per-process", "0"])
     assert config.workers_per_process == 0
+    assert config.nats_tls().cert == Path("tls/tls.crt")  # serve joins NATS as its gRPC identity

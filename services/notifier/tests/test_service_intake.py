@@ -9,6 +9,10 @@ import grpc.aio
 import pytest
 
 from breachmatch import bus
+from breachmatch.authz import is_allowed
+from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
+from breachmatch.identity import Role
+from breachmatch.v1 import outreach_pb2
 from breachmatch.v1.outreach_pb2 import (
     GetStatusRequest,
     OutreachItem,
@@ -177,3 +181,32 @@ async def test_get_status_reads_the_callers_ledger_entries(harness: Harness) -> 
         GetStatusRequest(idempotency_keys=[items[2].idempotency_key]), timeout=RPC_TIMEOUT
     )
     assert [status.breach_id for status in by_key.statuses] == ["other-2025"]
+
+
+async def test_each_method_admits_exactly_its_roles(harness: Harness) -> None:
+    """Undecodable bytes as probe: a denied role gets PERMISSION_DENIED, an allowed one
+    INVALID_ARGUMENT (admitted, then refused when the request is decoded).
+
+    Nothing reaches the queue either way; operator and service certificates
+    (the ingest service's, the matcher's) are refused on every method.
+    """
+    app = await harness.start_app(workers_per_process=0)
+    callers = {
+        Role.HOSPITAL: harness.pki.tenant_dir(HOSPITAL),
+        Role.OPERATOR: harness.pki.operator_dir,
+        Role.SERVICE: harness.pki.service_dir("matcher"),
+    }
+    seen = {}
+    for method in methods_of(outreach_pb2.DESCRIPTOR):
+        for role, directory in callers.items():
+            seen[method.name, role] = await raw_call(f"localhost:{app.port}", directory, method)
+    expected = {
+        (method.name, role): grpc.StatusCode.INVALID_ARGUMENT
+        if is_allowed(full_name(method), role)
+        else grpc.StatusCode.PERMISSION_DENIED
+        for method in methods_of(outreach_pb2.DESCRIPTOR)
+        for role in callers
+    }
+    assert seen == expected
+    assert sum(code == grpc.StatusCode.PERMISSION_DENIED for code in seen.values()) == 6
+    assert await queued_so_far(harness) == 0

@@ -76,7 +76,7 @@ async def test_serve_command_delivers_and_stops_cleanly_on_sigterm(harness: Harn
     await harness.publish_breach(BREACH)
     grpc_port, health_port = free_port(), free_port()
     env = harness.worker_env(
-        BREACHMATCH_TLS_DIR=str(harness.pki.server_dir),
+        BREACHMATCH_TLS_DIR=str(harness.pki.service_dir("notifier")),
         BREACHMATCH_GRPC_ADDR=f"127.0.0.1:{grpc_port}",
         BREACHMATCH_HEALTH_ADDR=f"127.0.0.1:{health_port}",
     )

@@ -1,6 +1,7 @@
 """mTLS channels to the operator's services, and errors that say what to fix.
 
-The hospital *is* its client certificate (tenant = its common name), so the
+The hospital *is* its client certificate (tenant = the name in its URI SAN
+``spiffe://breachmatch/hospital/<tenant>``, `breachmatch.identity`), so the
 certificate files are checked locally before any connection: a missing file,
 a key that belongs to another certificate or an expired certificate is named
 precisely here, instead of surfacing as gRPC's "Socket closed".
@@ -22,7 +23,6 @@ from typing import TypeVar
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from breachmatch import tls
 from breachmatch.client.errors import (
@@ -32,6 +32,7 @@ from breachmatch.client.errors import (
     TlsSetupError,
 )
 from breachmatch.client.retry import Backoff, call_with_retries
+from breachmatch.identity import IdentityError, Role, identity_from_certificate
 
 T = TypeVar("T")
 
@@ -93,10 +94,16 @@ def load_identity(tls_dir: Path, now: datetime | None = None) -> ClientIdentity:
             f"the client certificate {files.cert} expired on "
             f"{cert.not_valid_after_utc:%Y-%m-%d}; ask the operator for a new one"
         )
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or not str(names[0].value):
-        raise TlsSetupError(f"{files.cert} must carry exactly one common name (the tenant id)")
-    return ClientIdentity(str(names[0].value), tls.channel_credentials(files))
+    try:
+        identity = identity_from_certificate(cert)
+    except IdentityError as exc:
+        raise TlsSetupError(f"{files.cert} names no hospital: {exc}") from None
+    if identity.role is not Role.HOSPITAL:
+        raise TlsSetupError(
+            f"{files.cert} is a {identity.role} certificate, not a hospital's; "
+            "use the certificate the operator issued to this hospital"
+        )
+    return ClientIdentity(identity.name, tls.channel_credentials(files))
 
 
 def _load_certificate(path: Path) -> x509.Certificate:

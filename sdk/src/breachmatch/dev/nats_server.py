@@ -2,14 +2,21 @@
 
 The services rely on JetStream semantics (work queues, KV budgets, redelivery
 after a crash) that no in-process fake reproduces, so tests run the real
-server. It binds 127.0.0.1 only, on ports picked free at first start and kept
-across restarts so clients can reconnect to the same URL, and it keeps its
-store directory so a fault test can `kill9()` it and check that `restart()`
-brings persisted state back.
+server — with the production security: TLS with client certificates mapped to
+users (``verify_and_map``) and the per-service permissions of
+`breachmatch.nats_auth`, plus the dev-only admin user. The server presents
+the dev PKI's ``services/nats`` certificate and trusts its CA; clients connect
+with `breachmatch.bus.connect` and a certificate of that PKI.
+
+It binds 127.0.0.1 only, on ports picked free at first start and kept across
+restarts so clients can reconnect to the same URL, and it keeps its store
+directory so a fault test can `kill9()` it and check that `restart()` brings
+persisted state back. The generated configuration is `config_path`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +29,14 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from breachmatch import bus
+from breachmatch.dev.pki import DevPki
+from breachmatch.nats_auth import DEV_ADMIN, PRODUCTION_USERS, render_authorization
+from breachmatch.tls import TlsFiles
 
 BINARY_ENV = "BREACHMATCH_NATS_SERVER_BIN"
 BINARY_NAME = "nats-server"
@@ -61,19 +76,22 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process with JetStream, owned by the caller.
 
-    `directory` holds the JetStream store (`store_dir`) and the server's log
-    (`log_path`); the server never writes to the terminal.
+    `directory` holds the JetStream store (`store_dir`), the configuration
+    (`config_path`) and the server's log (`log_path`); the server never writes
+    to the terminal. `pki` is the dev PKI whose CA it trusts.
     """
 
     def __init__(
         self,
         directory: Path,
+        pki: DevPki,
         *,
         binary: Path | None = None,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
     ) -> None:
         self._directory = Path(directory)
+        self._pki = pki
         self._binary = binary if binary is not None else find_nats_server_binary()
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
@@ -91,6 +109,14 @@ class NatsServer:
         return self._directory / "nats-server.log"
 
     @property
+    def config_path(self) -> Path:
+        return self._directory / "nats.conf"
+
+    @property
+    def pki(self) -> DevPki:
+        return self._pki
+
+    @property
     def port(self) -> int:
         if self._port is None:
             raise RuntimeError("nats-server has not been started yet, so it has no port")
@@ -98,7 +124,7 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://{HOST}:{self.port}"
+        return f"tls://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -110,6 +136,29 @@ class NatsServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def client_tls(self, service: str = "admin") -> TlsFiles:
+        """The certificate files `service` connects with (see `DevPki.service_dir`)."""
+        return TlsFiles.from_dir(self._pki.service_dir(service))
+
+    async def connect(
+        self, service: str = "admin", name: str = ""
+    ) -> tuple[NatsClient, JetStreamContext]:
+        """`bus.connect` as `service` (default: the dev-only admin, for seeding and inspecting)."""
+        return await bus.connect(self.url, name or f"test-{service}", self.client_tls(service))
+
+    async def provision(self, *services: str) -> None:
+        """Create what each of `services` owns, as that service (what its start-up does).
+
+        The matcher and notifier wait for ingest's streams; a test or bench that
+        starts them without ingest's service provisions ``"ingest"`` first.
+        """
+        for service in services:
+            nc, js = await self.connect(service, f"provision-{service}")
+            try:
+                await bus.ensure_owned(js, service)
+            finally:
+                await nc.close()
+
     def start(self) -> None:
         """Start the server and return once JetStream reports healthy."""
         if self.running:
@@ -117,10 +166,9 @@ class NatsServer:
         if self._port is None or self._monitor_port is None:
             self._port, self._monitor_port = free_port(), free_port()
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self._config())
         self._log = self.log_path.open("ab")
-        argv = [str(self._binary), "--addr", HOST, "--port", str(self._port)]
-        argv += ["--http_port", str(self._monitor_port)]
-        argv += ["--jetstream", "--store_dir", str(self.store_dir)]
+        argv = [str(self._binary), "--config", str(self.config_path)]
         self._process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -167,6 +215,24 @@ class NatsServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _config(self) -> str:
+        """The server configuration: loopback ports, JetStream, mTLS-mapped users."""
+        files = TlsFiles.from_dir(self._pki.service_dir("nats"))
+        return "\n".join(
+            [
+                f"listen: {HOST}:{self._port}",
+                f"http: {HOST}:{self._monitor_port}",
+                f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}",
+                "tls {",
+                f"  cert_file: {json.dumps(str(files.cert))}",
+                f"  key_file: {json.dumps(str(files.key))}",
+                f"  ca_file: {json.dumps(str(files.ca))}",
+                "  verify_and_map: true",
+                "}",
+                render_authorization([*PRODUCTION_USERS, DEV_ADMIN]),
+            ]
+        )
 
     def _release(self) -> None:
         self._process = None

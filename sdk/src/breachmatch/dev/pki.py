@@ -1,9 +1,22 @@
 """A throw-away PKI for mTLS in tests and `make demo`.
 
-Hospitals authenticate with client certificates and the tenant id *is* the
-certificate's common name (DESIGN.md, promise 6), so every test of that promise
-needs a CA, a server certificate, tenant certificates, and the two certificates
-that must be refused: one expired, one issued by a CA the operator never trusted.
+Every party holds a certificate from one CA, and its role is the URI SAN
+``spiffe://breachmatch/<role>/<name>`` (`breachmatch.identity`). So every
+test of who may do what needs a CA and one certificate per kind of party:
+
+* ``tenants/<tenant>/`` — hospitals (URI ``hospital/<tenant>``, clientAuth);
+* ``operator/`` — the operator's tools (URI ``operator/operator``, clientAuth);
+* ``services/<service>/`` — matcher, notifier, ingest and the NATS server
+  itself (URI ``service/<service>``, DNS/IP SANs for the server names,
+  serverAuth + clientAuth): each service serves gRPC with it and presents it
+  as its NATS client identity. ``services/admin/`` is a dev-only identity
+  with every NATS permission, for tests that inspect or seed streams;
+  production issues no such certificate and its nats.conf has no such user;
+
+plus the certificates that must be refused: ``tenants/expired/`` (validity
+ended yesterday), ``foreign/`` (claims hospital-a, issued by a CA the operator
+never trusted) and ``nameless/`` (from the right CA, but with no URI SAN, so
+it names nobody).
 
 Files follow the Kubernetes TLS-secret convention (``ca.crt``, ``tls.crt``,
 ``tls.key``) so the very same directories can be mounted into pods. In every
@@ -18,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +42,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from breachmatch.identity import Role, spiffe_uri
+
 EXPIRED_TENANT = "expired"
 """Tenant id of the client certificate whose validity ended yesterday."""
 
 FOREIGN_TENANT = "hospital-a"
-"""Common name the foreign-CA certificate claims: a real tenant's, to show it is not enough."""
+"""Tenant the foreign-CA certificate claims: a real tenant's, to show it is not enough."""
+
+SERVICES = ("matcher", "notifier", "ingest", "nats", "admin")
+"""Service identities: the three services, the NATS server, and the dev-only admin."""
+
+OPERATOR = "operator"
+"""Name of the dev operator identity (``spiffe://breachmatch/operator/operator``)."""
 
 CA_FILE = "ca.crt"
 CERT_FILE = "tls.crt"
@@ -48,6 +70,9 @@ CA_LIFETIME = dt.timedelta(days=90)
 REUSE_MARGIN = dt.timedelta(days=1)
 # Backdate notBefore a little: peers with a slightly slow clock must accept it.
 CLOCK_SKEW = dt.timedelta(minutes=5)
+
+_CLIENT = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+_SERVER_AND_CLIENT = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
 @dataclass(frozen=True)
@@ -66,9 +91,15 @@ class DevPki:
     def ca_cert(self) -> Path:
         return self.ca_dir / CA_FILE
 
+    def service_dir(self, service: str) -> Path:
+        """Directory of a service's certificate (gRPC server and NATS client identity)."""
+        if service not in SERVICES:
+            raise KeyError(f"service is not part of this dev PKI: {service!r}")
+        return self.root / "services" / service
+
     @property
-    def server_dir(self) -> Path:
-        return self.root / "server"
+    def operator_dir(self) -> Path:
+        return self.root / "operator"
 
     def tenant_dir(self, tenant: str) -> Path:
         """Directory of a tenant's client certificate; only issued tenants are known."""
@@ -84,13 +115,63 @@ class DevPki:
     def foreign_dir(self) -> Path:
         return self.root / "foreign"
 
+    @property
+    def nameless_dir(self) -> Path:
+        return self.root / "nameless"
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """One leaf certificate of the layout: what it must say, and who must have signed it."""
+
+    directory: Path
+    common_name: str
+    uri: str | None
+    dns_or_ip: tuple[str, ...]
+    usages: tuple[x509.ObjectIdentifier, ...]
+    expired: bool = False
+    foreign: bool = False
+
+    def san(self) -> list[x509.GeneralName]:
+        names: list[x509.GeneralName] = []
+        if self.uri is not None:
+            names.append(x509.UniformResourceIdentifier(self.uri))
+        return names + [_general_name(name) for name in self.dns_or_ip]
+
+
+def _leaves(pki: DevPki) -> list[_Leaf]:
+    servers = pki.server_names
+    hospitals = [
+        _Leaf(pki.tenant_dir(t), t, spiffe_uri(Role.HOSPITAL, t), (), _CLIENT) for t in pki.tenants
+    ]
+    services = [
+        _Leaf(pki.service_dir(s), s, spiffe_uri(Role.SERVICE, s), servers, _SERVER_AND_CLIENT)
+        for s in SERVICES
+    ]
+    expired_uri = spiffe_uri(Role.HOSPITAL, EXPIRED_TENANT)
+    foreign_uri = spiffe_uri(Role.HOSPITAL, FOREIGN_TENANT)
+    return [
+        *hospitals,
+        *services,
+        _Leaf(pki.operator_dir, OPERATOR, spiffe_uri(Role.OPERATOR, OPERATOR), (), _CLIENT),
+        _Leaf(pki.expired_dir, EXPIRED_TENANT, expired_uri, (), _CLIENT, expired=True),
+        _Leaf(pki.foreign_dir, FOREIGN_TENANT, foreign_uri, (), _CLIENT, foreign=True),
+        _Leaf(pki.nameless_dir, "nameless", None, (), _CLIENT),
+    ]
+
 
 def make_dev_pki(
     directory: Path,
     tenants: Sequence[str] = ("hospital-a", "hospital-b"),
     server_names: Sequence[str] = ("localhost", "127.0.0.1"),
+    *,
+    ca: DevPki | None = None,
 ) -> DevPki:
     """Create the dev PKI under `directory`, or reuse the one already there.
+
+    With `ca`, the new PKI's certificates are issued by that PKI's CA, so its
+    parties and those of `ca` trust each other (tests use this to give a suite
+    its own tenants while sharing one nats-server, which trusts one CA).
 
     Reuse matters because `make demo` re-runs against the same `.var/` and
     services that are still running keep the files they loaded; a PKI is reused
@@ -102,9 +183,11 @@ def make_dev_pki(
     if EXPIRED_TENANT in tenants:
         raise ValueError(f"tenant id {EXPIRED_TENANT!r} is reserved for the expired certificate")
     pki = DevPki(Path(directory), tuple(tenants), tuple(server_names))
+    if ca is not None and ca.root != pki.root:
+        _adopt_ca(pki, ca)
     now = dt.datetime.now(dt.UTC)
     if not _is_reusable(pki, now):
-        _generate(pki, now)
+        _generate(pki, now, keep_ca=ca is not None)
     return pki
 
 
@@ -114,24 +197,37 @@ class _Issuer:
     key: ec.EllipticCurvePrivateKey
 
 
-def _generate(pki: DevPki, now: dt.datetime) -> None:
-    ca = _make_ca(now)
-    _write_secret(pki.ca_dir / CA_KEY_FILE, _key_pem(ca.key))
-    _write_public(pki.ca_dir / CA_FILE, _cert_pem(ca.cert))
+def _adopt_ca(pki: DevPki, ca: DevPki) -> None:
+    """Use `ca`'s CA for `pki` (files copied, so the PKI stays one self-contained directory)."""
+    for name in (CA_FILE, CA_KEY_FILE):
+        source, target = ca.ca_dir / name, pki.ca_dir / name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            target.chmod(0o600 if name == CA_KEY_FILE else 0o644)
 
-    san = [_general_name(name) for name in pki.server_names]
+
+def _load_ca(pki: DevPki) -> _Issuer:
+    cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = serialization.load_pem_private_key((pki.ca_dir / CA_KEY_FILE).read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the dev CA key must be an EC key")
+    return _Issuer(cert, key)
+
+
+def _generate(pki: DevPki, now: dt.datetime, *, keep_ca: bool) -> None:
+    if keep_ca:
+        ca = _load_ca(pki)
+    else:
+        ca = _make_ca(now)
+        _write_secret(pki.ca_dir / CA_KEY_FILE, _key_pem(ca.key))
+        _write_public(pki.ca_dir / CA_FILE, _cert_pem(ca.cert))
     valid = (now - CLOCK_SKEW, now + LEAF_LIFETIME)
-    _issue_into(
-        pki.server_dir, ca, ca, pki.server_names[0], valid, ExtendedKeyUsageOID.SERVER_AUTH, san
-    )
-    for tenant in pki.tenants:
-        _issue_into(pki.tenant_dir(tenant), ca, ca, tenant, valid, ExtendedKeyUsageOID.CLIENT_AUTH)
     expired = (now - LEAF_LIFETIME, now - dt.timedelta(days=1))
-    _issue_into(pki.expired_dir, ca, ca, EXPIRED_TENANT, expired, ExtendedKeyUsageOID.CLIENT_AUTH)
     foreign_ca = _make_ca(now)  # same subject as the dev CA: only the signature tells them apart
-    _issue_into(
-        pki.foreign_dir, ca, foreign_ca, FOREIGN_TENANT, valid, ExtendedKeyUsageOID.CLIENT_AUTH
-    )
+    for leaf in _leaves(pki):
+        issuer = foreign_ca if leaf.foreign else ca
+        _issue_into(leaf, ca, issuer, expired if leaf.expired else valid)
 
 
 def _make_ca(now: dt.datetime) -> _Issuer:
@@ -167,19 +263,16 @@ def _make_ca(now: dt.datetime) -> _Issuer:
 
 
 def _issue_into(
-    directory: Path,
+    leaf: _Leaf,
     trust_anchor: _Issuer,
     issuer: _Issuer,
-    common_name: str,
     validity: tuple[dt.datetime, dt.datetime],
-    usage: x509.ObjectIdentifier,
-    san: Sequence[x509.GeneralName] = (),
 ) -> None:
-    """Issue a leaf certificate from `issuer` and write the secret directory for it."""
+    """Issue `leaf` from `issuer` and write the secret directory for it."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(common_name))
+        .subject_name(_name(leaf.common_name))
         .issuer_name(issuer.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -200,19 +293,19 @@ def _issue_into(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(leaf.usages)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
             critical=False,
         )
     )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+    if leaf.san():
+        builder = builder.add_extension(x509.SubjectAlternativeName(leaf.san()), critical=False)
     cert = builder.sign(issuer.key, hashes.SHA256())
-    _write_public(directory / CA_FILE, _cert_pem(trust_anchor.cert))
-    _write_public(directory / CERT_FILE, _cert_pem(cert))
-    _write_secret(directory / KEY_FILE, _key_pem(key))
+    _write_public(leaf.directory / CA_FILE, _cert_pem(trust_anchor.cert))
+    _write_public(leaf.directory / CERT_FILE, _cert_pem(cert))
+    _write_secret(leaf.directory / KEY_FILE, _key_pem(key))
 
 
 def _is_reusable(pki: DevPki, now: dt.datetime) -> bool:
@@ -222,22 +315,25 @@ def _is_reusable(pki: DevPki, now: dt.datetime) -> bool:
         ca_key = serialization.load_pem_private_key((pki.ca_dir / CA_KEY_FILE).read_bytes(), None)
         if ca_key.public_key() != ca.public_key() or not _valid_for_margin(ca, now):
             return False
-        server = _load_leaf(pki.server_dir, ca)
-        if _common_name(server) != pki.server_names[0] or not _valid_for_margin(server, now):
-            return False
-        names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        if list(names) != [_general_name(name) for name in pki.server_names]:
-            return False
-        for tenant in pki.tenants:
-            cert = _load_leaf(pki.tenant_dir(tenant), ca)
-            if _common_name(cert) != tenant or not _valid_for_margin(cert, now):
+        for leaf in _leaves(pki):
+            cert = _load_leaf(leaf.directory, ca, issued_by_ca=not leaf.foreign)
+            if _common_name(cert) != leaf.common_name or _san(cert) != leaf.san():
                 return False
-        if _load_leaf(pki.expired_dir, ca).not_valid_after_utc >= now:
-            return False
-        _load_leaf(pki.foreign_dir, ca, issued_by_ca=False)
-    except (OSError, ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+            if leaf.expired:
+                if cert.not_valid_after_utc >= now:
+                    return False
+            elif not _valid_for_margin(cert, now):
+                return False
+    except (OSError, ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def _san(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
 
 
 def _load_leaf(

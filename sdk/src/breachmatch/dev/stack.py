@@ -5,7 +5,10 @@ stack: a real nats-server with JetStream, a dev PKI, operator keys, a tenants
 file, the matcher, notifier and ingest services as separate processes, and a
 local SMTP sink that stores what the notifier sends. Services are configured
 the way Kubernetes configures them — through ``BREACHMATCH_*`` environment
-variables — so the demo exercises the deployment's configuration surface too.
+variables — so the demo exercises the deployment's configuration surface too,
+and with the deployment's security: each service serves gRPC with its own
+certificate (``pki/services/<name>``) and presents the same one to NATS, which
+admits only those certificates and only to their own subjects.
 
 `up()` waits for each service's plaintext health port to report SERVING
 (grpc.health.v1 Watch, no polling sleeps), then writes ``stack.env`` with the
@@ -129,7 +132,7 @@ class Stack:
                 indent=2,
             )
         )
-        self.nats = NatsServer(self.root / "nats")
+        self.nats = NatsServer(self.root / "nats", pki)
         self.nats.start()
         mail_dir = self.root / "mail"
         outbox = self.root / "digital-post-outbox"
@@ -137,7 +140,6 @@ class Stack:
         smtp_port = free_port()
         common = {
             "BREACHMATCH_NATS_URL": self.nats.url,
-            "BREACHMATCH_TLS_DIR": str(pki.server_dir),
             "BREACHMATCH_TENANTS_FILE": str(tenants_file),
             "BREACHMATCH_LOG_FORMAT": "json",
         }
@@ -150,6 +152,8 @@ class Stack:
                 "BREACHMATCH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
                 "BREACHMATCH_HEALTH_ADDR": f"127.0.0.1:{health_port}",
                 "BREACHMATCH_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                # The service's identity: its gRPC server certificate and NATS user.
+                "BREACHMATCH_TLS_DIR": str(pki.service_dir(name)),
                 **extra,
             }
             return ServiceProcess(
@@ -220,6 +224,8 @@ class Stack:
             "BREACHMATCH_NOTIFIER": info.notifier_addr,
             "BREACHMATCH_INGEST": info.ingest_addr,
             "BREACHMATCH_TLS_DIR": str(info.tenant_dir),
+            # The operator's `breachmatch-ingest` CLI joins NATS as the ingest service.
+            "BREACHMATCH_NATS_TLS_DIR": str(pki.service_dir("ingest")),
             "BREACHMATCH_STATE_DIR": str(info.state_dir),
             "BREACHMATCH_CACHE_KEY": str(info.state_dir / "cache.key"),
             "BREACHMATCH_OPERATOR_KEY": str(keys.verify_key),

@@ -159,7 +159,7 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
         mapping_sha256=hashlib.sha256(args.map.read_bytes()).hexdigest() if args.map else "",
         chunk_pairs=coordinator_settings.chunk_pairs,
     )
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME)
+    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME, config.nats_client_tls(args))
     probes = Probes(args.health_addr, args.metrics_addr)
     await probes.start()
     try:
@@ -257,7 +257,9 @@ async def _worker(args: argparse.Namespace, pool: Executor | None) -> int:
     if pool is None:
         raise ConfigError("a worker needs --workers >= 1")
     settings = config.worker_settings(args)
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-worker")
+    nc, js = await bus.connect(
+        args.nats_url, _CLIENT_NAME + "-worker", config.nats_client_tls(args)
+    )
     probes = Probes(args.health_addr, args.metrics_addr)
     await probes.start()
     try:
@@ -281,7 +283,9 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
             metrics_addr=args.metrics_addr,
         ),
     )
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-serve")
+    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-serve", config.nats_client_tls(args))
+    # Create what ingest owns up front: the matcher and notifier wait for BREACHES.
+    await bus.ensure_owned(js, "ingest")
     jobs = await JobStore.open(js)
     coordinator = Coordinator(js, jobs, signing_key, config.coordinator_settings(args))
     servicer = IngestServicer(js, jobs, coordinator, key_dir)
@@ -302,7 +306,9 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
 async def _retract(args: argparse.Namespace, pool: Executor | None) -> int:
     if not args.reason.strip():
         raise ConfigError("--reason is required")
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-retract")
+    nc, js = await bus.connect(
+        args.nats_url, _CLIENT_NAME + "-retract", config.nats_client_tls(args)
+    )
     try:
         outcome = await retract_breach(js, args.breach_id, args.reason)
     finally:

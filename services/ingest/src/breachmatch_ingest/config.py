@@ -14,18 +14,17 @@ import os
 from pathlib import Path
 
 from breachmatch.readers import FORMATS
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, add_nats_arguments, nats_tls
+from breachmatch.tls import TlsFiles
 from breachmatch_ingest.coordinator import CoordinatorSettings
 from breachmatch_ingest.errors import ConfigError
 from breachmatch_ingest.metadata import BreachInfo, parse_date
 from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS
 from breachmatch_ingest.worker import WorkerSettings
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_nats_arguments(parser)
     add_env_argument(parser, "--log-level", default="INFO", help="log level")
     add_env_argument(
         parser,
@@ -161,3 +160,11 @@ def coordinator_settings(args: argparse.Namespace) -> CoordinatorSettings:
     if args.chunk_pairs < 1 or args.stall_timeout <= 0:
         raise ConfigError("--chunk-pairs must be >= 1 and --stall-timeout > 0")
     return CoordinatorSettings(chunk_pairs=args.chunk_pairs, stall_timeout=args.stall_timeout)
+
+
+def nats_client_tls(args: argparse.Namespace) -> TlsFiles:
+    """The ingest identity on NATS: ``--nats-tls-dir``, else (``serve``) the gRPC ``--tls-dir``."""
+    try:
+        return nats_tls(args.nats_tls_dir, getattr(args, "tls_dir", None))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

@@ -1,7 +1,8 @@
 """The gRPC ``Ingest`` service: upload a dump, follow its job, retract a breach.
 
-Callers are operator tools holding a client certificate of the operator's CA;
-the certificate's name is logged with every upload and retraction.
+Callers are operator tools holding an *operator* certificate of the
+operator's CA (`breachmatch.authz` refuses hospitals and services before any
+handler here runs); the caller is logged with every upload and retraction.
 
 ``Upload`` parses the dump *while it streams*: the first message carries the
 metadata, every further message a slice of bytes, and an empty chunk marks
@@ -31,7 +32,7 @@ import grpc
 import grpc.aio
 from nats.js import JetStreamContext
 
-from breachmatch import logs, tls
+from breachmatch import logs
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, OprfKey
 from breachmatch.readers import FORMATS, BadRow
@@ -99,7 +100,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         job_id = start.record.job_id
         ended = False
         try:
-            log.info("upload started", tenant=tls.current_tenant(), job_id=job_id)
+            log.info("upload started", job_id=job_id)  # the caller is bound by AuthInterceptor
             async for request in request_iterator:
                 if ended or request.HasField("header"):
                     raise _UploadRefused("after the header come chunks, then one empty chunk")
@@ -194,7 +195,6 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, describe(error))
         log.info(
             "retraction requested",
-            tenant=tls.current_tenant(),
             breach_id=request.breach_id,
             already=outcome is RetractOutcome.ALREADY_RETRACTED,
         )

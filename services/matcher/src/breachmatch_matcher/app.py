@@ -76,10 +76,15 @@ class MatcherApp:
         key_ring = LiveKeyRing(config.oprf_key_dir)
         log.info("oprf key ring loaded", current_key_id=key_ring.get().current.key_id)
 
-        nc, js = await bus.connect(config.nats_url, CLIENT_NAME)
-        await bus.ensure_streams(js, bus.STREAM_BREACHES, bus.STREAM_AUDIT)
+        nc, js = await bus.connect(config.nats_url, CLIENT_NAME, config.nats_tls())
+        await bus.ensure_owned(js, "matcher")
+        # Breach events and bodies are ingest's: wait for them, never create them.
+        async with asyncio.timeout(config.replay_timeout):
+            await bus.wait_for_streams(
+                js, bus.STREAM_BREACHES, bus.object_stream(bus.OBJ_BREACH_FILTERS)
+            )
         budget_kv = await bus.key_value(js, bus.KV_BUDGETS)
-        filters = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
+        filters = await js.object_store(bus.OBJ_BREACH_FILTERS)
 
         bodies = BodyCache(filters, config.cache_dir)
         breaches = BreachIndex(js, verify_key, on_withdrawn=bodies.forget)

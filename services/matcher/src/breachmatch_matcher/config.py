@@ -7,7 +7,8 @@ process (a pod, or one service of `make demo`) is configured by its own env.
 =====================  ===================================  =================
 flag                   environment                          default
 =====================  ===================================  =================
---nats-url             BREACHMATCH_NATS_URL                 nats://127.0.0.1:4222
+--nats-url             BREACHMATCH_NATS_URL                 tls://127.0.0.1:4222
+--nats-tls-dir         BREACHMATCH_NATS_TLS_DIR             --tls-dir (NATS client certificate)
 --tls-dir              BREACHMATCH_TLS_DIR                  (required) ca.crt, tls.crt, tls.key
 --oprf-key-dir         BREACHMATCH_OPRF_KEY_DIR             (required) one JSON file per key id
 --verify-key           BREACHMATCH_VERIFY_KEY               (required) operator Ed25519 key, hex
@@ -34,14 +35,17 @@ from pathlib import Path
 
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
+    DEFAULT_NATS_URL,
     add_env_argument,
+    add_nats_arguments,
+    nats_tls,
     non_negative_int,
     optional_address,
     positive_int,
 )
+from breachmatch.tls import TlsFiles
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_GRPC_ADDR = "0.0.0.0:50051"
 DEFAULT_HEALTH_ADDR = "0.0.0.0:50052"
 DEFAULT_METRICS_ADDR = "0.0.0.0:9101"
@@ -61,6 +65,8 @@ class MatcherConfig:
     verify_key: Path
     notifier_public_key: Path
     nats_url: str = DEFAULT_NATS_URL
+    #: NATS client certificate; None: the gRPC one (`tls_dir`), the matcher's service identity.
+    nats_tls_dir: Path | None = None
     tenants_file: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
@@ -76,6 +82,9 @@ class MatcherConfig:
     def evaluation_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
 
+    def nats_tls(self) -> TlsFiles:
+        return nats_tls(self.nats_tls_dir, self.tls_dir)
+
     def server_config(self) -> ServerConfig:
         """The shared runtime's settings; messages are capped just above what we allow."""
         largest = max(_MIN_MESSAGE_BYTES, CHUNK_SIZE, self.max_batch * _BYTES_PER_ELEMENT)
@@ -90,7 +99,7 @@ class MatcherConfig:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_nats_arguments(parser)
     add_env_argument(
         parser, "--tls-dir", type=Path, help="server TLS directory (ca.crt, tls.crt, tls.key)"
     )
@@ -167,6 +176,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         verify_key=args.verify_key,
         notifier_public_key=args.notifier_public_key,
         nats_url=args.nats_url,
+        nats_tls_dir=args.nats_tls_dir,
         tenants_file=args.tenants_file,
         grpc_addr=args.grpc_addr,
         health_addr=optional_address(args.health_addr),

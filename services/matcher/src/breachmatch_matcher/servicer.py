@@ -1,8 +1,9 @@
 """The `breachmatch.v1.Matcher` gRPC service.
 
-Every call arrives authenticated: `TenantInterceptor` (installed by
-`breachmatch.server.Service`) has checked the client certificate and names
-the tenant. Handlers here only decide what that tenant may have.
+Every call arrives authenticated and authorised: `AuthInterceptor` (installed
+by `breachmatch.server.Service`) has checked the client certificate, admitted
+its role to the method (`breachmatch.authz`) and names the tenant of hospital
+calls. Handlers here only decide what that tenant may have.
 
 Evaluate, per request and in this order — cheapest refusal first, budget
 before any group operation:
@@ -68,7 +69,7 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def _caller() -> str:
-    """The authenticated tenant (`TenantInterceptor` also bound it to the log context)."""
+    """The authenticated tenant (`AuthInterceptor` also bound it to the log context)."""
     return tls.current_tenant()
 
 
@@ -208,7 +209,6 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
     async def GetKeyInfo(
         self, request: matcher_pb2.GetKeyInfoRequest, context: _Context
     ) -> matcher_pb2.GetKeyInfoResponse:
-        _caller()
         ring = self._keys.get()
         try:
             current = ring.current
@@ -236,7 +236,6 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
     async def ListBreaches(
         self, request: matcher_pb2.ListBreachesRequest, context: _Context
     ) -> matcher_pb2.ListBreachesResponse:
-        _caller()
         return matcher_pb2.ListBreachesResponse(
             breaches=[served.artifact for served in self._breaches.served()]
         )

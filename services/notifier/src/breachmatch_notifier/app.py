@@ -91,15 +91,12 @@ class NotifierApp:
         dispatcher = Dispatcher.from_config(config.channels)
         resources.push_async_callback(dispatcher.aclose)
 
-        nc, js = await bus.connect(config.nats_url, CLIENT_NAME)
+        nc, js = await bus.connect(config.nats_url, CLIENT_NAME, config.nats_tls())
         resources.push_async_callback(_close_nats, nc)
-        await bus.ensure_streams(
-            js,
-            bus.STREAM_OUTREACH,
-            bus.STREAM_OUTREACH_STATUS,
-            bus.STREAM_OUTREACH_DEAD,
-            bus.STREAM_BREACHES,
-        )
+        await bus.ensure_owned(js, "notifier")
+        # Breach events are ingest's: wait for the stream, never create it.
+        async with asyncio.timeout(config.replay_timeout):
+            await bus.wait_for_streams(js, bus.STREAM_BREACHES)
         ledger = Ledger(await bus.key_value(js, bus.KV_OUTREACH_LEDGER), ref_key_for(secret_key))
         statuses = StatusEvents(js)
         catalogue = BreachCatalogue(js, verify_key)

@@ -10,7 +10,8 @@ their passwords and tokens must not appear on a command line.
 =======================  ==========================================  ======================
 flag                     environment                                 default
 =======================  ==========================================  ======================
---nats-url               BREACHMATCH_NATS_URL                        nats://127.0.0.1:4222
+--nats-url               BREACHMATCH_NATS_URL                        tls://127.0.0.1:4222
+--nats-tls-dir           BREACHMATCH_NATS_TLS_DIR                    --tls-dir (required for worker)
 --notifier-secret-key    BREACHMATCH_NOTIFIER_SECRET_KEY             (required) X25519, hex
 --tenants-file           BREACHMATCH_TENANTS_FILE                    (required)
 --tls-dir                BREACHMATCH_TLS_DIR                         (required for serve)
@@ -40,15 +41,18 @@ from pathlib import Path
 
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
+    DEFAULT_NATS_URL,
     add_env_argument,
+    add_nats_arguments,
+    nats_tls,
     non_negative_int,
     optional_address,
     positive_int,
 )
+from breachmatch.tls import TlsFiles
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.notice import DEFAULT_LANGUAGE
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 #: A service listens on every interface; the network policies decide who reaches it.
 DEFAULT_GRPC_ADDR = "0.0.0.0:50061"
 DEFAULT_HEALTH_ADDR = "0.0.0.0:50062"
@@ -68,6 +72,8 @@ class NotifierConfig:
     channels: ChannelsConfig
     tls_dir: Path | None = None
     nats_url: str = DEFAULT_NATS_URL
+    #: NATS client certificate; None: the gRPC one (`tls_dir`), the notifier's service identity.
+    nats_tls_dir: Path | None = None
     verify_key: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
@@ -83,6 +89,9 @@ class NotifierConfig:
     fallback_language: str = DEFAULT_LANGUAGE
     #: How long start-up may take to replay stream BREACHES before giving up.
     replay_timeout: float = 60.0
+
+    def nats_tls(self) -> TlsFiles:
+        return nats_tls(self.nats_tls_dir, self.tls_dir)
 
     def server_config(self) -> ServerConfig:
         """The shared runtime's settings; messages are capped just above a full batch."""
@@ -122,7 +131,7 @@ def _backoff(text: str) -> tuple[float, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     """Flags of one subcommand; ``serve`` adds the gRPC ones."""
-    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_nats_arguments(parser)
     add_env_argument(
         parser,
         "--notifier-secret-key",
@@ -239,6 +248,8 @@ def config_from_args(
         required.append("tls_dir")
     elif args.workers_per_process == 0:
         parser.error("--workers-per-process must be at least 1 for a worker")
+    elif args.nats_tls_dir is None:
+        parser.error("--nats-tls-dir is required for a worker (or BREACHMATCH_NATS_TLS_DIR)")
     for name in required:
         if getattr(args, name) is None:
             flag = "--" + name.replace("_", "-")
@@ -249,6 +260,7 @@ def config_from_args(
         channels=channels,
         tls_dir=getattr(args, "tls_dir", None),
         nats_url=args.nats_url,
+        nats_tls_dir=args.nats_tls_dir,
         verify_key=args.verify_key,
         grpc_addr=getattr(args, "grpc_addr", DEFAULT_GRPC_ADDR),
         health_addr=optional_address(args.health_addr),

@@ -1,8 +1,9 @@
 """The `breachmatch.v1.Outreach` gRPC service.
 
-Every call arrives authenticated (`TenantInterceptor`, installed by
-`breachmatch.server.Service`); expired certificates and certificates from
-another CA never get this far. A tenant must also be in the operator's tenants
+Every call arrives authenticated, from a hospital (`AuthInterceptor`,
+installed by `breachmatch.server.Service`, admits only hospital certificates
+to these methods); expired certificates and certificates from another CA
+never get this far. A tenant must also be in the operator's tenants
 file with a sender identity (organisation and contact point) — a notice in a
 hospital's name needs both — else PERMISSION_DENIED / FAILED_PRECONDITION.
 
