@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from breachmatch.identity import Role, spiffe_uri
+from breachmatch.nats_auth import PRODUCTION_USERS, render_authorization
+
 # PyYAML (brought by kubernetes-validate) ships no type stubs.
 yaml: Any = importlib.import_module("yaml")
 
@@ -39,6 +42,7 @@ DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # Settings that name a file or directory the container must find mounted.
 PATH_SETTINGS = (
     "BREACHMATCH_TLS_DIR",
+    "BREACHMATCH_NATS_TLS_DIR",
     "BREACHMATCH_OPRF_KEY_DIR",
     "BREACHMATCH_SIGNING_KEY",
     "BREACHMATCH_VERIFY_KEY",
@@ -226,7 +230,7 @@ def test_deployments_probe_their_plaintext_grpc_health_port(
             assert env["BREACHMATCH_GRPC_ADDR"].endswith(f":{ports['grpc']}")
             assert env["BREACHMATCH_HEALTH_ADDR"].endswith(f":{ports['health']}")
             assert env["BREACHMATCH_METRICS_ADDR"].endswith(f":{ports['metrics']}")
-            assert env["BREACHMATCH_NATS_URL"] == "nats://nats:4222"
+            assert env["BREACHMATCH_NATS_URL"] == "tls://nats:4222"
             assert container["args"] == [ENTRYPOINTS[name]]
 
 
@@ -383,6 +387,59 @@ def test_nats_is_a_three_node_jetstream_cluster(rendered: dict[str, list[Doc]]) 
             assert f"nats://nats-{i}.nats-headless:6222" in conf
         headless = _find(docs, "Service", "nats-headless")
         assert headless["spec"]["clusterIP"] == "None"
+
+
+def _generated_from(name: str) -> str:
+    """The generator name of a kustomize-generated object (without its content hash)."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name)
+
+
+def test_nats_admits_only_service_certificates_with_their_own_permissions(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """mTLS with certificate-mapped users, and exactly the users breachmatch.nats_auth declares."""
+    expected = render_authorization(PRODUCTION_USERS)
+    assert (DEPLOY / "base" / "nats" / "authorization.conf").read_text() == expected, (
+        "stale: python -m breachmatch.nats_auth > deploy/base/nats/authorization.conf"
+    )
+    assert "admin" not in expected  # the dev-only user never reaches a deployment
+    for overlay in ("dev", "prod"):
+        docs = rendered[overlay]
+        sts = _find(docs, "StatefulSet", "nats")
+        volumes = {v["name"]: v for v in _pod(sts)["volumes"]}
+        data = _find(docs, "ConfigMap", volumes["config"]["configMap"]["name"])["data"]
+        assert data["authorization.conf"] == expected
+        conf = data["nats.conf"]
+        assert "verify_and_map: true" in conf
+        assert "include ./authorization.conf" in conf
+        assert "no_auth_user" not in conf
+        assert _generated_from(volumes["tls"]["secret"]["secretName"]) == "nats-tls"
+        (container,) = _pod(sts)["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["tls"] == "/etc/nats/tls"
+        assert conf.count("/etc/nats/tls/tls.crt") == 2  # clients and cluster routes
+
+
+def test_cert_manager_component_issues_each_service_its_identity(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    certificates = _load_all(
+        (DEPLOY / "components" / "cert-manager" / "certificates.yaml").read_text()
+    )
+    mounted = {
+        _generated_from(volume["secret"]["secretName"])
+        for _, workload in _all_workloads(rendered)
+        for volume in _pod(workload).get("volumes", [])
+        if "secret" in volume and _generated_from(volume["secret"]["secretName"]).endswith("-tls")
+    }
+    issued = {}
+    for certificate in certificates:
+        spec = certificate["spec"]
+        service = spec["commonName"]
+        issued[spec["secretName"]] = spec["uris"]
+        assert spec["uris"] == [spiffe_uri(Role.SERVICE, service)]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+    assert set(issued) == mounted == {f"{s}-tls" for s in ("nats", "matcher", "notifier", "ingest")}
 
 
 def test_image_pinning(rendered: dict[str, list[Doc]]) -> None:

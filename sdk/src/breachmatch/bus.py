@@ -25,6 +25,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -177,21 +178,29 @@ def client_tls(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
-async def connect(url: str, name: str, tls: TlsFiles) -> tuple[NatsClient, JetStreamContext]:
+async def connect(
+    url: str, name: str, tls: TlsFiles, **options: Any
+) -> tuple[NatsClient, JetStreamContext]:
     """Connect as the identity of `tls` (its certificate is the NATS user), reconnecting forever.
 
     Services ride out a NATS restart. The inbox prefix is the identity's own
-    (`nats_auth.inbox_prefix`): the only reply subjects its user may read.
+    (`inbox_prefix`): the only reply subjects its user may read. `options`
+    override nats-py's connect options (tests pass ``error_cb`` to see the
+    server's refusals).
     """
     identity = identity_from_pem(tls.cert.read_bytes())
+    settings: dict[str, Any] = {
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 5,
+        **options,
+    }
     nc = await nats.connect(
         servers=[url],
         name=name,
         tls=client_tls(tls),
         inbox_prefix=inbox_prefix(identity),
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
+        **settings,
     )
     return nc, nc.jetstream()
 

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -141,10 +141,11 @@ class NatsServer:
         return TlsFiles.from_dir(self._pki.service_dir(service))
 
     async def connect(
-        self, service: str = "admin", name: str = ""
+        self, service: str = "admin", name: str = "", **options: Any
     ) -> tuple[NatsClient, JetStreamContext]:
         """`bus.connect` as `service` (default: the dev-only admin, for seeding and inspecting)."""
-        return await bus.connect(self.url, name or f"test-{service}", self.client_tls(service))
+        client_name = name or f"test-{service}"
+        return await bus.connect(self.url, client_name, self.client_tls(service), **options)
 
     async def provision(self, *services: str) -> None:
         """Create what each of `services` owns, as that service (what its start-up does).

@@ -33,7 +33,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breachmatch.dev.nats_server import NatsServer, free_port
-from breachmatch.dev.pki import make_dev_pki
+from breachmatch.dev.pki import DevPki, make_dev_pki
 from breachmatch.keys import make_operator_keys
 
 TENANT = "hospital-a"
@@ -62,6 +62,7 @@ class StackInfo:
     outbox_dir: Path
     tenant_dir: Path
     state_dir: Path
+    pki: DevPki
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -217,6 +218,7 @@ class Stack:
             outbox_dir=outbox,
             tenant_dir=pki.tenant_dir(TENANT),
             state_dir=self.root / "hospital-a",
+            pki=pki,
         )
         info.env = {
             "BREACHMATCH_NATS_URL": info.nats_url,

@@ -25,6 +25,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Never, TypeVar
 
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from tqdm import tqdm
 
@@ -136,6 +137,18 @@ def _local_worker_slots(args: argparse.Namespace) -> int:
     return config.worker_settings(args).slots
 
 
+async def _connect(args: argparse.Namespace, role: str) -> tuple[NatsClient, JetStreamContext]:
+    """Join NATS as the ingest service and create what ingest owns.
+
+    Every command does the creating, whichever runs first in a cluster (the
+    worker Deployment, a one-dump Job, serve): the matcher and the notifier
+    wait for stream BREACHES and the filter store, and may not create them.
+    """
+    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + role, config.nats_client_tls(args))
+    await bus.ensure_owned(js, "ingest")
+    return nc, js
+
+
 # --- ingest --------------------------------------------------------------------
 
 
@@ -159,7 +172,7 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
         mapping_sha256=hashlib.sha256(args.map.read_bytes()).hexdigest() if args.map else "",
         chunk_pairs=coordinator_settings.chunk_pairs,
     )
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME, config.nats_client_tls(args))
+    nc, js = await _connect(args, "")
     probes = Probes(args.health_addr, args.metrics_addr)
     await probes.start()
     try:
@@ -257,9 +270,7 @@ async def _worker(args: argparse.Namespace, pool: Executor | None) -> int:
     if pool is None:
         raise ConfigError("a worker needs --workers >= 1")
     settings = config.worker_settings(args)
-    nc, js = await bus.connect(
-        args.nats_url, _CLIENT_NAME + "-worker", config.nats_client_tls(args)
-    )
+    nc, js = await _connect(args, "-worker")
     probes = Probes(args.health_addr, args.metrics_addr)
     await probes.start()
     try:
@@ -283,9 +294,7 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
             metrics_addr=args.metrics_addr,
         ),
     )
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-serve", config.nats_client_tls(args))
-    # Create what ingest owns up front: the matcher and notifier wait for BREACHES.
-    await bus.ensure_owned(js, "ingest")
+    nc, js = await _connect(args, "-serve")
     jobs = await JobStore.open(js)
     coordinator = Coordinator(js, jobs, signing_key, config.coordinator_settings(args))
     servicer = IngestServicer(js, jobs, coordinator, key_dir)
@@ -306,9 +315,7 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
 async def _retract(args: argparse.Namespace, pool: Executor | None) -> int:
     if not args.reason.strip():
         raise ConfigError("--reason is required")
-    nc, js = await bus.connect(
-        args.nats_url, _CLIENT_NAME + "-retract", config.nats_client_tls(args)
-    )
+    nc, js = await _connect(args, "-retract")
     try:
         outcome = await retract_breach(js, args.breach_id, args.reason)
     finally:
