@@ -104,8 +104,9 @@ _PLAIN_TENANT = re.compile(r"[A-Za-z0-9_-]+")
 def tenant_token(tenant: str) -> str:
     """A tenant id as one subject token or KV key segment, injectively.
 
-    Tenant ids are certificate common names and may hold dots, spaces or other
-    characters that NATS subjects and KV keys treat as syntax. Plain ids
+    Tenant ids are the hospital names of certificate URIs and may hold dots
+    (`breachmatch.identity.NAME_PATTERN`), which NATS subjects and KV keys
+    treat as syntax. Plain ids
     (letters, digits, ``-``, ``_``) stay as they are so subjects remain
     readable (``...audit.evaluate.hospital-a``); any other id becomes ``=``
     and its UTF-8 bytes in hex. ``=`` never occurs in a plain id, so two

@@ -1,6 +1,7 @@
 """Tenant (hospital) configuration shared by the matcher and the notifier.
 
-A tenant is identified by its client certificate's common name; this file
+A tenant is identified by its client certificate's hospital URI SAN
+(``spiffe://breachmatch/hospital/<tenant id>``, `breachmatch.identity`); this file
 says what each one may do and how it presents itself to patients. It is
 operator configuration (a Kubernetes ConfigMap mounted as a file,
 ``BREACHMATCH_TENANTS_FILE``), so it is plain JSON and validated at start-up:

@@ -119,7 +119,7 @@ class Client:
 
     @property
     def tenant(self) -> str:
-        """This hospital's tenant id: the common name of its client certificate."""
+        """This hospital's tenant id: the name in its client certificate's hospital URI SAN."""
         return self._identity.tenant
 
     def _matcher_client(self) -> MatcherClient:

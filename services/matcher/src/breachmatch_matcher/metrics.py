@@ -1,6 +1,6 @@
 """Prometheus metrics of the matcher, served by `breachmatch.server.Service`.
 
-Tenant labels are certificate common names of hospitals (a bounded, operator
+Tenant labels are the tenant ids of hospital certificates (a bounded, operator
 -configured set), never anything a client sends in a message body; reasons are
 fixed strings from this package.
 """

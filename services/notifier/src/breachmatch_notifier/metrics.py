@@ -1,6 +1,6 @@
 """Prometheus metrics of the notifier, served by `breachmatch.server.Service`.
 
-Labels are channel names, tenant ids (certificate common names from the
+Labels are channel names, tenant ids (hospital certificate names from the
 operator's tenants file) and fixed reason codes from this package — never
 anything a request carries, and never a contact detail.
 """
