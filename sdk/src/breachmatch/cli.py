@@ -4,6 +4,7 @@
     breachmatch watch  --patients FILE [--notify] [--out-dir DIR]
     breachmatch notify --from RESULTS.json [--patients FILE] [--channels email,sms,digital_post]
     breachmatch status [--breach ID]
+    breachmatch certificate request --tenant ID | install BUNDLE   (joining as a hospital)
 
 Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
 (``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from breachmatch import __version__, logs
+from breachmatch.certificate_cli import add_certificate_arguments, run_certificate
 from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
 from breachmatch.client.api import PatientSource
 from breachmatch.client.outreach import CHANNELS, DEFAULT_CHANNELS
@@ -177,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_argument(status, "--breach", help="only notices about this breach")
     add_env_argument(status, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
     _connection_flags(status)
+
+    certificate = commands.add_parser(
+        "certificate", help="join: make a key and signing request, install the operator's bundle"
+    )
+    add_certificate_arguments(certificate)
     return parser
 
 
@@ -307,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure_logging("breachmatch", level=args.log_level)
+    if args.command == "certificate":
+        return run_certificate(args, sys.stdout, sys.stderr)
     try:
         _COMMANDS[args.command](args, parser)
     except ClientError as error:

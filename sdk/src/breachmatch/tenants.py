@@ -101,3 +101,27 @@ class Tenants:
                 language=str(entry.get("language", "da")),
             )
         return cls(default, known)
+
+
+def add_tenant(path: Path, tenant_id: str) -> bool:
+    """Add `tenant_id` (with defaults) to the tenants file at `path`; False if already listed.
+
+    The file is validated before and after (a broken file is reported, not
+    overwritten) and replaced atomically. A missing file is created. The new
+    entry has no organisation or contact point: the operator fills them in
+    before the hospital may send outreach.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"tenants": {}}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TenantConfigError(f"cannot read tenants file {path}: {exc}") from exc
+    Tenants.from_dict(doc)
+    listed = doc.setdefault("tenants", {})
+    if tenant_id in listed:
+        return False
+    listed[tenant_id] = {}
+    Tenants.from_dict(doc)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return True

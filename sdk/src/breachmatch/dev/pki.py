@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from breachmatch.certificates import CA_KEY_FILE, cert_pem, issue_leaf, key_pem, write_secret
 from breachmatch.identity import Role, spiffe_uri
 
 EXPIRED_TENANT = "expired"
@@ -59,7 +59,6 @@ OPERATOR = "operator"
 CA_FILE = "ca.crt"
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
-CA_KEY_FILE = "ca.key"
 
 CA_COMMON_NAME = "breachmatch dev CA"
 
@@ -220,8 +219,8 @@ def _generate(pki: DevPki, now: dt.datetime, *, keep_ca: bool) -> None:
         ca = _load_ca(pki)
     else:
         ca = _make_ca(now)
-        _write_secret(pki.ca_dir / CA_KEY_FILE, _key_pem(ca.key))
-        _write_public(pki.ca_dir / CA_FILE, _cert_pem(ca.cert))
+        write_secret(pki.ca_dir / CA_KEY_FILE, key_pem(ca.key))
+        _write_public(pki.ca_dir / CA_FILE, cert_pem(ca.cert))
     valid = (now - CLOCK_SKEW, now + LEAF_LIFETIME)
     expired = (now - LEAF_LIFETIME, now - dt.timedelta(days=1))
     foreign_ca = _make_ca(now)  # same subject as the dev CA: only the signature tells them apart
@@ -270,42 +269,13 @@ def _issue_into(
 ) -> None:
     """Issue `leaf` from `issuer` and write the secret directory for it."""
     key = ec.generate_private_key(ec.SECP256R1())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(leaf.common_name))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity[0])
-        .not_valid_after(validity[1])
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(list(leaf.usages)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False,
-        )
+    name = _name(leaf.common_name)
+    cert = issue_leaf(
+        key.public_key(), name, leaf.san(), leaf.usages, validity, issuer.cert, issuer.key
     )
-    if leaf.san():
-        builder = builder.add_extension(x509.SubjectAlternativeName(leaf.san()), critical=False)
-    cert = builder.sign(issuer.key, hashes.SHA256())
-    _write_public(leaf.directory / CA_FILE, _cert_pem(trust_anchor.cert))
-    _write_public(leaf.directory / CERT_FILE, _cert_pem(cert))
-    _write_secret(leaf.directory / KEY_FILE, _key_pem(key))
+    _write_public(leaf.directory / CA_FILE, cert_pem(trust_anchor.cert))
+    _write_public(leaf.directory / CERT_FILE, cert_pem(cert))
+    write_secret(leaf.directory / KEY_FILE, key_pem(key))
 
 
 def _is_reusable(pki: DevPki, now: dt.datetime) -> bool:
@@ -385,27 +355,6 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def _write_public(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only, also when the file already existed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(data)
