@@ -17,7 +17,7 @@ from nats.js.errors import KeyNotFoundError
 from breachmatch import bus, oprf, tls
 from breachmatch.authz import is_allowed
 from breachmatch.dev.pki import EXPIRED_TENANT, FOREIGN_TENANT
-from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
+from breachmatch.dev.rpc_probe import GARBAGE, full_name, methods_of, raw_call
 from breachmatch.identity import Role
 from breachmatch.keys import KeyRing
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
@@ -75,3 +75,25 @@ async def test_each_method_admits_exactly_its_roles(matcher, matcher_files, meth
     allowed = is_allowed(full_name(method), role)
     expected = grpc.StatusCode.INVALID_ARGUMENT if allowed else grpc.StatusCode.PERMISSION_DENIED
     assert code == expected
+
+
+async def test_an_undecodable_message_mid_stream_ends_the_call_with_invalid_argument(
+    matcher, matcher_files
+):
+    """The first batch is answered; the garbage after it is refused when it is decoded."""
+    key_id = KeyRing.load(matcher_files.keys.oprf_dir).current.key_id
+    _, elements = oprf.blind_batch([b"auth:mid-stream"])
+    good = matcher_pb2.EvaluateRequest(batch_id=1, key_id=key_id, blinded_elements=elements)
+    credentials = matcher_files.credentials("mt-invalid")
+    async with grpc.aio.secure_channel(f"localhost:{matcher.port}", credentials) as channel:
+        call = channel.stream_stream(
+            "/breachmatch.v1.Matcher/Evaluate",
+            request_serializer=None,
+            response_deserializer=matcher_pb2.EvaluateResponse.FromString,
+        )(iter([good.SerializeToString(), GARBAGE]), timeout=RPC_TIMEOUT)
+        first = await call.read()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call.read()
+    assert first.batch_id == 1
+    assert len(first.evaluated_elements) == 1
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
