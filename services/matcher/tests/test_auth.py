@@ -92,6 +92,7 @@ async def test_an_undecodable_message_mid_stream_ends_the_call_with_invalid_argu
             response_deserializer=matcher_pb2.EvaluateResponse.FromString,
         )(iter([good.SerializeToString(), GARBAGE]), timeout=RPC_TIMEOUT)
         first = await call.read()
+        assert isinstance(first, matcher_pb2.EvaluateResponse)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call.read()
     assert first.batch_id == 1
