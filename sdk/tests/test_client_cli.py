@@ -30,7 +30,10 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def test_every_flag_of_every_command_names_its_environment_variable():
     commands = _subparsers(build_parser())
-    assert set(commands) == {"check", "watch", "notify", "status"}
+    assert set(commands) == {"check", "watch", "notify", "status", "certificate"}
+    certificate = _subparsers(commands.pop("certificate"))
+    assert set(certificate) == {"request", "install"}
+    commands |= {f"certificate {action}": parser for action, parser in certificate.items()}
     for name, command in commands.items():
         for action in command._actions:
             if action.option_strings and action.dest != "help":
