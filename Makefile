@@ -14,7 +14,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
 
-.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down bench-core bench-check bench clean
+.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images bench-core bench-check bench clean
 
 all: test
 
@@ -75,6 +75,13 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(PY) -m breachmatch.dev.stack down
+
+# Container images with podman, no registry needed (deploy/images/build.sh):
+# installs podman/runc/debootstrap when run as root, makes a Debian base when
+# the pinned one cannot be pulled, builds, and prints size, user, a read-only
+# start and a layer scan per image. Not part of `make test`.
+images: $(STAMP)
+	deploy/images/build.sh
 
 # Benchmarks run in their own venv: openmined-psi pins an older protobuf than
 # grpcio needs, so it cannot share .venv.

@@ -115,13 +115,17 @@ step "kubernetes-validate --strict -k $K8S_VERSION"
   || die "kubernetes-validate found invalid manifests"
 echo "    all objects valid"
 
-# 5. Base images pinned by digest (a stage name such as 'builder' is fine).
+# 5. Base images pinned by digest (a stage name such as 'builder' is fine; a
+# build argument such as ${BASE_IMAGE} must default to a pinned image).
 step "Dockerfile base images pinned by digest"
 for f in "$DEPLOY"/images/*.Dockerfile; do
   stages="$(awk 'toupper($1)=="FROM" && toupper($3)=="AS" {print $4}' "$f")"
   while read -r image; do
     [[ -z "$image" ]] && continue
     grep -qx -- "$image" <<<"$stages" && continue
+    if [[ "$image" =~ ^\$\{([A-Za-z_]+)\}$ ]]; then
+      image="$(awk -v name="${BASH_REMATCH[1]}" -F= 'toupper($1)=="ARG " name {print $2; exit}' "$f")"
+    fi
     [[ "$image" =~ @sha256:[0-9a-f]{64}$ ]] || die "${f#"$ROOT"/}: FROM $image is not pinned by digest"
   done < <(awk 'toupper($1)=="FROM" {print $2}' "$f")
   echo "    ${f#"$ROOT"/}"

@@ -6,9 +6,19 @@
 #
 # The base is pinned by digest; the release process refreshes the digest
 # (deploy/README.md). Builder and runtime share it, so the virtualenv built in
-# the first stage runs unchanged in the second.
+# the first stage runs unchanged in the second. Where no registry is reachable,
+# `make images` builds a Debian bookworm base from Debian's own packages and
+# passes it as BASE_IMAGE (deploy/images/build.sh); everything below works on
+# both, which is why it calls python3 and makes its own build virtualenv.
 
-FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91 AS builder
+ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+
+#checkov:skip=CKV_DOCKER_7:the base is the build argument BASE_IMAGE, whose default above is pinned by digest (deploy/validate.sh step 5 checks that default)
+FROM ${BASE_IMAGE} AS builder
+
+# Only for this stage: a CA bundle for a TLS-intercepting package mirror,
+# bind-mounted read-only at build time and never part of any layer.
+ARG PIP_CERT
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -20,15 +30,16 @@ COPY services/ingest/ services/ingest/
 
 # Wheels for the two local packages and everything they depend on, then a
 # virtualenv installed from those wheels only (no index in the second step).
-RUN python -m pip wheel --wheel-dir /wheels ./sdk ./services/ingest \
- && python -m venv --without-pip /opt/venv \
- && python -m pip --python /opt/venv/bin/python install --no-index --find-links /wheels \
+RUN python3 -m venv /opt/build \
+ && /opt/build/bin/pip wheel --wheel-dir /wheels ./sdk ./services/ingest \
+ && python3 -m venv --without-pip /opt/venv \
+ && /opt/build/bin/pip --python /opt/venv/bin/python install --no-index --find-links /wheels \
       breachmatch-ingest \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
  && /opt/venv/bin/breachmatch-ingest --help > /dev/null
 
 
-FROM python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="breachmatch-ingest" \
       org.opencontainers.image.source="deploy/images/ingest.Dockerfile" \
@@ -39,7 +50,8 @@ RUN groupadd --system --gid 10001 breachmatch \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin breachmatch \
  && rm -rf /usr/local/lib/python3.11/site-packages/pip /usr/local/lib/python3.11/site-packages/pip-* \
-      /usr/local/bin/pip /usr/local/bin/pip3 /usr/local/bin/pip3.11
+      /usr/local/bin/pip /usr/local/bin/pip3 /usr/local/bin/pip3.11 \
+      /usr/share/python-wheels
 
 COPY --from=builder /opt/venv /opt/venv
 
