@@ -126,12 +126,18 @@ def test_file_without_a_header_row_gets_positional_columns() -> None:
     assert all(r.cpr is None and r.categories == Category(0) for r in records)
 
 
-def test_malformed_quoting_is_a_bad_row_and_reading_goes_on() -> None:
+def test_malformed_quoting_is_read_literally_counted_and_reading_goes_on() -> None:
     data = b'Navn,CPR\n"A"x,0101801234\nB,0202802345\n"C,0303803456\n'
     with _open(data) as stream:
         records, bad = stream.read_all()
-    assert [r.full_name for r in records] == ["B"]
-    assert [b.reason for b in bad] == ["csv_malformed", "csv_malformed"]
+        assert stream.stats.repaired == {"csv_stray_quote": 2}
+        assert stream.stats.rows_read == 3
+    assert not bad
+    assert [(r.full_name, r.cpr) for r in records] == [
+        ('"A"x', "0101801234"),
+        ("B", "0202802345"),
+        ("C", "0303803456"),
+    ]
 
 
 def test_path_source_reports_progress(tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from breachmatch.readers.items import BadRow, Item, PatientResource, SkippedResource
+from breachmatch.readers.items import BadRow, Mapped, PatientResource, SkippedResource
 from breachmatch.readers.window import iter_lines
 
 
-def read_fhir_ndjson(text: TextIO, member: str) -> Iterator[Item]:
+def read_fhir_ndjson(text: TextIO, member: str) -> Iterator[Mapped]:
     """Patient resources of an NDJSON member."""
     row = 0
     for line in iter_lines(text):

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from breachmatch.readers.flatten import flat_row
-from breachmatch.readers.items import BadRow, Item, RawRow, SkippedResource
+from breachmatch.readers.items import BadRow, Mapped, RawRow, SkippedResource
 from breachmatch.readers.window import TextWindow, WindowFull, iter_lines
 
 _NON_WHITESPACE = re.compile(r"[^ \t\r\n]")
@@ -65,7 +65,7 @@ def read_json_lines(text: TextIO, member: str) -> Iterator[RawRow | BadRow]:
             yield BadRow("json_not_object", row, member)
 
 
-def read_json_document(text: TextIO, member: str) -> Iterator[Item]:
+def read_json_document(text: TextIO, member: str) -> Iterator[Mapped]:
     """Rows of a JSON document (see the module docstring)."""
     return _Document(TextWindow(text), member).rows()
 
@@ -80,7 +80,7 @@ class _Document:
         self._member = member
         self._row = 0
 
-    def rows(self) -> Iterator[Item]:
+    def rows(self) -> Iterator[Mapped]:
         try:
             while (char := self._peek()) != "":
                 self._w.pos += 1
@@ -127,7 +127,7 @@ class _Document:
             w.pos = end
             return value
 
-    def _array(self, table: str) -> Iterator[Item]:
+    def _array(self, table: str) -> Iterator[Mapped]:
         if self._peek() == "]":
             self._w.pos += 1
             return
@@ -174,7 +174,7 @@ class _Document:
                 w.pos = len(w.buf)
                 return False
 
-    def _object(self) -> Iterator[Item]:
+    def _object(self) -> Iterator[Mapped]:
         if self._peek() == "}":
             self._w.pos += 1
             return
