@@ -13,14 +13,14 @@ and the row is kept only when one is clearly best:
   *j*, for every *j*, or drop overflow cells that are all empty (cost 1
   each; dropping costs 0 only when most rows of the member end that way, as
   a habit of the exporter, rather than as a shifted row's empty last cell).
-* **misfits** (cost 2 each) — cells that do not look like their column: in
-  an identifier column (CPR, SSN, e-mail, phone, birth date) a value that
-  does not validate; in any column a value whose *shape* (letters → ``a``,
+* **misfits** (cost 2 each) — cells that do not look like their column: a
+  value whose *shape* (letters → ``a``,
   digits → ``9``, runs of either collapsed: "Vej 12, 8000 By" → ``a 9, 9
-  a``) was never seen in that column. A joined value is judged by its
-  pieces: neither the first nor the last may be empty, the first must start
-  like a value seen in that column, and an identifier never holds a
-  delimiter.
+  a``) was never seen in that column; a joined value whose first or last
+  piece is empty, or whose first piece does not start like the column's
+  values. In an identifier column (CPR, SSN, e-mail, phone, birth date) a
+  value that neither validates nor has a known shape rules the candidate
+  out, and so does a delimiter: no identifier holds one.
 * The cheapest candidate wins when it has at most `MAX_MISFITS` misfits and
   is the only one that cheap, or every equally cheap candidate yields the
   same record. Otherwise the row is a bad row, its cells kept for by-value
@@ -63,6 +63,7 @@ MATURE_ROWS = 1000
 MAX_SHAPES = 200
 MIN_VALUES = 20
 MAX_MISFITS = 1
+_REFUSED = MAX_MISFITS + 1
 #: Share of rows ending in empty overflow cells that makes dropping them a habit.
 HABIT_SHARE = 0.9
 _SHAPE_CHARS = 48
@@ -205,27 +206,30 @@ class _Profile:
     def _informative(self, i: int) -> bool:
         return self._values[i] >= MIN_VALUES and len(self._shapes[i]) <= MAX_SHAPES
 
-    def _fits(self, i: int, text: str) -> bool:
+    def _misfit(self, i: int, value: str) -> int:
+        """0 when `value` is at home in column `i`, 1 when it is not, `_REFUSED`
+        when it cannot be: an invalid identifier of a shape never seen there."""
+        text = _text(value)
+        if text is None:
+            return 0
         informative = self._informative(i)
         if informative and shape(text) in self._shapes[i]:
-            return True
+            return 0
         validator = self._validators[i]
         if validator is not None:
-            return validator(text)
-        return not informative
+            return 0 if validator(text) else _REFUSED
+        return int(informative)
 
-    def _absorbs(self, i: int, cells: tuple[str, ...]) -> bool:
-        """Whether column `i` plausibly held these cells joined by the delimiter."""
+    def _absorbed(self, i: int, cells: tuple[str, ...]) -> int:
+        """The misfit of these cells joined by the delimiter in column `i`."""
         first, last = _text(cells[0]), _text(cells[-1])
-        if first is None or last is None or self._validators[i] is not None:
-            return False
+        if self._validators[i] is not None:
+            return _REFUSED  # no identifier holds the delimiter
+        if first is None or last is None:
+            return 1
         if not self._informative(i):
-            return True
-        return shape(first) in self._prefixes[i]
-
-    def _misfit(self, i: int, value: str) -> int:
-        text = _text(value)
-        return 0 if text is None else not self._fits(i, text)
+            return 0
+        return int(shape(first) not in self._prefixes[i])
 
     def attribute(self, row: RaggedRow) -> RawRow | BadRow:
         """The row with its cells in their columns, or a bad row keeping its cells.
@@ -257,7 +261,7 @@ class _Profile:
                 moved[c] = moved[c + 1] + (self._misfit(column, cells[c]) if column < width else 0)
             for j in range(width):
                 after = j + shift + 1
-                misfits = home[j] + moved[after] + (not self._absorbs(j, cells[j:after]))
+                misfits = home[j] + moved[after] + self._absorbed(j, cells[j:after])
                 found.append((_MOVE_COST + _MISFIT_COST * misfits, misfits, JOINED, j))
         plausible = [f for f in found if f[1] <= MAX_MISFITS]
         if plausible:
