@@ -265,9 +265,11 @@ _CENTRAL_SIGNATURE = b"PK\x01\x02"
 
 
 def _zip(member: str, data: bytes) -> bytearray:
+    info = zipfile.ZipInfo(member)  # a ZipInfo: writestr refuses an empty name given as text
+    info.compress_type = zipfile.ZIP_DEFLATED
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(member, data)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(info, data)
     return bytearray(buffer.getvalue())
 
 
