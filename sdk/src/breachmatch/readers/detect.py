@@ -9,8 +9,9 @@ Extensions lie (``dump.txt``, ``export.csv`` that is really JSON lines), so
   first line is cut or damaged is still read line by line;
 * a first statement that is SQL (``INSERT``, ``CREATE``, ``COPY``, ``SET``,
   comments, …) → an SQL dump;
-* text with more than 2 % control characters (NULs included) → unrecognised
-  (binary); a stray NUL is damage in its row, not a verdict on the file;
+* text with more than 2 % control characters (NULs included), in most of
+  its lines → unrecognised (binary); a stray NUL is damage in its row, not a
+  verdict on the file;
 * mostly whole JSON objects per line after a damaged start → JSON lines;
 * anything else → CSV.
 
@@ -21,9 +22,10 @@ for the readers.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from itertools import islice
+
+from breachmatch.readers.json_reader import DECODER
 
 #: Formats a caller may ask for ("tsv" is CSV with a tab delimiter).
 FORMATS = ("auto", "csv", "tsv", "json", "jsonl", "sql", "fhir")
@@ -58,8 +60,15 @@ _PROBE_LINES = 20
 
 
 def _looks_binary(text: str) -> bool:
-    """More than 2 % control characters (NULs included): not a text dump."""
-    return len(_CONTROL.findall(text)) * 50 > len(text)
+    """Not a text dump: more than 2 % control characters (NULs included), in most lines.
+
+    Damage is local — a NUL or two in some rows of a small file — while a
+    binary file has control characters all over.
+    """
+    if len(_CONTROL.findall(text)) * 50 <= len(text):
+        return False
+    lines = _lines(text, complete=True)
+    return sum(_CONTROL.search(line) is not None for line in lines) * 2 > len(lines)
 
 
 def _lines(sample: str, complete: bool) -> list[str]:
@@ -92,7 +101,7 @@ def sniff_format(sample: str, complete: bool) -> str | None:
 
 def _object(line: str) -> dict[str, object] | None:
     try:
-        value = json.loads(line)
+        value = DECODER.decode(line)
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

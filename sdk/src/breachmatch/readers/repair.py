@@ -255,10 +255,9 @@ class _Profile:
             base = 0 if habit else _MOVE_COST
             found.append((base + _MISFIT_COST * home[width], home[width], DROPPED, -1))
         if shift > 0 and (not found or found[0][0] > 0):  # nothing beats a habit without misfit
-            moved = [0] * (n + 1)  # moved[j]: misfits of cells[j:] in the columns they moved to
-            for c in range(n - 1, -1, -1):
-                column = c - shift
-                moved[c] = moved[c + 1] + (self._misfit(column, cells[c]) if column < width else 0)
+            moved = [0] * (n + 1)  # moved[c]: misfits of cells[c:] moved back by the overflow
+            for c in range(n - 1, shift, -1):
+                moved[c] = moved[c + 1] + self._misfit(c - shift, cells[c])
             for j in range(width):
                 after = j + shift + 1
                 misfits = home[j] + moved[after] + self._absorbed(j, cells[j:after])
