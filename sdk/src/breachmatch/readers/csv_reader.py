@@ -94,15 +94,19 @@ class _QuotedRecord:
 
 
 def _literal_cells(line: str, delimiter: str) -> list[str]:
-    """The line split as if its quote characters were text, minus the unpaired ones."""
+    """The line split on every delimiter, quotes taken as text.
+
+    A cell wrapped in quotes is unwrapped; a cell opened by an unpaired quote
+    (the stray one) loses it, so the value is what was meant.
+    """
     cells = line.rstrip("\r\n").split(delimiter)
     for i, cell in enumerate(cells):
-        if _QUOTE not in cell:
+        if not cell.startswith(_QUOTE):
             continue
-        if len(cell) >= 2 and cell[0] == cell[-1] == _QUOTE:
+        if len(cell) >= 2 and cell.endswith(_QUOTE):
             cells[i] = cell[1:-1].replace('""', _QUOTE)
         elif cell.count(_QUOTE) % 2:
-            cells[i] = cell.replace(_QUOTE, "", 1) if cell[0] == _QUOTE else cell
+            cells[i] = cell[1:]
     return cells
 
 

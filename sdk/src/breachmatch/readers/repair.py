@@ -48,6 +48,7 @@ from breachmatch.columns import ColumnPlan
 from breachmatch.columns.plan import NULL_MARKERS
 from breachmatch.identifiers import (
     InvalidIdentifier,
+    Placeholder,
     normalise_birth_date,
     normalise_cpr,
     normalise_email,
@@ -107,8 +108,8 @@ def _validator(normalise: Callable[[str], str], needs: str = "") -> Validator:
             normalise(text)
         except InvalidIdentifier:
             return False
-        except ValueError:
-            return True  # a placeholder ("0000000000", "n/a") is at home in its column
+        except Placeholder:
+            return True  # a filler ("0000000000", "n/a") is at home in its column
         return True
 
     return valid
@@ -335,21 +336,17 @@ def _released(held: list[Item], profile: _Profile) -> Iterator[Mapped]:
     the damaged column's values (a column whose every value was cut has no
     shapes from well-formed rows at all).
     """
-    done: list[Mapped | RaggedRow] = []
-    refused = []
-    for i, item in enumerate(held):
+    done: list[Mapped] = []
+    refused: list[tuple[int, RaggedRow]] = []
+    for item in held:
         if isinstance(item, RaggedRow):
             attributed = profile.attribute(item)
             if isinstance(attributed, BadRow):
-                refused.append(i)
+                refused.append((len(done), item))
             done.append(attributed)
         else:
             done.append(item)
-    for i in refused:
-        ragged = held[i]
-        assert isinstance(ragged, RaggedRow)
-        done[i] = profile.attribute(ragged)
+    for at, ragged in refused:
+        done[at] = profile.attribute(ragged)
     held.clear()
-    for item in done:
-        assert not isinstance(item, RaggedRow)
-        yield item
+    yield from done
