@@ -97,6 +97,8 @@ def read_patients(
             headers = _headers_seen(stream)
     except ReaderError as exc:
         raise PatientsFileError(f"cannot read the patients file {path}: {exc}") from exc
+    except OSError as exc:
+        raise PatientsFileError(f"cannot read the patients file {path}: {exc.strerror}") from exc
     patients = tuple(
         Patient(patient_id, record, tuple(keys)) for patient_id, (record, keys) in merged.items()
     )
