@@ -326,9 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure_logging("breachmatch", level=args.log_level)
-    if args.command == "certificate":
-        return run_certificate(args, sys.stdout, sys.stderr)
     try:
+        if args.command == "certificate":
+            return run_certificate(args, sys.stdout, sys.stderr)
         _COMMANDS[args.command](args, parser)
     except ClientError as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
