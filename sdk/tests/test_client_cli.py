@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import struct
+import subprocess
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from breachmatch import cli
 from breachmatch.cli import build_parser, main
+from breachmatch.dev import DevPki
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +82,57 @@ def test_problems_exit_1_with_the_explanation(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert f"TLS file {tmp_path / 'none' / 'ca.crt'} is missing" in err
     assert "--tls-dir must name a directory" in err
+
+
+def _zip_needing_a_newer_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("patients.csv", "patient_id;cpr\nP1;0101801234\n")
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<H", raw, raw.index(b"PK\x01\x02") + 6, 99)  # version needed: 9.9
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_an_export_that_cannot_be_opened_is_one_line_and_exit_1(
+    dev_pki: DevPki, tmp_path: Path
+) -> None:
+    """As a real process: the message, and no traceback."""
+    patients = _zip_needing_a_newer_zip(tmp_path / "patients.zip")
+    done = subprocess.run(
+        [sys.executable, "-m", "breachmatch.cli", "check", "--patients", str(patients),
+         "--tls-dir", str(dev_pki.tenant_dir("hospital-a")), "--state-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "needs a zip version this reader does not support" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unknown_encoding_names_the_flag(
+    dev_pki: DevPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patients = tmp_path / "patients.csv"
+    patients.write_text("patient_id;cpr\nP1;0101801234\n")
+    argv = ["check", "--patients", str(patients), "--encoding", "klingon"]
+    argv += ["--tls-dir", str(dev_pki.tenant_dir("hospital-a")), "--state-dir", str(tmp_path)]
+    assert main(argv) == 1
+    assert "unknown encoding 'klingon' (--encoding)" in capsys.readouterr().err
+
+
+def test_a_bug_is_one_line_and_exit_70_with_a_scrubbed_traceback_under_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: object) -> None:
+        raise KeyError("patient 0101801234 / anne@example.dk")
+
+    monkeypatch.setitem(cli._COMMANDS, "status", broken)
+    assert main(["status"]) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "internal error: unexpected KeyError at broken" in err
+    assert "Traceback" not in err
+    assert "0101801234" not in err
+    assert main(["--debug", "status"]) == cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    assert "0101801234" not in err
+    assert "anne@example.dk" not in err

@@ -215,3 +215,15 @@ def test_rows_without_patient_id_are_named_by_row_and_blank_rows_skipped(tmp_pat
     patients = read_patients(export)
     assert [p.patient_id for p in patients.patients] == ["row-1", "row-3"]
     assert patients.unnamed == 2
+
+
+def test_a_bad_export_row_showing_a_cpr_is_still_checked(tmp_path: Path):
+    export = tmp_path / "export.csv"
+    rows = [f"P{i},{i % 28 + 1:02d}0203{1000 + i},p{i}@example.dk" for i in range(30)]
+    rows.append("x,0102031234,y,z,w")  # no reading fits: a bad row, its CPR salvaged
+    export.write_text("patient_id,cpr,email\n" + "\n".join(rows) + "\n")
+    patients = read_patients(export)
+    assert patients.bad_rows == 1
+    assert patients.unnamed == 1
+    salvaged = patients.by_id()["row-31"]
+    assert [key.kind.value for key in salvaged.keys] == ["cpr"]

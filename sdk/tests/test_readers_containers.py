@@ -7,6 +7,7 @@ import gzip
 import io
 import lzma
 import os
+import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -166,3 +167,18 @@ def test_a_callers_stream_is_left_open() -> None:
     with open_records(source) as stream:
         stream.read_all()
     assert not source.closed
+
+
+def test_a_zip_member_with_an_unsupported_compression_is_a_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "method.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("odd.csv", "Navn;CPR\nA;0101801234\n")
+        archive.writestr("fine.csv", "Navn;CPR\nB;0202802345\n")
+    raw = bytearray(path.read_bytes())
+    for signature, method_at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        struct.pack_into("<H", raw, raw.index(signature) + method_at, 99)  # the first member's
+    path.write_bytes(bytes(raw))
+    with open_records(path) as stream:
+        records, bad = stream.read_all()
+    assert bad == [BadRow("container_corrupt", 0, "odd.csv")]
+    assert [r.cpr for r in records] == ["0202802345"]

@@ -1,4 +1,4 @@
-"""CSV/TSV: delimiters, encodings, quoting, ragged rows, headerless files."""
+"""CSV/TSV: delimiters, encodings, quoting and its damage, ragged rows, headerless files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.readers import BadRow, RecordStream, open_records
+from breachmatch.readers import BadRow, ReaderError, RecordStream, csv_reader, open_records
+from breachmatch.readers.csv_reader import MAX_RECORD_LINES
 from breachmatch.records import Category
 
 # Made-up people; the traps are in the spelling, not in the people.
@@ -126,12 +127,18 @@ def test_file_without_a_header_row_gets_positional_columns() -> None:
     assert all(r.cpr is None and r.categories == Category(0) for r in records)
 
 
-def test_malformed_quoting_is_a_bad_row_and_reading_goes_on() -> None:
+def test_malformed_quoting_is_read_literally_counted_and_reading_goes_on() -> None:
     data = b'Navn,CPR\n"A"x,0101801234\nB,0202802345\n"C,0303803456\n'
     with _open(data) as stream:
         records, bad = stream.read_all()
-    assert [r.full_name for r in records] == ["B"]
-    assert [b.reason for b in bad] == ["csv_malformed", "csv_malformed"]
+        assert stream.stats.repaired == {"csv_stray_quote": 2}
+        assert stream.stats.rows_read == 3
+    assert not bad
+    assert [(r.full_name, r.cpr) for r in records] == [
+        ('"A"x', "0101801234"),
+        ("B", "0202802345"),
+        ("C", "0303803456"),
+    ]
 
 
 def test_path_source_reports_progress(tmp_path: Path) -> None:
@@ -142,3 +149,118 @@ def test_path_source_reports_progress(tmp_path: Path) -> None:
         assert stream.total_bytes == len(data)
         stream.read_all()
         assert stream.bytes_read == len(data)
+
+
+def test_a_stray_quote_swallows_no_row() -> None:
+    """The csv module would read one field up to the next quote; every row is read instead."""
+    rows = [f"P{i};{i % 28 + 1:02d}0180{1000 + i};p{i}@example.dk" for i in range(40)]
+    rows[9] = '"' + rows[9]
+    data = ("Navn;CPR;E-mail\n" + "\n".join(rows) + '\n"Q";0101801234;q@example.dk\n').encode()
+    with _open(data) as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.rows_read == 41
+        assert stream.stats.repaired == {"csv_stray_quote": 1}
+    assert not bad
+    assert [r.full_name for r in records] == [f"P{i}" for i in range(40)] + ["Q"]
+    assert records[9].email == "p9@example.dk"
+
+
+def test_a_quoted_field_spanning_too_many_lines_is_a_stray_quote() -> None:
+    """Lines without a delimiter never look like rows, so the line limit decides."""
+    lines = ["Notat,CPR", '"start,0101801234'] + ["tekst"] * (MAX_RECORD_LINES + 20)
+    with _open("\n".join(lines).encode()) as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.rows_read == 1 + MAX_RECORD_LINES + 20
+        assert stream.stats.repaired["csv_stray_quote"] == 1
+    assert records[0].cpr == "0101801234"
+    assert not bad
+
+
+def test_real_multi_line_quoted_fields_are_one_row() -> None:
+    note = '"Linje 1; med semikolon\nLinje 2\n\nLinje 4"'
+    data = f"Navn;Notat;CPR\nA;{note};0101801234\nB;kort;0202802345\n".encode()
+    with _open(data) as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.rows_read == 2
+        assert not stream.stats.repaired
+    assert not bad
+    assert [r.cpr for r in records] == ["0101801234", "0202802345"]
+    assert records[0].categories == Category.NATIONAL_ID | Category.FREE_TEXT
+
+
+def test_a_quote_opened_at_the_end_of_the_input_is_literal() -> None:
+    with _open(b'Navn;CPR\nA;0101801234\n"B;0202802345') as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.repaired == {"csv_stray_quote": 1}
+    assert not bad
+    assert [(r.full_name, r.cpr) for r in records] == [
+        ("A", "0101801234"),
+        ("B", "0202802345"),
+    ]
+
+
+def test_nul_bytes_are_damage_in_their_row_only() -> None:
+    data = b"Navn;CPR\nA;01018\x0001234\nB;0202802345\n"
+    with _open(data) as stream:
+        records, bad = stream.read_all()
+        assert stream.format == "csv"
+        assert stream.stats.repaired == {"csv_nul_removed": 1}
+    assert not bad
+    assert [r.cpr for r in records] == ["0101801234", "0202802345"]
+
+
+def test_lines_longer_than_the_window_are_bad_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(csv_reader, "MAX_UNIT_CHARS", 64)
+    data = b"Navn;CPR\nA;0101801234\n" + b"x" * 200 + b"\nB;0202802345\n"
+    with _open(data, format="csv") as stream:
+        records, bad = stream.read_all()
+    assert [r.full_name for r in records] == ["A", "B"]
+    assert bad == [BadRow("csv_line_too_long", 2, "")]
+
+
+def test_short_rows_are_padded_when_every_cell_is_at_home() -> None:
+    rows = [f"P{i};{i % 28 + 1:02d}0180{1000 + i};p{i}@example.dk;Pinex" for i in range(30)]
+    rows += ["Kort;0303803456", "Kortere"]
+    with _open(("Navn;CPR;E-mail;Medicin\n" + "\n".join(rows)).encode()) as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.repaired == {"csv_short_row_padded": 2}
+    assert not bad
+    assert (records[-2].cpr, records[-2].categories) == ("0303803456", Category.NATIONAL_ID)
+    assert records[-1].full_name == "Kortere"
+
+
+def test_trailing_delimiters_on_every_row_are_the_exporters_habit() -> None:
+    rows = [f"P{i};{i % 28 + 1:02d}0180{1000 + i};" for i in range(30)]
+    with _open(("Navn;CPR\n" + "\n".join(rows)).encode()) as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.repaired == {"csv_empty_overflow_dropped": 30}
+    assert not bad
+    assert [r.full_name for r in records] == [f"P{i}" for i in range(30)]
+
+
+def test_cr_only_line_endings_keep_their_delimiter() -> None:
+    with _open(_danish_csv("cp1252", newline="\r")) as stream:
+        records, bad = stream.read_all()
+        assert stream.members[0].delimiter == ";"
+    assert [r.cpr for r in records] == ["010180-1234", "0202902345", "030303-3456", "0404041234"]
+    assert [b.reason for b in bad] == ["csv_wrong_field_count"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom(encoding: str) -> None:
+    with _open(_danish_csv(encoding)) as stream:
+        records, _ = stream.read_all()
+        assert stream.members[0].encoding == encoding
+    assert records[0].full_name == "Søren Ærbødig"
+
+
+def test_the_encoding_can_be_overridden() -> None:
+    data = "Navn;CPR\nSøren;0101801234\n".encode()
+    with open_records(io.BytesIO(data), encoding="cp1252") as stream:
+        records, _ = stream.read_all()
+        assert stream.members[0].encoding == "cp1252"
+    assert records[0].full_name == "SÃ¸ren"
+    with pytest.raises(ReaderError, match="unknown encoding 'klingon'"):
+        open_records(io.BytesIO(data), encoding="klingon")
+    with pytest.raises(ReaderError, match="not a text encoding"):
+        open_records(io.BytesIO(data), encoding="hex")

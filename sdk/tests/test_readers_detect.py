@@ -88,3 +88,35 @@ def test_binary_input_is_one_bad_row_and_an_unknown_format_an_error(tmp_path: Pa
         assert list(stream) == [BadRow("unrecognised_format", 0, "")]
     with pytest.raises(ReaderError, match="unknown format"):
         open_records(path, format="xlsx")
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        ('{"cpr": "0101801234", "na\n{"cpr": "0202802345"}\n{"cpr": "0303803456"}\n', "jsonl"),
+        ('me": "x"}\n{"cpr": "0202802345"}\n{"cpr": "0303803456"}\n', "jsonl"),
+        (
+            '{"resourceType": "Pat\n{"resourceType": "Patient"}\n{"resourceType": "Patient"}\n',
+            "fhir",
+        ),
+        ('{"cpr": 1,\n"x": [\n{"cpr": 2}\n]}\n', "json"),  # one whole line in four: a document
+        ('{"a": 1}\r{"a": 2}\r', "jsonl"),
+    ],
+)
+def test_json_lines_are_recognised_from_the_majority_of_lines(text: str, fmt: str) -> None:
+    assert sniff_format(text, complete=True) == fmt
+
+
+def test_cr_only_lines_are_lines_for_the_delimiter() -> None:
+    assert sniff_delimiter("Navn;Adresse\rA;Vej 1, 2. th\rB;Gade 2, st.\r") == ";"
+
+
+def test_a_nul_in_some_rows_is_damage_but_binary_is_still_refused() -> None:
+    rows = "".join(f"P{i};{i:010d}\n" for i in range(50))
+    assert sniff_format("Navn;CPR\n" + rows.replace("P7;", "P\x007;"), complete=True) == "csv"
+    assert sniff_format("a;b\x00\nc\x00\x01;d\x02\n", complete=True) is None
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_sniffed(encoding: str) -> None:
+    assert sniff_encoding("Navn;Fødselsdato\n".encode(encoding), complete=True) == encoding

@@ -149,3 +149,29 @@ def test_values_of_every_json_type_become_strings() -> None:
         "x": "1.5",
         "email": None,
     }
+
+
+def test_integers_longer_than_python_converts_are_values() -> None:
+    huge = "9" * 5000
+    document = f'[{{"cpr": "0101801234", "x": {huge}}}, {{"cpr": "0202802345"}}]'.encode()
+    lines = f'{{"cpr": "0101801234", "x": {huge}}}\n{{"cpr": "0202802345"}}\n'.encode()
+    for data in (document, lines):
+        with _open(data) as stream:
+            records, bad = stream.read_all()
+        assert not bad
+        assert [r.cpr for r in records] == ["0101801234", "0202802345"]
+    with _open(lines) as stream:
+        rows = list(stream.raw_rows())
+    assert isinstance(rows[0], RawRow)
+    assert rows[0].as_dict()["x"] == huge
+
+
+def test_a_broken_json_line_keeps_its_strings_for_salvage() -> None:
+    data = b'{"cpr": "0101801234"}\n{"cpr": "0202802345", "email": "b@example.dk", "x": [\n'
+    with _open(data) as stream:
+        records, bad = stream.read_all()
+        assert stream.stats.salvaged == 1
+    assert [r.cpr for r in records] == ["0101801234"]
+    assert bad[0].reason == "json_syntax"
+    assert bad[0].salvaged is not None
+    assert (bad[0].salvaged.cpr, bad[0].salvaged.email) == ("0202802345", "b@example.dk")

@@ -9,7 +9,9 @@
 Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
 (``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
 them. Reports go to stdout, notices, progress and errors to stderr. Exit
-status: 0 done, 1 a problem the message explains, 2 wrong usage.
+status: 0 done, 1 a problem the message explains, 2 wrong usage, 70 an
+internal error (a bug: one line naming where; ``--debug`` prints the
+traceback, identifier-shaped text scrubbed).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from breachmatch.settings import add_env_argument, env_name
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +97,9 @@ def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
         parser, "--format", default="auto", choices=FORMATS, help="format of the patient export"
     )
     add_env_argument(
+        parser, "--encoding", help="text encoding of the export (default: sniffed from its bytes)"
+    )
+    add_env_argument(
         parser, "--map", type=Path, help="JSON column mapping for headers the synonyms miss"
     )
     add_env_argument(parser, "--facility", help="facility whose MRNs the export holds")
@@ -144,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (logs never carry identifiers)",
+    )
+    add_env_argument(
+        parser,
+        "--debug",
+        action="store_true",
+        help="print the traceback of an internal error (identifier-shaped text scrubbed)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -220,7 +232,7 @@ def _notice(message: str) -> None:
 
 
 def _patient_source(args: argparse.Namespace) -> PatientSource:
-    return PatientSource(args.patients, args.format, args.map, args.facility)
+    return PatientSource(args.patients, args.format, args.map, args.facility, args.encoding)
 
 
 def _channels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
@@ -314,9 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure_logging("breachmatch", level=args.log_level)
-    if args.command == "certificate":
-        return run_certificate(args, sys.stdout, sys.stderr)
     try:
+        if args.command == "certificate":
+            return run_certificate(args, sys.stdout, sys.stderr)
         _COMMANDS[args.command](args, parser)
     except ClientError as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
@@ -324,6 +336,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("breachmatch: interrupted; a re-run continues from the token cache", file=sys.stderr)
         return EXIT_PROBLEM
+    except Exception as error:  # its message could quote a patient row: say where, not what
+        print(
+            f"breachmatch: internal error: {logs.describe_unexpected(error)} "
+            "(a bug; --debug prints the traceback)",
+            file=sys.stderr,
+        )
+        if args.debug:
+            print(logs.scrubbed_traceback(error), file=sys.stderr)
+        return EXIT_INTERNAL
     return 0
 
 

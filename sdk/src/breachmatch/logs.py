@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
 
@@ -171,6 +172,25 @@ def configure_logging(
     root.setLevel(level if isinstance(level, int) else level.upper())
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def describe_unexpected(error: BaseException) -> str:
+    """An unexpected error in one line: its type and where it was raised.
+
+    Never its message: an exception from a parser or library may quote its
+    input, and the input is patient data.
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return f"unexpected {type(error).__name__}"
+    last = frames[-1]
+    where = f"{last.name} ({last.filename.rpartition('/')[2]}:{last.lineno})"
+    return f"unexpected {type(error).__name__} at {where}"
+
+
+def scrubbed_traceback(error: BaseException) -> str:
+    """The full traceback (for ``--debug``), identifier-shaped text scrubbed."""
+    return scrub_text("".join(traceback.format_exception(error)))
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -68,6 +69,41 @@ def test_the_report_counts_rows_keys_categories_and_rejections_without_values() 
     assert Report.from_dict(report.to_dict()).to_dict() == report.to_dict()
 
 
+def test_repaired_and_salvaged_rows_are_counted_and_salvaged_keys_published() -> None:
+    header = "Navn;CPR-nr.;E-mail;Adresse;Notat"
+    rows = [
+        f"P{i};{i % 28 + 1:02d}0180{1000 + i};p{i}@example.dk;Vej {i}, By;ok" for i in range(40)
+    ]
+    rows.append("Kort;0101901234")  # trailing cells left out: padded
+    rows.append("Lang;0202901234;q@example.dk;Vej 1; By;fin")  # ';' in the address: joined
+    rows.append("x;0303901234;y;z;w;v;u")  # no reading fits: bad, its CPR salvaged
+    report = Report()
+    chunks = list(chunks_of(read_dump(io.BytesIO("\n".join([header, *rows]).encode())), report))
+    assert report.rows_read == 43
+    assert report.repaired_rows == {"csv_short_row_padded": 1, "csv_overflow_joined": 1}
+    assert report.bad_rows == {"csv_wrong_field_count": 1}
+    assert report.salvaged_rows == 1
+    salvaged = PersonRecord(cpr="0303901234", categories=Category.NATIONAL_ID)
+    pairs = {(data, label) for c in chunks for data, label in zip(c.inputs, c.labels, strict=True)}
+    key = match_keys(salvaged).keys[0]
+    assert (key.oprf_input(), int(Category.NATIONAL_ID)) in pairs
+    assert report.keys["cpr"] == 43
+    document = report.to_dict()
+    assert document["repaired_rows"] == {"csv_overflow_joined": 1, "csv_short_row_padded": 1}
+    assert document["salvaged_rows"] == 1
+    assert Report.from_dict(document).to_dict() == document
+    text = report.render_text()
+    assert "csv_overflow_joined" in text
+    assert "0303901234" not in text
+
+
+def test_a_job_report_stored_before_repairs_were_counted_still_loads() -> None:
+    old = Report(rows_read=3, keys=Counter({"cpr": 3})).to_dict()
+    del old["repaired_rows"], old["salvaged_rows"]
+    loaded = Report.from_dict(old)
+    assert (loaded.rows_read, loaded.salvaged_rows, loaded.repaired_rows) == (3, 0, Counter())
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=3000))
 def test_junk_input_never_crashes_and_every_row_is_counted(junk: bytes) -> None:
@@ -94,6 +130,8 @@ def test_junk_csv_cells_are_counted_not_crashed_on(cells: list[str]) -> None:
     report = Report()
     list(chunks_of(read_dump(io.BytesIO(dump.encode("utf-8"))), report))
     good_rows = report.rows_read - report.bad_rows.total()
-    # A name without a birth date makes no key: at most CPR, e-mail and phone per row.
-    assert report.pairs <= 3 * good_rows
+    # A name without a birth date makes no key: at most CPR, e-mail and phone per
+    # row, and a CPR and an e-mail salvaged from a bad row.
+    assert report.pairs <= 3 * good_rows + 2 * report.salvaged_rows
     assert report.rows_without_key <= good_rows
+    assert report.repaired_rows.total() <= good_rows

@@ -66,15 +66,17 @@ def _log_notice(message: str) -> None:
 
 @dataclass(frozen=True)
 class PatientSource:
-    """Where the patients are and how to read them (the CLI's --patients/--format/--map)."""
+    """Where the patients are and how to read them (--patients/--format/--map/--encoding)."""
 
     path: Path
     format: str = "auto"
     mapping: Path | None = None
     facility: str | None = None
+    #: Text encoding of the export (--encoding); None: sniffed.
+    encoding: str | None = None
 
     def read(self) -> PatientSet:
-        return read_patients(self.path, self.format, self.mapping, self.facility)
+        return read_patients(self.path, self.format, self.mapping, self.facility, self.encoding)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ Patients are named by their ``patient_id``; rows without one are named
 ``row-<n>`` (their row number) and counted, so the report can say to map the
 id column, and rows with neither an id nor any identifier are skipped.
 Rows sharing a patient id are one patient (their keys are merged, the first
-row's contact details kept).
+row's contact details kept). A row that could not be read but shows a CPR
+number or e-mail address by value (`breachmatch.readers.salvage`) is still
+checked, as an unnamed ``row-<n>`` patient, and counted among the bad rows.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def read_patients(
     format: str = "auto",
     mapping_file: Path | None = None,
     facility: str | None = None,
+    encoding: str | None = None,
 ) -> PatientSet:
     """Read every patient of an export, or explain why it cannot be used."""
     mapping = load_mapping(mapping_file, facility)
@@ -73,12 +76,15 @@ def read_patients(
     merged: dict[str, tuple[PersonRecord, list[MatchKey]]] = {}
     bad_rows = good_rows = unnamed = 0
     try:
-        with open_records(path, format, mapping) as stream:
+        with open_records(path, format, mapping, encoding) as stream:
             for item in stream:
                 if isinstance(item, BadRow):
                     bad_rows += 1
-                    continue
-                good_rows += 1
+                    if item.salvaged is None:
+                        continue
+                    item = item.salvaged
+                else:
+                    good_rows += 1
                 found = match_keys(item).keys
                 patient_id = item.patient_id
                 if not patient_id:
@@ -91,6 +97,8 @@ def read_patients(
             headers = _headers_seen(stream)
     except ReaderError as exc:
         raise PatientsFileError(f"cannot read the patients file {path}: {exc}") from exc
+    except OSError as exc:
+        raise PatientsFileError(f"cannot read the patients file {path}: {exc.strerror}") from exc
     patients = tuple(
         Patient(patient_id, record, tuple(keys)) for patient_id, (record, keys) in merged.items()
     )

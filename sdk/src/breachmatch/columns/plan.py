@@ -29,7 +29,8 @@ from dataclasses import dataclass, fields
 from breachmatch.columns.mapping import ColumnMapping, Decision
 from breachmatch.records import Category, PersonRecord
 
-_NULL_MARKERS = frozenset({"NULL", "null", "\\N"})
+#: Cell values that mean "no value" in SQL and CSV exports.
+NULL_MARKERS = frozenset({"NULL", "null", "\\N"})
 
 _FIRST, _JOIN, _MULTI = range(3)
 _JOIN_SEPARATORS = {"address": ", ", "full_name": " ", "given_name": " ", "family_name": " "}
@@ -126,13 +127,13 @@ class ColumnPlan:
             value = values[index]
             if value:
                 value = value.strip()
-                if value and value not in _NULL_MARKERS:
+                if value and value not in NULL_MARKERS:
                     slots[slot] = value
                     bits |= category_bits
         for index, category_bits in self._flags:
             if not bits & category_bits:
                 value = values[index]
-                if value and not value.isspace() and value not in _NULL_MARKERS:
+                if value and not value.isspace() and value not in NULL_MARKERS:
                     bits |= category_bits
         if self._groups:
             bits |= self._fill_groups(values, slots, extras)
@@ -153,7 +154,7 @@ class ColumnPlan:
                 if not value:
                     continue
                 value = value.strip()
-                if not value or value in _NULL_MARKERS:
+                if not value or value in NULL_MARKERS:
                     continue
                 bits |= category_bits
                 current = slots[slot]

@@ -9,6 +9,10 @@ opened at all raises `ReaderError`.
 
 Nothing is ever spooled to disk: zip members are streamed by `zipfile`, which
 needs a seekable input (a file), so a zip arriving on a pipe is refused.
+`zipfile` reads the whole central directory when an archive is opened and
+gives up on all of it for one member it cannot describe (a zip version
+newer than it supports, a name flagged UTF-8 that is not): such an archive
+is refused with a message saying so, never with a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import bz2
 import gzip
 import io
 import lzma
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -30,8 +35,9 @@ if TYPE_CHECKING:
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _CORRUPT = "container_corrupt"
+_UNNAMED = "(unnamed member)"
 #: What decompressors and zipfile raise on damaged data.
-_DAMAGE = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)
+_DAMAGE = (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, struct.error)
 
 
 class Readable(Protocol):
@@ -194,15 +200,28 @@ def open_container(source: CountingSource) -> tuple[str, Iterator[Member]]:
         if not source.seekable():
             raise ReaderError("zip input must be a seekable file, not a stream")
         source.seek(start)
-        try:
-            archive = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ReaderError("input is not a readable zip archive") from exc
-        return "zip", _zip_members(archive)
+        return "zip", _zip_members(_open_zip(source))
     kind, data = _unwrap(probe, "plain")
     if kind != "plain" and not data.head(1) and data.error is not None:
         raise ReaderError(f"input is not a readable {kind} stream")
     return kind, iter((Member("", kind, data),))
+
+
+def _open_zip(source: CountingSource) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except NotImplementedError:
+        raise ReaderError(
+            "the zip archive needs a zip version this reader does not support; "
+            "re-pack its files with a standard zip tool"
+        ) from None
+    except UnicodeDecodeError:
+        raise ReaderError(
+            "the zip archive has a member name marked UTF-8 that is not; "
+            "re-pack its files with a standard zip tool"
+        ) from None
+    except (*_DAMAGE, ValueError):
+        raise ReaderError("input is not a readable zip archive") from None
 
 
 def _is_metadata(name: str) -> bool:
@@ -213,16 +232,17 @@ def _is_metadata(name: str) -> bool:
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[Member]:
     with archive:
         for info in archive.infolist():
-            if info.is_dir() or _is_metadata(info.filename):
+            name = info.filename or _UNNAMED
+            if name.endswith("/") or _is_metadata(name):
                 continue
             if info.flag_bits & 0x1:
-                yield Member(info.filename, "zip", MemberBytes(io.BytesIO(), "zip_encrypted"))
+                yield Member(name, "zip", MemberBytes(io.BytesIO(), "zip_encrypted"))
                 continue
             try:
                 opened = archive.open(info)
-            except (*_DAMAGE, NotImplementedError, RuntimeError):
-                yield Member(info.filename, "zip", MemberBytes(io.BytesIO(), _CORRUPT))
+            except (*_DAMAGE, NotImplementedError, RuntimeError, ValueError):
+                yield Member(name, "zip", MemberBytes(io.BytesIO(), _CORRUPT))
                 continue
             with opened:
                 kind, data = _unwrap(MemberBytes(opened), "zip")
-                yield Member(info.filename, kind, data)
+                yield Member(name, kind, data)

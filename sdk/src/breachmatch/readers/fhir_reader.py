@@ -4,7 +4,8 @@ One resource per line. Patients are yielded as parsed JSON for
 `breachmatch.readers.fhir_patient` to map; a ``Bundle`` line is opened and
 its entries treated the same way; every other resource type is counted as
 skipped (by type), so an export of Observations and Conditions is visible in
-the report rather than silently empty.
+the report rather than silently empty. A line that does not parse is a bad
+row whose string values are kept for by-value salvage.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from breachmatch.readers.items import BadRow, Item, PatientResource, SkippedResource
+from breachmatch.readers.items import BadRow, Mapped, PatientResource, SkippedResource
+from breachmatch.readers.salvage import json_strings
 from breachmatch.readers.window import iter_lines
 
 
-def read_fhir_ndjson(text: TextIO, member: str) -> Iterator[Item]:
+def read_fhir_ndjson(text: TextIO, member: str) -> Iterator[Mapped]:
     """Patient resources of an NDJSON member."""
     row = 0
     for line in iter_lines(text):
@@ -31,7 +33,7 @@ def read_fhir_ndjson(text: TextIO, member: str) -> Iterator[Item]:
             resource = json.loads(line)
         except ValueError:
             row += 1
-            yield BadRow("json_syntax", row, member)
+            yield BadRow("json_syntax", row, member, json_strings(line))
             continue
         except RecursionError:
             row += 1

@@ -3,7 +3,9 @@
 `inspect` reads the first rows (1000 by default) exactly as a real run
 would and reports the chosen format, encoding and delimiter, the column
 mapping per table, unmapped columns, how many sampled records have each
-field and category, and bad rows by reason. It writes nothing, and neither
+field and category, rows repaired (by what was mended) and bad rows (by
+reason, and how many of them still gave identifiers by value). It writes
+nothing, and neither
 the report nor its `render` ever contains a cell value: only counts,
 decisions, and header names — and a header name that looks like a value (a
 file without a header row, JSON keyed by CPR) is hidden.
@@ -52,6 +54,9 @@ class InspectReport:
     category_counts: dict[str, int]
     rows_without_identifiers: int
     bad_rows: dict[str, int] = field(default_factory=dict)
+    repaired_rows: dict[str, int] = field(default_factory=dict)
+    #: Bad rows whose identifiers were still recognised by value.
+    salvaged_rows: int = 0
     skipped_resources: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -81,6 +86,8 @@ class InspectReport:
             "category_counts": self.category_counts,
             "rows_without_identifiers": self.rows_without_identifiers,
             "bad_rows": self.bad_rows,
+            "repaired_rows": self.repaired_rows,
+            "salvaged_rows": self.salvaged_rows,
             "skipped_resources": self.skipped_resources,
         }
 
@@ -105,7 +112,9 @@ class InspectReport:
         lines.append(f"fields      {_counts(self.field_counts)}")
         lines.append(f"categories  {_counts(self.category_counts)}")
         lines.append(f"no identifier in {self.rows_without_identifiers} row(s)")
-        lines.append(f"bad rows    {_counts(self.bad_rows)}")
+        lines.append(f"repaired    {_counts(self.repaired_rows)}")
+        salvaged = f" ({self.salvaged_rows} salvaged by value)" if self.salvaged_rows else ""
+        lines.append(f"bad rows    {_counts(self.bad_rows)}{salvaged}")
         if self.skipped_resources:
             lines.append(f"skipped     {_counts(self.skipped_resources)}")
         return "\n".join(lines)
@@ -162,12 +171,13 @@ def inspect(
     format: str = "auto",
     mapping: ColumnMapping | None = None,
     sample_rows: int = 1000,
+    encoding: str | None = None,
 ) -> InspectReport:
     """Read up to `sample_rows` rows and report what a full run would do."""
     fields: Counter[str] = Counter(dict.fromkeys(FIELD_NAMES, 0))
     categories: Counter[str] = Counter()
     without_identifiers = 0
-    with open_records(source, format, mapping) as stream:
+    with open_records(source, format, mapping, encoding) as stream:
         complete = True
         for item in stream:
             if isinstance(item, PersonRecord):
@@ -194,5 +204,7 @@ def inspect(
             category_counts=dict(categories),
             rows_without_identifiers=without_identifiers,
             bad_rows=dict(stream.stats.bad_rows),
+            repaired_rows=dict(stream.stats.repaired),
+            salvaged_rows=stream.stats.salvaged,
             skipped_resources=dict(stream.stats.skipped_resources),
         )

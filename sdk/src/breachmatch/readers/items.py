@@ -5,13 +5,23 @@ A tabular reader yields `RawRow`s (headers plus cell strings), the FHIR reader
 yields `PatientResource`s and counts other resources as `SkippedResource`,
 and any row that cannot be read becomes a `BadRow` that says *why* and
 *where* — never *what* it contained, because its content is patient data.
+A CSV row whose width does not match its header is yielded as a
+`RaggedRow`: only the column mapping can tell which cell belongs where, so
+`breachmatch.readers.repair` decides whether it becomes a repaired `RawRow`
+or a `BadRow`.
+
+Every record of the input is exactly one `RawRow`, `RaggedRow`,
+`PatientResource`, `SkippedResource` or `BadRow`, which is what lets the
+stream's counts add up to the records in the file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from breachmatch.records import PersonRecord
 
 
 class ReaderError(Exception):
@@ -34,6 +44,14 @@ class BadRow:
     reason: str
     row: int
     member: str = ""
+    #: The row's text cut into cells (CSV cells, JSON string values), when
+    #: any could be made out: the only input of by-value salvage
+    #: (`breachmatch.readers.salvage`). Never shown, never compared.
+    cells: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: What the stream could still recognise in `cells` by value (see
+    #: `breachmatch.readers.salvage`): the row stays bad, but its patient is
+    #: not lost.
+    salvaged: PersonRecord | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -43,13 +61,16 @@ class RawRow:
     ``table`` is the SQL table or the JSON document key the row came from
     ("" for CSV, JSON lines and top-level JSON arrays). ``headers`` is one
     tuple object shared by every row with the same columns, so consumers can
-    cache per-header work by identity.
+    cache per-header work by identity. ``repair`` names what was mended to
+    read the row (``csv_overflow_joined``, ``csv_nul_removed``, …; "" for a
+    row read as written), so repaired rows are counted, never hidden.
     """
 
     table: str
     headers: tuple[str, ...]
     values: Sequence[str | None]
     row: int
+    repair: str = ""
 
     def as_dict(self) -> dict[str, str | None]:
         """Header → value; a repeated header gets a " (2)", " (3)" suffix."""
@@ -61,6 +82,23 @@ class RawRow:
                 name = f"{header} ({n})"
             result[name] = value
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class RaggedRow:
+    """A CSV row with more or fewer cells than its header (see `breachmatch.readers.repair`).
+
+    ``delimiter`` is the one the cells were split on, so overflow cells can
+    be joined back into the value they were cut from.
+    """
+
+    headers: tuple[str, ...]
+    cells: tuple[str, ...] = field(repr=False)
+    row: int
+    member: str
+    delimiter: str
+    #: A repair already made while reading (e.g. NUL bytes removed), or "".
+    repair: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +116,6 @@ class SkippedResource:
     resource_type: str
 
 
-Item = RawRow | PatientResource | SkippedResource | BadRow
+#: What the stream maps to records: a CSV member's ragged rows already attributed.
+Mapped = RawRow | PatientResource | SkippedResource | BadRow
+Item = Mapped | RaggedRow

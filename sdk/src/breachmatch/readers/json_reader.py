@@ -1,7 +1,8 @@
 """JSON lines, and JSON documents streamed without loading them.
 
 **JSON lines**: one object per line; a line that does not parse is a
-``json_syntax`` bad row and the next line is read normally.
+``json_syntax`` bad row (its string values kept for by-value salvage) and
+the next line is read normally.
 
 **Documents** are parsed incrementally over a `TextWindow` with
 ``json.JSONDecoder.raw_decode``, one array element at a time, so a 10 GB
@@ -17,6 +18,10 @@ another. An element that is not an object is a ``json_not_object`` bad row.
 After a syntax error inside an array the parser resynchronises on the next
 ``},{`` and counts the skipped stretch as one ``json_syntax`` bad row; a
 truncated document ends with a ``json_truncated`` bad row.
+
+Integers are kept as the digits they were written with (they become cell
+strings anyway), so a 5,000-digit number is a value, not the end of the
+read: Python refuses to convert integers of more than 4,300 digits.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from breachmatch.readers.flatten import flat_row
-from breachmatch.readers.items import BadRow, Item, RawRow, SkippedResource
+from breachmatch.readers.items import BadRow, Mapped, RawRow, SkippedResource
+from breachmatch.readers.salvage import json_strings
 from breachmatch.readers.window import TextWindow, WindowFull, iter_lines
 
 _NON_WHITESPACE = re.compile(r"[^ \t\r\n]")
 _NEXT_OBJECT = re.compile(r"\}\s*+,\s*+(?=\{)")
-_DECODER = json.JSONDecoder()
+#: Integers stay digit strings: no int conversion limit, and str() of them is what a cell holds.
+DECODER = json.JSONDecoder(parse_int=str)
 _SKIPPED_MEMBER = SkippedResource("json non-array member")
 _REASONS: dict[type[Exception], str] = {
     json.JSONDecodeError: "json_syntax",
@@ -52,9 +59,9 @@ def read_json_lines(text: TextIO, member: str) -> Iterator[RawRow | BadRow]:
             yield BadRow("json_too_large", row, member)
             continue
         try:
-            value = json.loads(line)
+            value = DECODER.decode(line)
         except ValueError:
-            yield BadRow("json_syntax", row, member)
+            yield BadRow("json_syntax", row, member, json_strings(line))
             continue
         except RecursionError:
             yield BadRow("json_too_deep", row, member)
@@ -65,7 +72,7 @@ def read_json_lines(text: TextIO, member: str) -> Iterator[RawRow | BadRow]:
             yield BadRow("json_not_object", row, member)
 
 
-def read_json_document(text: TextIO, member: str) -> Iterator[Item]:
+def read_json_document(text: TextIO, member: str) -> Iterator[Mapped]:
     """Rows of a JSON document (see the module docstring)."""
     return _Document(TextWindow(text), member).rows()
 
@@ -80,7 +87,7 @@ class _Document:
         self._member = member
         self._row = 0
 
-    def rows(self) -> Iterator[Item]:
+    def rows(self) -> Iterator[Mapped]:
         try:
             while (char := self._peek()) != "":
                 self._w.pos += 1
@@ -116,7 +123,7 @@ class _Document:
         w = self._w
         while True:
             try:
-                value, end = _DECODER.raw_decode(w.buf, w.pos)
+                value, end = DECODER.raw_decode(w.buf, w.pos)
             except json.JSONDecodeError as error:
                 cut = error.pos >= len(w.buf) - 1 or error.msg.startswith("Unterminated")
                 if cut and w.more():
@@ -127,7 +134,7 @@ class _Document:
             w.pos = end
             return value
 
-    def _array(self, table: str) -> Iterator[Item]:
+    def _array(self, table: str) -> Iterator[Mapped]:
         if self._peek() == "]":
             self._w.pos += 1
             return
@@ -174,7 +181,7 @@ class _Document:
                 w.pos = len(w.buf)
                 return False
 
-    def _object(self) -> Iterator[Item]:
+    def _object(self) -> Iterator[Mapped]:
         if self._peek() == "}":
             self._w.pos += 1
             return

@@ -11,7 +11,8 @@ of statements over a bounded `TextWindow`:
 * ``CREATE TABLE`` — remembered for its column order; everything else
   (SET, LOCK, DROP, comments, functions) is skipped.
 
-Bad rows: ``sql_wrong_value_count`` (tuple width ≠ column list),
+Bad rows: ``sql_wrong_value_count`` (tuple width ≠ column list; its values
+are kept for by-value salvage),
 ``sql_syntax`` (a tuple that is not a list of literals, e.g. a stray quote),
 ``sql_unbalanced`` (the input ends inside a string or tuple, or a COPY block
 has no end), ``sql_too_large`` (a row over the window limit). After a bad
@@ -210,7 +211,8 @@ class _SqlReader:
         if headers is None:
             return RawRow(table, positional_headers(len(values)), values, self._row)
         if len(values) != len(headers):
-            return BadRow("sql_wrong_value_count", self._row, self._member)
+            cells = tuple(value for value in values if value is not None)
+            return BadRow("sql_wrong_value_count", self._row, self._member, cells)
         return RawRow(table, headers, values, self._row)
 
     def _insert(self, match: re.Match[str]) -> Iterator[RawRow | BadRow]:

@@ -5,7 +5,10 @@ decides each member's encoding and format (``auto``: from content), runs the
 matching reader and maps its rows through a `ColumnPlan` compiled once per
 header list. Iterating the returned `RecordStream` yields `PersonRecord` or
 `BadRow`; `RecordStream.raw_rows` yields the unmapped rows instead (FHIR
-Patients flattened to dotted paths) for inspection. Either way the stream
+Patients flattened to dotted paths) for inspection. Ragged CSV rows are
+attributed to their columns (`breachmatch.readers.repair`) before either,
+and a bad row's identifiers recognisable by value ride along on it
+(`BadRow.salvaged`, `breachmatch.readers.salvage`). Either way the stream
 keeps counts (`ReadStats`) and byte progress (`bytes_read` of
 `total_bytes`, compressed bytes for compressed input) for progress bars.
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -26,19 +29,27 @@ from breachmatch.columns import ColumnMapping, ColumnPlan
 from breachmatch.readers.containers import CountingSource, Member, open_container
 from breachmatch.readers.csv_reader import read_csv
 from breachmatch.readers.detect import FORMATS, sniff_delimiter, sniff_format, sniff_sql_dialect
-from breachmatch.readers.encoding import SAMPLE_BYTES, decode_sample, open_text, sniff_encoding
+from breachmatch.readers.encoding import (
+    SAMPLE_BYTES,
+    check_encoding,
+    decode_sample,
+    open_text,
+    sniff_encoding,
+)
 from breachmatch.readers.fhir_patient import patient_record
 from breachmatch.readers.fhir_reader import read_fhir_ndjson
 from breachmatch.readers.flatten import flat_row
 from breachmatch.readers.items import (
     BadRow,
-    Item,
+    Mapped,
     PatientResource,
     RawRow,
     ReaderError,
     SkippedResource,
 )
 from breachmatch.readers.json_reader import read_json_document, read_json_lines
+from breachmatch.readers.repair import PlanFor, attribute_ragged
+from breachmatch.readers.salvage import salvage
 from breachmatch.readers.sql_lexer import DIALECTS
 from breachmatch.readers.sql_reader import read_sql
 from breachmatch.records import PersonRecord
@@ -49,13 +60,26 @@ _PLANS_SEEN_LIMIT = 256
 
 @dataclass
 class ReadStats:
-    """Running counts; live while the stream is iterated."""
+    """Running counts; live while the stream is iterated.
 
-    #: Rows (and FHIR Patients) seen, bad ones included.
+    Every record of the input is counted exactly once: ``rows_read`` =
+    clean rows + ``repaired`` + ``bad_rows`` (`clean_rows` is the rest).
+    ``salvaged`` counts bad rows that still gave identifiers by value.
+    """
+
+    #: Rows (and FHIR Patients) seen: clean, repaired and bad.
     rows_read: int = 0
     bad_rows: Counter[str] = field(default_factory=Counter)
+    #: Rows read only after mending them, by what was mended.
+    repaired: Counter[str] = field(default_factory=Counter)
+    #: Bad rows whose identifiers were recognised by value.
+    salvaged: int = 0
     #: Non-Patient FHIR resources and non-array JSON members, by type.
     skipped_resources: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def clean_rows(self) -> int:
+        return self.rows_read - self.repaired.total() - self.bad_rows.total()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,30 +94,36 @@ class MemberInfo:
     dialect: str | None = None
 
 
-def _unreadable(member: Member, kind: str, reason: str) -> tuple[MemberInfo, Iterator[Item]]:
+def _unreadable(member: Member, kind: str, reason: str) -> tuple[MemberInfo, Iterator[Mapped]]:
     member.data.close()
     info = MemberInfo(member.name, member.container, kind)
     return info, iter((BadRow(reason, 0, member.name),))
 
 
-def _open_member(member: Member, requested: str) -> tuple[MemberInfo, Iterator[Item]]:
-    """Sniff one member and start its reader (lazily: nothing is read past the sample)."""
+def _open_member(
+    member: Member, requested: str, encoding: str | None, plan_for: PlanFor
+) -> tuple[MemberInfo, Iterator[Mapped]]:
+    """Sniff one member and start its reader (lazily: nothing is read past the sample).
+
+    `encoding` overrides the sniffed one; `plan_for` gives ragged-row
+    attribution the column plan of a header list.
+    """
     data = member.data
     sample_bytes = data.head(SAMPLE_BYTES)
     if data.error is not None and not sample_bytes:
         return _unreadable(member, "unreadable", data.error)
-    encoding = sniff_encoding(sample_bytes, data.fits_in_head)
+    encoding = encoding or sniff_encoding(sample_bytes, data.fits_in_head)
     sample = decode_sample(sample_bytes, encoding)
     fmt = sniff_format(sample, data.fits_in_head) if requested == "auto" else requested
     if fmt is None:
         return _unreadable(member, "unrecognised", "unrecognised_format")
     text = open_text(data, encoding)
     delimiter = dialect = None
-    items: Iterator[Item]
+    items: Iterator[Mapped]
     if fmt in ("csv", "tsv"):
         delimiter = "\t" if fmt == "tsv" else sniff_delimiter(sample)
         fmt = "csv"
-        items = read_csv(text, delimiter, member.name)
+        items = attribute_ragged(read_csv(text, delimiter, member.name), plan_for)
     elif fmt == "sql":
         dialect = sniff_sql_dialect(sample)
         items = read_sql(text, DIALECTS[dialect], member.name)
@@ -107,7 +137,7 @@ def _open_member(member: Member, requested: str) -> tuple[MemberInfo, Iterator[I
     return info, _closing(items, text, member)
 
 
-def _closing(items: Iterator[Item], text: IO[str], member: Member) -> Iterator[Item]:
+def _closing(items: Iterator[Mapped], text: IO[str], member: Member) -> Iterator[Mapped]:
     """The member's items, then a bad row if its container broke; closes the member."""
     try:
         yield from items
@@ -124,9 +154,16 @@ class RecordStream:
     `raw_rows`; both draw from the same underlying reader.
     """
 
-    def __init__(self, source: Path | IO[bytes], format: str, mapping: ColumnMapping) -> None:
+    def __init__(
+        self,
+        source: Path | IO[bytes],
+        format: str,
+        mapping: ColumnMapping,
+        encoding: str | None = None,
+    ) -> None:
         if format not in FORMATS:
             raise ReaderError(f"unknown format; expected one of {', '.join(FORMATS)}")
+        self._encoding = check_encoding(encoding) if encoding else None
         self._owned: IO[bytes] | None = None
         binary: IO[bytes]
         if isinstance(source, Path):
@@ -146,7 +183,11 @@ class RecordStream:
         try:
             self.container, members = open_container(self._counter)
             first = next(members, None)
-            opened = _open_member(first, format) if first is not None else None
+            opened = (
+                _open_member(first, format, self._encoding, self.plan)
+                if first is not None
+                else None
+            )
             if opened is not None:
                 self.members.append(opened[0])
         except BaseException:
@@ -205,25 +246,32 @@ class RecordStream:
                 self.plans_seen.setdefault(key, plan)
         return plan
 
-    def _all_items(self, first: Iterator[Item], rest: Iterator[Member]) -> Iterator[Item]:
+    def _all_items(self, first: Iterator[Mapped], rest: Iterator[Member]) -> Iterator[Mapped]:
         yield from first
         for member in rest:
-            info, items = _open_member(member, self._requested)
+            info, items = _open_member(member, self._requested, self._encoding, self.plan)
             self.members.append(info)
             yield from items
 
     def _counted(
-        self, items: Iterator[Item]
+        self, items: Iterator[Mapped]
     ) -> Generator[RawRow | PatientResource | BadRow, None, None]:
         stats = self.stats
         for item in items:
-            if isinstance(item, SkippedResource):
+            if type(item) is RawRow:
+                stats.rows_read += 1
+                if item.repair:
+                    stats.repaired[item.repair] += 1
+                yield item
+            elif isinstance(item, SkippedResource):
                 stats.skipped_resources[item.resource_type] += 1
-                continue
-            stats.rows_read += 1
-            if isinstance(item, BadRow):
+            elif isinstance(item, BadRow):
+                stats.rows_read += 1
                 stats.bad_rows[item.reason] += 1
-            yield item
+                yield item
+            else:
+                stats.rows_read += 1
+                yield item
 
     def _mapped(self) -> Generator[PersonRecord | BadRow, None, None]:
         facility = self._mapping.facility
@@ -239,6 +287,9 @@ class RecordStream:
             elif isinstance(item, PatientResource):
                 yield patient_record(item.resource, facility)
             elif isinstance(item, BadRow):
+                if item.cells and (found := salvage(item.cells)) is not None:
+                    self.stats.salvaged += 1
+                    item = replace(item, salvaged=found)
                 yield item
 
     def close(self) -> None:
@@ -274,13 +325,18 @@ def _remaining_size(binary: IO[bytes]) -> int | None:
 
 
 def open_records(
-    source: Path | IO[bytes], format: str = "auto", mapping: ColumnMapping | None = None
+    source: Path | IO[bytes],
+    format: str = "auto",
+    mapping: ColumnMapping | None = None,
+    encoding: str | None = None,
 ) -> RecordStream:
     """Open a dump or export for streaming.
 
     `format` is one of ``auto`` (decide per member from its content), ``csv``,
-    ``tsv``, ``json``, ``jsonl``, ``sql`` or ``fhir``. Raises `ReaderError`
-    for an unknown format or an input container that cannot be opened; every
-    row-level problem is yielded as a `BadRow` instead.
+    ``tsv``, ``json``, ``jsonl``, ``sql`` or ``fhir``; `encoding` (any codec
+    name Python knows) overrides the sniffed text encoding of every member.
+    Raises `ReaderError` for an unknown format or encoding or an input
+    container that cannot be opened; every row-level problem is yielded as a
+    `BadRow` instead.
     """
-    return RecordStream(source, format, mapping or ColumnMapping())
+    return RecordStream(source, format, mapping or ColumnMapping(), encoding)

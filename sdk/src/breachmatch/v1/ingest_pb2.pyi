@@ -220,6 +220,26 @@ class IngestReport(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RepairedRowsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ROWS_READ_FIELD_NUMBER: _builtins.int
     ROWS_WITHOUT_KEY_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
@@ -229,11 +249,17 @@ class IngestReport(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
     ROWS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    REPAIRED_ROWS_FIELD_NUMBER: _builtins.int
+    SALVAGED_ROWS_FIELD_NUMBER: _builtins.int
     rows_read: _builtins.int
     rows_without_key: _builtins.int
     entries: _builtins.int
     elapsed_seconds: _builtins.float
     rows_per_second: _builtins.float
+    salvaged_rows: _builtins.int
+    """Bad rows that still gave identifiers recognisable by value (a valid CPR
+    number, an e-mail address); their keys are in the filter.
+    """
     @_builtins.property
     def keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
@@ -244,6 +270,13 @@ class IngestReport(_message.Message):
 
     @_builtins.property
     def placeholders(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def repaired_rows(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows read only after mending them (a stray quote, an unquoted delimiter
+        joined back, missing trailing cells), by what was mended. Included in
+        rows_read, like bad_rows.
+        """
+
     def __init__(
         self,
         *,
@@ -256,10 +289,12 @@ class IngestReport(_message.Message):
         entries: _builtins.int = ...,
         elapsed_seconds: _builtins.float = ...,
         rows_per_second: _builtins.float = ...,
+        repaired_rows: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        salvaged_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_rows", b"bad_rows", "categories", b"categories", "elapsed_seconds", b"elapsed_seconds", "entries", b"entries", "keys", b"keys", "placeholders", b"placeholders", "rows_per_second", b"rows_per_second", "rows_read", b"rows_read", "rows_without_key", b"rows_without_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_rows", b"bad_rows", "categories", b"categories", "elapsed_seconds", b"elapsed_seconds", "entries", b"entries", "keys", b"keys", "placeholders", b"placeholders", "repaired_rows", b"repaired_rows", "rows_per_second", b"rows_per_second", "rows_read", b"rows_read", "rows_without_key", b"rows_without_key", "salvaged_rows", b"salvaged_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

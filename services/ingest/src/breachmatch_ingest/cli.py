@@ -7,8 +7,10 @@
     breachmatch-ingest retract ID --reason R  withdraw a published breach
 
 Every flag can also come from ``BREACHMATCH_<FLAG>`` (see ``--help``). Exit
-codes: 0 done, 1 the job failed, 2 bad configuration or input, 130 interrupted.
-Re-running an interrupted ``ingest`` with the same arguments resumes it.
+codes: 0 done, 1 the job failed, 2 bad configuration or input, 70 an internal
+error (a bug: one line naming where, the traceback only with ``--debug``),
+130 interrupted. Re-running an interrupted ``ingest`` with the same arguments
+resumes it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tqdm import tqdm
 from breachmatch import bus, logs
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, load_signing_key
-from breachmatch.readers import ReaderError, inspect
+from breachmatch.readers import ReaderError, check_encoding, inspect
 from breachmatch.server import ServerConfig, Service, watch_nats_health
 from breachmatch.settings import add_env_argument
 from breachmatch.v1 import ingest_pb2_grpc
@@ -55,6 +57,7 @@ _T = TypeVar("_T")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
 
@@ -126,8 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("breachmatch-ingest: interrupted; run again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # a traceback could quote dump content: describe it instead
-        print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
-        return EXIT_FAILED
+        print(
+            f"breachmatch-ingest: internal error: {describe(error)} "
+            "(a bug; --debug prints the traceback)",
+            file=sys.stderr,
+        )
+        if args.debug:
+            print(logs.scrubbed_traceback(error), file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def _local_worker_slots(args: argparse.Namespace) -> int:
@@ -154,8 +163,9 @@ async def _connect(args: argparse.Namespace, role: str) -> tuple[NatsClient, Jet
 
 async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
     mapping = ColumnMapping.load(args.map) if args.map else None
+    encoding = check_encoding(args.encoding) if args.encoding else None
     if args.inspect:
-        return await _inspect(args, mapping)
+        return await _inspect(args, mapping, encoding)
     info = config.breach_info(args)
     info.check()
     coordinator_settings = config.coordinator_settings(args)
@@ -171,6 +181,7 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
         format=args.format,
         mapping_sha256=hashlib.sha256(args.map.read_bytes()).hexdigest() if args.map else "",
         chunk_pairs=coordinator_settings.chunk_pairs,
+        encoding=encoding or "",
     )
     nc, js = await _connect(args, "")
     probes = Probes(args.health_addr, args.metrics_addr)
@@ -190,7 +201,10 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
                 worker_settings,
                 pool,
                 coordinator.run(
-                    start, info, key, lambda: read_dump(args.file, args.format, mapping, progress)
+                    start,
+                    info,
+                    key,
+                    lambda: read_dump(args.file, args.format, mapping, progress, encoding),
                 ),
             )
     finally:
@@ -210,9 +224,11 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
     return 0
 
 
-async def _inspect(args: argparse.Namespace, mapping: ColumnMapping | None) -> int:
+async def _inspect(
+    args: argparse.Namespace, mapping: ColumnMapping | None, encoding: str | None
+) -> int:
     """Sample the dump and show what a run would do; touches no NATS at all."""
-    report = await asyncio.to_thread(inspect, args.file, args.format, mapping)
+    report = await asyncio.to_thread(inspect, args.file, args.format, mapping, encoding=encoding)
     print(report.render())
     if args.json_report:
         args.json_report.write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -33,6 +33,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "json", "console"),
         help="log format (auto: JSON unless stderr is a terminal)",
     )
+    add_env_argument(
+        parser,
+        "--debug",
+        action="store_true",
+        default=False,
+        help="print the traceback of an unexpected error (it may quote dump content)",
+    )
 
 
 def add_keys(parser: argparse.ArgumentParser, *, signing: bool) -> None:
@@ -94,6 +101,9 @@ def add_coordinator(parser: argparse.ArgumentParser) -> None:
 def add_dump(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the dump (plain, .gz, .bz2, .xz or .zip)")
     add_env_argument(parser, "--format", default="auto", choices=FORMATS, help="dump format")
+    add_env_argument(
+        parser, "--encoding", help="text encoding of the dump (default: sniffed from its bytes)"
+    )
     add_env_argument(parser, "--map", type=Path, help="column mapping file (JSON)")
     add_env_argument(
         parser,

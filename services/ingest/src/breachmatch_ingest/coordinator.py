@@ -33,15 +33,13 @@ from nats.js import JetStreamContext
 from breachmatch import bus, logs
 from breachmatch.filter import FilterWriter, sign_manifest
 from breachmatch.keys import OprfKey
-from breachmatch.readers.items import BadRow
-from breachmatch.records import PersonRecord
 from breachmatch_ingest import metrics, queue
 from breachmatch_ingest.bridge import iterate_in_thread
 from breachmatch_ingest.errors import ChunkFailedError, JobStalledError, NoKeysError, describe
 from breachmatch_ingest.jobs import JobRecord, JobState, JobStore
 from breachmatch_ingest.metadata import BreachInfo, today
 from breachmatch_ingest.payloads import ChunkId, decode_result, encode_chunk
-from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS, chunks_of
+from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS, DumpItem, chunks_of
 from breachmatch_ingest.publish import PublishOutcome, publish_artifact
 from breachmatch_ingest.report import Report
 from breachmatch_ingest.sealing import QueueCipher
@@ -49,7 +47,7 @@ from breachmatch_ingest.sealing import QueueCipher
 log = logs.get_logger(__name__)
 
 #: What the reader thread iterates: the records (and bad rows) of one dump.
-Items = Callable[[], Iterable[PersonRecord | BadRow]]
+Items = Callable[[], Iterable[DumpItem]]
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ exception's type and where it was raised.
 
 from __future__ import annotations
 
-import traceback
-
 from breachmatch.columns import MappingError
 from breachmatch.keys import KeyRingError
+from breachmatch.logs import describe_unexpected
 from breachmatch.readers.items import ReaderError
 from breachmatch_ingest.metadata import MetadataError
 from breachmatch_ingest.publish import BreachRetractedError, UnknownBreachError
@@ -63,6 +62,4 @@ def describe(error: BaseException) -> str:
     """A one-line description of `error` that cannot contain dump content."""
     if isinstance(error, _SAFE_MESSAGES):
         return str(error)
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f" at {frames[-1].name} ({frames[-1].filename.rpartition('/')[2]}:{frames[-1].lineno})"
-    return f"unexpected {type(error).__name__}" + (where if frames else "")
+    return describe_unexpected(error)

@@ -53,9 +53,14 @@ class DumpIdentity:
     format: str
     mapping_sha256: str
     chunk_pairs: int
+    #: ``--encoding`` ("" when sniffed): another decoding is another dump.
+    encoding: str = ""
 
     def job_id(self) -> str:
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if not self.encoding:
+            del fields["encoding"]  # ids of jobs started before --encoding existed stay valid
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

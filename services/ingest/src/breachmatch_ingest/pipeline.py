@@ -20,7 +20,7 @@ from typing import IO
 
 from breachmatch.columns import ColumnMapping
 from breachmatch.identifiers import match_keys
-from breachmatch.readers import BadRow, open_records
+from breachmatch.readers import BadRow, ReadStats, open_records
 from breachmatch.records import PersonRecord
 from breachmatch_ingest.report import Report
 
@@ -29,6 +29,9 @@ DEFAULT_CHUNK_PAIRS = 5000
 _PROGRESS_EVERY = 1000
 #: Keeps a sealed chunk well below NATS' default 1 MiB message limit.
 MAX_CHUNK_BYTES = 512 * 1024
+
+#: What `read_dump` yields: records and bad rows, then the reader's final counts.
+DumpItem = PersonRecord | BadRow | ReadStats
 
 
 @dataclass(slots=True)
@@ -45,24 +48,34 @@ class PendingChunk:
 
 
 def chunks_of(
-    items: Iterable[PersonRecord | BadRow],
+    items: Iterable[DumpItem],
     report: Report,
     chunk_pairs: int = DEFAULT_CHUNK_PAIRS,
 ) -> Iterator[PendingChunk]:
     """Cut the pairs of `items` into chunks of at most `chunk_pairs` pairs (and 512 KiB).
 
     `report` is updated as rows go by, so it is complete once the iterator is.
+    A bad row's identifiers salvaged by value give pairs like any record's.
     """
     if chunk_pairs < 1:
         raise ValueError("chunk_pairs must be at least 1")
     chunk = PendingChunk(0)
     for item in items:
+        if isinstance(item, ReadStats):
+            report.add_read_stats(item)
+            continue
         if isinstance(item, BadRow):
             report.add_bad_row(item.reason)
-            continue
-        extraction = match_keys(item)
-        report.add_record(extraction, item.categories)
-        label = int(item.categories)
+            if item.salvaged is None:
+                continue
+            record = item.salvaged
+            extraction = match_keys(record)
+            report.add_salvaged(extraction, record.categories)
+        else:
+            record = item
+            extraction = match_keys(record)
+            report.add_record(extraction, record.categories)
+        label = int(record.categories)
         for key in extraction.keys:
             data = key.oprf_input()
             if len(chunk) >= chunk_pairs or chunk.size + len(data) > MAX_CHUNK_BYTES:
@@ -80,12 +93,18 @@ def read_dump(
     format: str = "auto",
     mapping: ColumnMapping | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> Iterator[PersonRecord | BadRow]:
-    """The records and bad rows of a dump, calling `on_progress(bytes read)` as it goes."""
-    with open_records(source, format, mapping) as stream:
+    encoding: str | None = None,
+) -> Iterator[DumpItem]:
+    """The records and bad rows of a dump, then the reader's `ReadStats`.
+
+    Calls `on_progress(bytes read)` as it goes. `encoding` overrides the
+    sniffed text encoding (``--encoding``).
+    """
+    with open_records(source, format, mapping, encoding) as stream:
         for n, item in enumerate(stream):
             yield item
             if on_progress is not None and n % _PROGRESS_EVERY == 0:
                 on_progress(stream.bytes_read)
         if on_progress is not None:
             on_progress(stream.bytes_read)
+        yield stream.stats

@@ -8,11 +8,16 @@ job record in KV, and over gRPC (`to_proto`).
 
 Definitions:
 
-* ``rows_read`` — every row the reader produced, bad rows included;
+* ``rows_read`` — every record of the dump, exactly once: clean rows,
+  ``repaired_rows`` and ``bad_rows`` add up to it;
+* ``repaired_rows`` — rows read only after mending them, by what was mended
+  (``csv_stray_quote``, ``csv_overflow_joined``, ``csv_short_row_padded``, …);
 * ``rows_without_key`` — readable rows that yielded no match key at all;
 * ``keys`` — match keys made, by kind (a row with two phones counts two);
-* ``categories`` — readable rows exposing each data category;
+* ``categories`` — rows exposing each data category (salvaged ones included);
 * ``bad_rows`` — unreadable rows by the reader's reason code;
+* ``salvaged_rows`` — bad rows that still gave keys from values recognisable
+  on their own (a valid CPR number, an e-mail address);
 * ``invalid_values`` / ``placeholders`` — identifier values that gave no key,
   by ``kind:reason`` and by kind;
 * ``entries`` — distinct tokens in the published filter.
@@ -25,10 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from breachmatch.identifiers import KeyExtraction
+from breachmatch.readers import ReadStats
 from breachmatch.records import Category
 from breachmatch.v1 import ingest_pb2
 
-_COUNTERS = ("keys", "categories", "bad_rows", "invalid_values", "placeholders")
+_COUNTERS = ("keys", "categories", "bad_rows", "repaired_rows", "invalid_values", "placeholders")
 
 
 @dataclass
@@ -38,6 +44,8 @@ class Report:
     keys: Counter[str] = field(default_factory=Counter)
     categories: Counter[str] = field(default_factory=Counter)
     bad_rows: Counter[str] = field(default_factory=Counter)
+    repaired_rows: Counter[str] = field(default_factory=Counter)
+    salvaged_rows: int = 0
     invalid_values: Counter[str] = field(default_factory=Counter)
     placeholders: Counter[str] = field(default_factory=Counter)
     entries: int = 0
@@ -56,18 +64,31 @@ class Report:
         self.rows_read += 1
         if not extraction.keys:
             self.rows_without_key += 1
-        self.keys.update(key.kind.value for key in extraction.keys)
-        self.categories.update(categories.names())
-        self.invalid_values.update(f"{kind.value}:{reason}" for kind, reason in extraction.invalid)
-        self.placeholders.update(kind.value for kind in extraction.placeholders)
+        self._add_keys(extraction, categories)
 
     def add_bad_row(self, reason: str) -> None:
         self.rows_read += 1
         self.bad_rows[reason] += 1
 
+    def add_salvaged(self, extraction: KeyExtraction, categories: Category) -> None:
+        """Keys recognised by value in a bad row (the row itself counted by `add_bad_row`)."""
+        self.salvaged_rows += 1
+        self._add_keys(extraction, categories)
+
+    def add_read_stats(self, stats: ReadStats) -> None:
+        """The reader's own counts, once the dump is read (repairs are known only to it)."""
+        self.repaired_rows = Counter(stats.repaired)
+
+    def _add_keys(self, extraction: KeyExtraction, categories: Category) -> None:
+        self.keys.update(key.kind.value for key in extraction.keys)
+        self.categories.update(categories.names())
+        self.invalid_values.update(f"{kind.value}:{reason}" for kind, reason in extraction.invalid)
+        self.placeholders.update(kind.value for kind in extraction.placeholders)
+
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "rows_read": self.rows_read,
+            "salvaged_rows": self.salvaged_rows,
             "rows_without_key": self.rows_without_key,
             "entries": self.entries,
             "elapsed_seconds": round(self.elapsed_seconds, 3),
@@ -79,13 +100,15 @@ class Report:
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> Report:
+        """The inverse of `to_dict`; job records written before a counter existed lack it."""
         return cls(
             rows_read=int(document["rows_read"]),
+            salvaged_rows=int(document.get("salvaged_rows", 0)),
             rows_without_key=int(document["rows_without_key"]),
             entries=int(document["entries"]),
             elapsed_seconds=float(document["elapsed_seconds"]),
             **{
-                name: Counter({str(k): int(v) for k, v in document[name].items()})
+                name: Counter({str(k): int(v) for k, v in document.get(name, {}).items()})
                 for name in _COUNTERS
             },
         )
@@ -98,6 +121,8 @@ class Report:
             keys=dict(self.keys),
             categories=dict(self.categories),
             bad_rows=dict(self.bad_rows),
+            repaired_rows=dict(self.repaired_rows),
+            salvaged_rows=self.salvaged_rows,
             placeholders=dict(self.placeholders),
             entries=self.entries,
             elapsed_seconds=self.elapsed_seconds,
@@ -108,6 +133,9 @@ class Report:
         """The human summary printed at the end of a CLI run."""
         lines = [
             f"rows read          {self.rows_read:>12,}",
+            f"  repaired         {self.repaired_rows.total():>12,}",
+            f"  bad              {self.bad_rows.total():>12,}",
+            f"  bad, salvaged    {self.salvaged_rows:>12,}",
             f"rows without key   {self.rows_without_key:>12,}",
             f"filter entries     {self.entries:>12,}",
             f"elapsed            {self.elapsed_seconds:>12.1f} s",
@@ -116,6 +144,7 @@ class Report:
         sections = (
             ("match keys", self.keys),
             ("exposed categories (rows)", self.categories),
+            ("repaired rows by repair", self.repaired_rows),
             ("bad rows by reason", self.bad_rows),
             ("invalid values by key:reason", self.invalid_values),
             ("placeholders by key", self.placeholders),

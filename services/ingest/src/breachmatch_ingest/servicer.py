@@ -35,15 +35,14 @@ from nats.js import JetStreamContext
 from breachmatch import logs
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, OprfKey
-from breachmatch.readers import FORMATS, BadRow
-from breachmatch.records import PersonRecord
+from breachmatch.readers import FORMATS
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
 from breachmatch_ingest.bridge import UploadPipe
 from breachmatch_ingest.coordinator import Coordinator, JobStart
 from breachmatch_ingest.errors import describe
 from breachmatch_ingest.jobs import JobState, JobStore, random_job_id
 from breachmatch_ingest.metadata import BreachInfo, MetadataError
-from breachmatch_ingest.pipeline import read_dump
+from breachmatch_ingest.pipeline import DumpItem, read_dump
 from breachmatch_ingest.publish import (
     RetractOutcome,
     UnknownBreachError,
@@ -151,7 +150,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     ) -> None:
         loop = asyncio.get_running_loop()
 
-        def items() -> Iterator[PersonRecord | BadRow]:
+        def items() -> Iterator[DumpItem]:
             try:
                 yield from read_dump(io.BufferedReader(pipe), format, mapping)
             finally:
