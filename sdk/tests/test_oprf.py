@@ -1,4 +1,8 @@
-"""RFC 9497 OPRF(ristretto255, SHA-512): the standard's vectors and properties."""
+"""RFC 9497 OPRF(ristretto255, SHA-512), both modes: the standard's vectors and properties.
+
+Mode 0x00 (A.1.1) is kept for comparison; the batch proofs of mode 0x01
+(A.1.2) are tested in test_voprf.py.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +42,13 @@ def test_context_string_is_the_rfc_one():
     assert oprf.CONTEXT_STRING == b"OPRFV1-\x00-ristretto255-SHA512"
 
 
+def test_context_strings_differ_only_in_the_mode_byte():
+    assert oprf.VOPRF.context == b"OPRFV1-\x01-ristretto255-SHA512"
+    assert oprf.OPRF.hash_to_group_dst != oprf.VOPRF.hash_to_group_dst
+
+
 def test_derive_key_pair_matches_rfc():
-    sk, pk = oprf.derive_key_pair(SEED, KEY_INFO)
+    sk, pk = oprf.derive_key_pair(SEED, KEY_INFO, oprf.OPRF)
     assert sk == SK_SM
     assert pk == rbcl.crypto_scalarmult_ristretto255_base(SK_SM)
 
@@ -47,13 +56,18 @@ def test_derive_key_pair_matches_rfc():
 @pytest.mark.parametrize(("inp", "blinded", "evaluated", "output"), VECTORS)
 def test_rfc_vectors(inp, blinded, evaluated, output):
     data = bytes.fromhex(inp)
-    r, blinded_element = oprf.blind(data, BLIND)
+    r, blinded_element = oprf.blind(data, BLIND, oprf.OPRF)
     assert r == BLIND
     assert blinded_element.hex() == blinded
     evaluated_element = oprf.blind_evaluate(SK_SM, blinded_element)
     assert evaluated_element.hex() == evaluated
     assert oprf.finalize(data, BLIND, evaluated_element).hex() == output
-    assert oprf.evaluate(SK_SM, data).hex() == output
+    assert oprf.finalize_batch([data], [BLIND], [evaluated_element])[0].hex() == output
+    assert oprf.evaluate(SK_SM, data, oprf.OPRF).hex() == output
+
+
+def test_the_mode_changes_every_output():
+    assert oprf.evaluate(SK_SM, b"x", oprf.OPRF) != oprf.evaluate(SK_SM, b"x", oprf.VOPRF)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +121,21 @@ def test_blinding_hides_the_input_element():
     assert oprf.hash_to_group(data) not in (first, second)
 
 
+def _top_bit(element: bytes) -> bytes:
+    """The same element's encoding with bit 255 set: libsodium decodes it, RFC 9496 refuses it."""
+    return element[:31] + bytes([element[31] | 0x80])
+
+
+def test_libsodium_alone_accepts_a_top_bit_encoding():
+    """Why `validate_element` checks the bit itself: this test fails if libsodium ever starts."""
+    element = oprf.blind(b"x")[1]
+    crafted = _top_bit(element)
+    assert rbcl.crypto_core_ristretto255_is_valid_point(crafted)
+    assert rbcl.crypto_scalarmult_ristretto255(SK_SM, crafted) == oprf.blind_evaluate(
+        SK_SM, element
+    )
+
+
 @pytest.mark.parametrize(
     ("element", "reason"),
     [
@@ -115,6 +144,9 @@ def test_blinding_hides_the_input_element():
         (b"\x01" * 31, "32 bytes"),
         # The field prime p = 2^255 - 19 itself is a non-canonical encoding of 0.
         ((2**255 - 19).to_bytes(32, "little"), "canonical"),
+        # A valid element with the top bit set, and the identity with it.
+        (_top_bit(oprf.hash_to_group(b"crafted")), "top bit"),
+        (_top_bit(bytes(32)), "top bit"),
     ],
 )
 def test_invalid_elements_are_rejected_with_index(element, reason):
@@ -125,9 +157,19 @@ def test_invalid_elements_are_rejected_with_index(element, reason):
 
 
 def test_finalize_rejects_invalid_evaluated_element():
-    r, _ = oprf.blind(b"x")
+    r, blinded = oprf.blind(b"x")
     with pytest.raises(oprf.InvalidElementError):
         oprf.finalize(b"x", r, bytes(32))
+    with pytest.raises(oprf.InvalidElementError, match="top bit"):
+        oprf.finalize_batch([b"x"], [r], [_top_bit(oprf.blind_evaluate(SK_SM, blinded))])
+
+
+def test_invert_batch_inverts_every_scalar():
+    scalars = [bytes(rbcl.crypto_core_ristretto255_scalar_random()) for _ in range(7)]
+    one = (1).to_bytes(32, "little")
+    assert oprf.invert_batch([]) == []
+    for scalar, inverse in zip(scalars, oprf.invert_batch(scalars), strict=True):
+        assert rbcl.crypto_core_ristretto255_scalar_mul(scalar, inverse) == one
 
 
 def test_blind_rejects_unreduced_or_zero_blind():
@@ -151,12 +193,4 @@ def test_parallel_batches_match_sequential():
     inputs = [f"email:p{i}@example.dk".encode() for i in range(n)]
     with ProcessPoolExecutor(max_workers=2) as pool:
         parallel = oprf.evaluate_batch_parallel(SK_SM, inputs, pool, workers=2)
-        _, blinded = oprf.blind_batch(inputs[:n])
-        evaluated = oprf.blind_evaluate_batch_parallel(SK_SM, blinded, pool, workers=2)
-        bad = list(blinded)
-        bad[n - 7] = bytes(32)
-        with pytest.raises(oprf.InvalidElementError) as info:
-            oprf.blind_evaluate_batch_parallel(SK_SM, bad, pool, workers=2)
     assert parallel == oprf.evaluate_batch(SK_SM, inputs)
-    assert evaluated == [oprf.blind_evaluate(SK_SM, e) for e in blinded]
-    assert info.value.index == n - 7

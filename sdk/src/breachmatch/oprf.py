@@ -1,4 +1,4 @@
-"""RFC 9497 OPRF, mode 0x00 (OPRF), suite ristretto255-SHA512.
+"""RFC 9497 OPRF, suite ristretto255-SHA512: the group glue shared by both modes.
 
 Every token in breachmatch is an output of this function under the operator's
 secret key, so it must be the standard one, byte for byte: the test suite checks
@@ -6,9 +6,19 @@ the RFC's Appendix A vectors. Function names follow the RFC (snake_cased);
 all values are bytes: 32-byte little-endian scalars, 32-byte canonical
 ristretto255 encodings, 64-byte outputs.
 
+breachmatch runs mode 0x01 (VOPRF, `VOPRF`): the matcher proves every batch
+it evaluates (`breachmatch.voprf`). The mode is part of the context string,
+so it changes HashToGroup and with it every output; mode 0x00 (`OPRF`) stays
+here for the RFC's A.1.1 vectors and for benchmarks, never for tokens.
+
 Group arithmetic is libsodium's (through rbcl); the only thing written here is
 the glue the RFC specifies: expand_message_xmd (RFC 9380 §5.3.1), the DSTs, the
 key derivation loop and the Finalize hash. Nothing here invents a primitive.
+
+libsodium accepts ristretto255 encodings with the top bit set (it masks that
+bit before its canonicity check); RFC 9496 §4.3.1 says such an encoding is not
+canonical and must be refused, so every decoding here checks the bit first
+(`validate_element`).
 """
 
 from __future__ import annotations
@@ -17,24 +27,57 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
 import rbcl
 
 MODE_OPRF = 0x00
+MODE_VOPRF = 0x01
 SUITE_ID = b"ristretto255-SHA512"
-CONTEXT_STRING = b"OPRFV1-" + MODE_OPRF.to_bytes(1, "big") + b"-" + SUITE_ID
 
 ELEMENT_SIZE = 32
 SCALAR_SIZE = 32
 OUTPUT_SIZE = 64
 
-_HASH_TO_GROUP_DST = b"HashToGroup-" + CONTEXT_STRING
-_HASH_TO_SCALAR_DST = b"HashToScalar-" + CONTEXT_STRING
-_DERIVE_KEY_PAIR_DST = b"DeriveKeyPair" + CONTEXT_STRING
+
+@dataclass(frozen=True, slots=True)
+class Suite:
+    """ristretto255-SHA512 in one mode: its context string and the DSTs made from it."""
+
+    mode: int
+    context: bytes
+    hash_to_group_dst: bytes
+    hash_to_scalar_dst: bytes
+    derive_key_pair_dst: bytes
+    #: "Seed-" || contextString, for the composite seed of a batch proof (RFC 9497 §2.2.1).
+    seed_dst: bytes
+
+    @classmethod
+    def for_mode(cls, mode: int) -> Suite:
+        context = b"OPRFV1-" + mode.to_bytes(1, "big") + b"-" + SUITE_ID
+        return cls(
+            mode=mode,
+            context=context,
+            hash_to_group_dst=b"HashToGroup-" + context,
+            hash_to_scalar_dst=b"HashToScalar-" + context,
+            derive_key_pair_dst=b"DeriveKeyPair" + context,
+            seed_dst=b"Seed-" + context,
+        )
+
+
+#: Mode 0x00: the RFC's A.1.1 vectors and benchmarks only.
+OPRF = Suite.for_mode(MODE_OPRF)
+#: Mode 0x01: what breachmatch's tokens are.
+VOPRF = Suite.for_mode(MODE_VOPRF)
+CONTEXT_STRING = OPRF.context
+
 _IDENTITY = bytes(ELEMENT_SIZE)
 _ZERO_SCALAR = bytes(SCALAR_SIZE)
 _SHA512_BLOCK = 128
 _SHA512_OUT = 64
+
+_T = TypeVar("_T")
 
 #: Below this many elements a process pool costs more than it saves.
 PARALLEL_THRESHOLD = 2048
@@ -94,14 +137,16 @@ def expand_message_xmd(msg: bytes, dst: bytes, len_in_bytes: int) -> bytes:
     return bytes(uniform[:len_in_bytes])
 
 
-def hash_to_group(data: bytes) -> bytes:
-    """hash_to_ristretto255 (RFC 9380 App. B / RFC 9496 §4.3.4) under the OPRF DST."""
+def hash_to_group(data: bytes, suite: Suite = VOPRF) -> bytes:
+    """hash_to_ristretto255 (RFC 9380 App. B / RFC 9496 §4.3.4) under the suite's DST."""
     return bytes(
-        rbcl.crypto_core_ristretto255_from_hash(expand_message_xmd(data, _HASH_TO_GROUP_DST, 64))
+        rbcl.crypto_core_ristretto255_from_hash(
+            expand_message_xmd(data, suite.hash_to_group_dst, 64)
+        )
     )
 
 
-def hash_to_scalar(data: bytes, dst: bytes = _HASH_TO_SCALAR_DST) -> bytes:
+def hash_to_scalar(data: bytes, dst: bytes = VOPRF.hash_to_scalar_dst) -> bytes:
     """64 uniform bytes reduced mod the group order (little-endian)."""
     return bytes(rbcl.crypto_core_ristretto255_scalar_reduce(expand_message_xmd(data, dst, 64)))
 
@@ -109,13 +154,19 @@ def hash_to_scalar(data: bytes, dst: bytes = _HASH_TO_SCALAR_DST) -> bytes:
 def validate_element(element: bytes, index: int | None = None) -> bytes:
     """Reject anything but a canonical encoding of a non-identity element.
 
-    Called on every element that crosses a trust boundary: a malformed or
-    identity element would otherwise make the server's answer reveal
-    information about its key, or silently produce garbage tokens.
+    Called on every element that crosses a trust boundary (blinded elements at
+    the matcher, evaluated elements and public keys at the client): a
+    malformed or identity element would otherwise make the server's answer
+    reveal information about its key, or silently produce garbage tokens. The
+    top-bit check comes first because libsodium would accept such an
+    encoding as the element without the bit — two byte strings for one
+    element would break every transcript that hashes encodings.
     """
     if not isinstance(element, bytes | bytearray) or len(element) != ELEMENT_SIZE:
         raise InvalidElementError(f"expected {ELEMENT_SIZE} bytes", index)
     element = bytes(element)
+    if element[-1] & 0x80:
+        raise InvalidElementError("not a canonical ristretto255 encoding (top bit set)", index)
     if element == _IDENTITY:
         raise InvalidElementError("identity element", index)
     if not rbcl.crypto_core_ristretto255_is_valid_point(element):
@@ -123,10 +174,18 @@ def validate_element(element: bytes, index: int | None = None) -> bytes:
     return element
 
 
+def is_canonical_scalar(scalar: bytes) -> bool:
+    """True for a 32-byte little-endian integer below the group order (RFC 9497 DeserializeScalar)."""
+    return (
+        len(scalar) == SCALAR_SIZE
+        and bytes(rbcl.crypto_core_ristretto255_scalar_reduce(scalar + bytes(32))) == scalar
+    )
+
+
 def _validate_scalar(scalar: bytes, what: str) -> bytes:
     if len(scalar) != SCALAR_SIZE or scalar == _ZERO_SCALAR:
         raise OprfError(f"{what} must be a non-zero {SCALAR_SIZE}-byte scalar")
-    if bytes(rbcl.crypto_core_ristretto255_scalar_reduce(scalar + bytes(32))) != scalar:
+    if not is_canonical_scalar(scalar):
         raise OprfError(f"{what} is not reduced modulo the group order")
     return bytes(scalar)
 
@@ -138,16 +197,21 @@ def _scalar_mult(scalar: bytes, element: bytes) -> bytes:
     return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, element))
 
 
-def derive_key_pair(seed: bytes, info: bytes) -> tuple[bytes, bytes]:
+def derive_key_pair(seed: bytes, info: bytes, suite: Suite = VOPRF) -> tuple[bytes, bytes]:
     """DeriveKeyPair(seed, info) -> (skS, pkS), RFC 9497 §3.2.1."""
     if len(seed) != 32:
         raise OprfError("seed must be 32 bytes")
     derive_input = seed + _i2osp(len(info), 2) + info
     for counter in range(256):
-        sk = hash_to_scalar(derive_input + _i2osp(counter, 1), _DERIVE_KEY_PAIR_DST)
+        sk = hash_to_scalar(derive_input + _i2osp(counter, 1), suite.derive_key_pair_dst)
         if sk != _ZERO_SCALAR:
-            return sk, bytes(rbcl.crypto_scalarmult_ristretto255_base(sk))
+            return sk, public_key(sk)
     raise DeriveKeyPairError("DeriveKeyPair exhausted its counter")
+
+
+def public_key(sk: bytes) -> bytes:
+    """pkS = skS * G: the key commitment a VOPRF proof is checked against."""
+    return bytes(rbcl.crypto_scalarmult_ristretto255_base(_validate_scalar(sk, "secret key")))
 
 
 def random_key_pair() -> tuple[bytes, bytes]:
@@ -155,14 +219,14 @@ def random_key_pair() -> tuple[bytes, bytes]:
     return derive_key_pair(os.urandom(32), b"breachmatch oprf key")
 
 
-def _input_element(data: bytes) -> bytes:
-    element = hash_to_group(data)
+def _input_element(data: bytes, suite: Suite) -> bytes:
+    element = hash_to_group(data, suite)
     if element == _IDENTITY:
         raise InvalidInputError("input maps to the identity element")
     return element
 
 
-def blind(data: bytes, blind: bytes | None = None) -> tuple[bytes, bytes]:
+def blind(data: bytes, blind: bytes | None = None, suite: Suite = VOPRF) -> tuple[bytes, bytes]:
     """Blind(input) -> (blind, blindedElement), RFC 9497 §3.3.1.
 
     `blind` is only for test vectors; production callers let it be random.
@@ -172,7 +236,7 @@ def blind(data: bytes, blind: bytes | None = None) -> tuple[bytes, bytes]:
         if blind is not None
         else bytes(rbcl.crypto_core_ristretto255_scalar_random())
     )
-    return r, _scalar_mult(r, _input_element(data))
+    return r, _scalar_mult(r, _input_element(data, suite))
 
 
 def blind_evaluate(sk: bytes, blinded_element: bytes) -> bytes:
@@ -187,29 +251,57 @@ def _finalize_hash(data: bytes, unblinded: bytes) -> bytes:
 
 
 def finalize(data: bytes, blind: bytes, evaluated_element: bytes) -> bytes:
-    """Finalize(input, blind, evaluatedElement) -> output, RFC 9497 §3.3.1."""
+    """Finalize(input, blind, evaluatedElement) -> output, RFC 9497 §3.3.1 (mode 0x00).
+
+    Mode 0x01's Finalize is this after `voprf.verify_proof`; the hash has no
+    context string, so it is the same in both modes.
+    """
     inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(blind))
     unblinded = _scalar_mult(inverse, validate_element(evaluated_element))
     return _finalize_hash(data, unblinded)
 
 
-def evaluate(sk: bytes, data: bytes) -> bytes:
+def evaluate(sk: bytes, data: bytes, suite: Suite = VOPRF) -> bytes:
     """Evaluate(skS, input) -> output: the server-side unblinded PRF, RFC 9497 §3.3.1."""
-    return _finalize_hash(data, _scalar_mult(sk, _input_element(data)))
+    return _finalize_hash(data, _scalar_mult(sk, _input_element(data, suite)))
 
 
 # --- batch forms -----------------------------------------------------------
 
 
-def blind_batch(inputs: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+def blind_batch(
+    inputs: Sequence[bytes], suite: Suite = VOPRF
+) -> tuple[list[bytes], list[bytes]]:
     """Blind many inputs; returns (blinds, blinded elements) in input order."""
     blinds: list[bytes] = []
     blinded: list[bytes] = []
     for data in inputs:
-        r, element = blind(data)
+        r, element = blind(data, suite=suite)
         blinds.append(r)
         blinded.append(element)
     return blinds, blinded
+
+
+def invert_batch(scalars: Sequence[bytes]) -> list[bytes]:
+    """The inverse of every (non-zero) scalar, with one inversion for the batch.
+
+    Montgomery's trick: a scalar inversion costs libsodium ~50 multiplications'
+    worth of time, so inverting the running product once and walking back
+    costs three multiplications per scalar instead.
+    """
+    if not scalars:
+        return []
+    mul = rbcl.crypto_core_ristretto255_scalar_mul
+    prefix = [bytes(scalars[0])]
+    for scalar in scalars[1:]:
+        prefix.append(bytes(mul(prefix[-1], scalar)))
+    inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(prefix[-1]))
+    out = [b""] * len(scalars)
+    for i in range(len(scalars) - 1, 0, -1):
+        out[i] = bytes(mul(inverse, prefix[i - 1]))
+        inverse = bytes(mul(inverse, scalars[i]))
+    out[0] = inverse
+    return out
 
 
 def blind_evaluate_batch(sk: bytes, blinded_elements: Sequence[bytes]) -> list[bytes]:
@@ -221,14 +313,27 @@ def blind_evaluate_batch(sk: bytes, blinded_elements: Sequence[bytes]) -> list[b
 def finalize_batch(
     inputs: Sequence[bytes], blinds: Sequence[bytes], evaluated_elements: Sequence[bytes]
 ) -> list[bytes]:
+    """Finalize a batch (mode 0x00: nothing is verified); one scalar inversion in all."""
     if not len(inputs) == len(blinds) == len(evaluated_elements):
         raise OprfError("finalize_batch needs equally long inputs, blinds and elements")
     checked = [validate_element(e, i) for i, e in enumerate(evaluated_elements)]
-    return [finalize(d, r, e) for d, r, e in zip(inputs, blinds, checked, strict=True)]
+    return unblind_batch(inputs, blinds, checked)
 
 
-def evaluate_batch(sk: bytes, inputs: Sequence[bytes]) -> list[bytes]:
-    return [evaluate(sk, data) for data in inputs]
+def unblind_batch(
+    inputs: Sequence[bytes], blinds: Sequence[bytes], checked_elements: Sequence[bytes]
+) -> list[bytes]:
+    """The Finalize hash of each input with its element unblinded; elements already validated."""
+    return [
+        _finalize_hash(data, _scalar_mult(inverse, element))
+        for data, inverse, element in zip(
+            inputs, invert_batch(blinds), checked_elements, strict=True
+        )
+    ]
+
+
+def evaluate_batch(sk: bytes, inputs: Sequence[bytes], suite: Suite = VOPRF) -> list[bytes]:
+    return [evaluate(sk, data, suite) for data in inputs]
 
 
 def evaluate_batch_parallel(
@@ -240,45 +345,31 @@ def evaluate_batch_parallel(
     pool of `workers` (default: all cores) is made for this call. Small
     batches run inline because pickling costs more than it saves.
     """
-    return _run_parallel(_evaluate_slice, sk, inputs, executor, workers)
-
-
-def blind_evaluate_batch_parallel(
-    sk: bytes, blinded_elements: Sequence[bytes], executor: Executor | None = None, workers: int = 0
-) -> list[bytes]:
-    """`blind_evaluate_batch` spread over processes (the matcher's hot path).
-
-    Validation happens inside the workers; an invalid element's index is
-    reported relative to the whole batch.
-    """
-    return _run_parallel(_blind_evaluate_slice, sk, blinded_elements, executor, workers)
+    return [
+        output
+        for outputs in run_parallel(_evaluate_slice, sk, inputs, executor, workers)
+        for output in outputs
+    ]
 
 
 def _evaluate_slice(sk: bytes, items: Sequence[bytes], offset: int) -> list[bytes]:
     return evaluate_batch(sk, items)
 
 
-def _blind_evaluate_slice(sk: bytes, items: Sequence[bytes], offset: int) -> list[bytes]:
-    try:
-        return blind_evaluate_batch(sk, items)
-    except InvalidElementError as exc:
-        index = None if exc.index is None else exc.index + offset
-        raise InvalidElementError(exc.reason, index) from None
-
-
-_SliceWorker = Callable[[bytes, Sequence[bytes], int], list[bytes]]
-
-
-def _run_parallel(
-    worker: _SliceWorker,
+def run_parallel(
+    worker: Callable[[bytes, Sequence[bytes], int], _T],
     sk: bytes,
     items: Sequence[bytes],
     executor: Executor | None,
     workers: int,
-) -> list[bytes]:
+) -> list[_T]:
+    """`worker(sk, slice, offset)` over slices of `items` on a process pool, in order.
+
+    Small batches (or one worker) run inline as a single slice.
+    """
     n_workers = workers or os.cpu_count() or 1
     if len(items) < PARALLEL_THRESHOLD or n_workers == 1:
-        return worker(sk, items, 0)
+        return [worker(sk, items, 0)]
     pool = executor or ProcessPoolExecutor(max_workers=n_workers)
     try:
         size = -(-len(items) // (n_workers * 4))
@@ -286,10 +377,7 @@ def _run_parallel(
             pool.submit(worker, sk, list(items[start : start + size]), start)
             for start in range(0, len(items), size)
         ]
-        out: list[bytes] = []
-        for future in futures:
-            out.extend(future.result())
-        return out
+        return [future.result() for future in futures]
     finally:
         if executor is None:
             pool.shutdown()
