@@ -203,7 +203,7 @@ def stack(root: Path, workers: int) -> Iterator[tuple[DevPki, MatcherProcess]]:
             sys.executable, "-m", "breachmatch_matcher.cli", "serve", "--log-format", "json",
             "--nats-url", nats.url, "--tls-dir", str(pki.service_dir("matcher")),
             "--oprf-key-dir", str(operator.oprf_dir), "--verify-key", str(operator.verify_key),
-            "--notifier-public-key", str(operator.notifier_public_key),
+            "--notifier-statement", str(operator.notifier_statement),
             "--grpc-addr", "127.0.0.1:0", "--health-addr", "", "--metrics-addr", "",
             "--workers", str(workers), "--cache-dir", str(root),
         ])  # fmt: skip

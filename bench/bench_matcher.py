@@ -109,7 +109,7 @@ def matcher_process(
         sys.executable, "-m", "breachmatch_matcher.cli", "serve", "--log-level", "WARNING",
         "--nats-url", nats_url, "--tls-dir", str(pki.service_dir("matcher")),
         "--oprf-key-dir", str(operator.oprf_dir), "--verify-key", str(operator.verify_key),
-        "--notifier-public-key", str(operator.notifier_public_key),
+        "--notifier-statement", str(operator.notifier_statement),
         "--tenants-file", str(tenants), "--workers", str(workers),
         "--grpc-addr", f"127.0.0.1:{grpc_port}", "--health-addr", f"127.0.0.1:{health_port}",
         "--metrics-addr", "off",

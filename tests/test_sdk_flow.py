@@ -258,7 +258,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             tls_dir=pki.service_dir("matcher"),
             oprf_key_dir=operator.oprf_dir,
             verify_key=operator.verify_key,
-            notifier_public_key=operator.notifier_public_key,
+            notifier_statement=operator.notifier_statement,
             nats_url=nats.url,
             tenants_file=tenants_file,
             grpc_addr="127.0.0.1:0",

@@ -1,32 +1,37 @@
-"""The OPRF pipeline against a real mTLS gRPC server that evaluates for real but misbehaves on cue.
+"""The VOPRF pipeline against a real mTLS gRPC server that evaluates for real but misbehaves on cue.
 
-The servicer below is a Matcher in miniature: it evaluates with a real OPRF
-key (so every output can be checked against `oprf.evaluate`), counts what it
-receives, and can be told to fail a call the way a real matcher or network
-does — UNAVAILABLE mid-stream, RESOURCE_EXHAUSTED with the remaining budget
-in the trailers, FAILED_PRECONDITION for a retired key, or a wrong answer.
+The servicer below is a Matcher in miniature: it evaluates and proves with a
+real VOPRF key (so every output can be checked against `oprf.evaluate`),
+counts what it receives, and can be told to fail a call the way a real
+matcher or network does — UNAVAILABLE mid-stream, RESOURCE_EXHAUSTED with the
+remaining budget in the trailers, FAILED_PRECONDITION for a retired key — or
+to lie: answer a batch, or one element of it, under another key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
 
-from breachmatch import oprf
+from breachmatch import oprf, voprf
+from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.connection import Endpoint, load_identity, open_channel
 from breachmatch.client.errors import (
     BudgetExhaustedError,
     KeyRetiredError,
-    RpcFailedError,
     ServiceUnavailableError,
+    UnverifiableEvaluationError,
 )
 from breachmatch.client.evaluate import STREAM_DEPTH, OprfPipeline, PipelineOptions
+from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.matcher import MatcherClient
 from breachmatch.client.retry import Backoff
 from breachmatch.dev import DevPki
@@ -39,6 +44,11 @@ INPUTS = [f"breachmatch:v1:email:p{i}@example.dk".encode() for i in range(200)]
 
 #: Decides, per (call number, batch number within the call), what to do instead of answering.
 Fault = Callable[[int, int], tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]] | None]
+#: Decides, per batch number (over all calls), how to lie about it: None, "batch" (all of
+#: it under another key, proven under that key), "element" (one element under another
+#: key, the honest proof), "no-proof" or "invalid-element".
+Lie = Callable[[int], str | None]
+OTHER_SECRET, OTHER_PUBLIC = oprf.random_key_pair()
 
 
 @dataclass
@@ -46,9 +56,14 @@ class FlakyMatcher(matcher_pb2_grpc.MatcherServicer):
     secret: bytes = field(default_factory=lambda: oprf.random_key_pair()[0])
     key_info_failures: int = 0
     fault: Fault = lambda call, batch: None
-    corrupt: bool = False
+    lie: Lie = lambda batch: None
     received: int = 0
     calls: int = 0
+    batches: int = 0
+
+    @property
+    def key(self) -> TrustedOprfKey:
+        return TrustedOprfKey(KEY_ID, oprf.public_key(self.secret))
 
     async def GetKeyInfo(self, request: Any, context: Any) -> matcher_pb2.GetKeyInfoResponse:
         if self.key_info_failures:
@@ -68,13 +83,32 @@ class FlakyMatcher(matcher_pb2_grpc.MatcherServicer):
                 code, message, trailers = failure
                 await context.abort(code, message, trailing_metadata=trailers)
             self.received += len(request.blinded_elements)
-            evaluated = oprf.blind_evaluate_batch(self.secret, list(request.blinded_elements))
-            if self.corrupt:
-                evaluated[0] = bytes(32)
-            yield matcher_pb2.EvaluateResponse(
-                key_id=request.key_id, evaluated_elements=evaluated, batch_id=request.batch_id
-            )
+            yield self._answer(request, self.lie(self.batches))
+            self.batches += 1
             batch += 1
+
+    def _answer(
+        self, request: matcher_pb2.EvaluateRequest, lie: str | None
+    ) -> matcher_pb2.EvaluateResponse:
+        blinded = list(request.blinded_elements)
+        if lie == "batch":
+            evaluated, proof = voprf.blind_evaluate_batch(OTHER_SECRET, OTHER_PUBLIC, blinded)
+        else:
+            evaluated, proof = voprf.blind_evaluate_batch(self.secret, self.key.public_key, blinded)
+        if lie == "element":
+            evaluated[len(evaluated) // 2] = oprf.blind_evaluate(
+                OTHER_SECRET, blinded[len(blinded) // 2]
+            )
+        elif lie == "no-proof":
+            proof = b""
+        elif lie == "invalid-element":
+            evaluated[0] = bytes(32)
+        return matcher_pb2.EvaluateResponse(
+            key_id=request.key_id,
+            evaluated_elements=evaluated,
+            batch_id=request.batch_id,
+            proof=proof,
+        )
 
 
 def flaky(**behaviour: Any) -> FlakyMatcher:
@@ -101,24 +135,36 @@ async def serve(dev_pki: DevPki) -> AsyncIterator[Callable[[FlakyMatcher], Any]]
         await service.drain()
 
 
+@pytest.fixture
+def audit(tmp_path: Path) -> SecurityAudit:
+    return SecurityAudit(tmp_path / "audit.jsonl")
+
+
 def _run(
-    client: MatcherClient, inputs: list[bytes], **options: Any
+    client: MatcherClient,
+    matcher: FlakyMatcher,
+    inputs: list[bytes],
+    done: dict[bytes, bytes] | None = None,
+    audit: SecurityAudit | None = None,
+    **options: Any,
 ) -> tuple[dict[bytes, bytes], int]:
-    done: dict[bytes, bytes] = {}
+    """Run the pipeline under the matcher's stated key; `done` collects what was checkpointed."""
+    done = {} if done is None else done
 
     def on_batch(batch: Any, outputs: list[bytes]) -> None:
         assert not set(batch) & set(done), "a batch was checkpointed twice"
         done.update(zip(batch, outputs, strict=True))
 
-    pipeline = OprfPipeline(client, PipelineOptions(backoff=FAST, **options))
-    sent = pipeline.run(KEY_ID, inputs, on_batch)
+    used = audit or SecurityAudit(Path(os.devnull))
+    pipeline = OprfPipeline(client, PipelineOptions(backoff=FAST, **options), used)
+    sent = pipeline.run(matcher.key, inputs, on_batch)
     return done, sent
 
 
 async def test_outputs_equal_the_unblinded_prf_with_several_streams(serve):
     matcher = flaky()
     client = await serve(matcher)
-    done, sent = await asyncio.to_thread(_run, client, INPUTS, batch_size=16, streams=3)
+    done, sent = await asyncio.to_thread(_run, client, matcher, INPUTS, batch_size=16, streams=3)
     assert done == {data: oprf.evaluate(matcher.secret, data) for data in INPUTS}
     assert sent == matcher.received == len(INPUTS)
     assert matcher.calls == 3
@@ -131,7 +177,7 @@ async def test_unavailable_mid_stream_resends_only_unfinished_batches(serve):
         )
     )
     client = await serve(matcher)
-    done, sent = await asyncio.to_thread(_run, client, INPUTS, batch_size=16, streams=1)
+    done, sent = await asyncio.to_thread(_run, client, matcher, INPUTS, batch_size=16, streams=1)
     assert done == {data: oprf.evaluate(matcher.secret, data) for data in INPUTS}
     assert matcher.calls == 2
     # Answered batches were not sent again: the matcher evaluated each input exactly once.
@@ -151,7 +197,7 @@ async def test_a_matcher_that_stays_away_is_reported_with_its_address(serve):
     matcher = flaky(fault=lambda call, batch: (grpc.StatusCode.UNAVAILABLE, "down", ()))
     client = await serve(matcher)
     with pytest.raises(ServiceUnavailableError, match="is the matcher running"):
-        await asyncio.to_thread(_run, client, INPUTS[:10], batch_size=4, streams=2)
+        await asyncio.to_thread(_run, client, matcher, INPUTS[:10], batch_size=4, streams=2)
     assert matcher.calls == 2 * FAST.attempts  # two streams per try, bounded tries
 
 
@@ -166,11 +212,8 @@ async def test_budget_refusal_reports_the_remaining_allowance(serve):
     )
     client = await serve(matcher)
     done: dict[bytes, bytes] = {}
-    pipeline = OprfPipeline(client, PipelineOptions(batch_size=10, streams=1, backoff=FAST))
     with pytest.raises(BudgetExhaustedError) as refused:
-        await asyncio.to_thread(
-            pipeline.run, KEY_ID, INPUTS, lambda b, o: done.update(zip(b, o, strict=True))
-        )
+        await asyncio.to_thread(_run, client, matcher, INPUTS, done, batch_size=10, streams=1)
     assert refused.value.remaining == 7
     assert "7 evaluations remain today" in str(refused.value)
     assert len(done) == 20  # the two batches answered before the refusal were kept
@@ -183,11 +226,43 @@ async def test_retired_key_is_reported_for_a_refresh(serve):
     )
     client = await serve(matcher)
     with pytest.raises(KeyRetiredError, match=KEY_ID):
-        await asyncio.to_thread(_run, client, INPUTS[:10])
+        await asyncio.to_thread(_run, client, matcher, INPUTS[:10])
     assert matcher.calls == 1
 
 
-async def test_an_invalid_evaluated_element_is_refused(serve):
-    client = await serve(flaky(corrupt=True))
-    with pytest.raises(RpcFailedError, match="invalid evaluated element"):
-        await asyncio.to_thread(_run, client, INPUTS[:10])
+@pytest.mark.parametrize("lie", ["batch", "element", "no-proof", "invalid-element"])
+async def test_a_lying_batch_is_refused_audited_and_none_of_it_kept(serve, audit, lie):
+    """Batches 0-2 are honest, batch 3 lies: the run stops, and only honest batches were kept."""
+    matcher = flaky(lie=lambda batch: lie if batch == 3 else None)
+    client = await serve(matcher)
+    done: dict[bytes, bytes] = {}
+    with pytest.raises(
+        UnverifiableEvaluationError,
+        match=f"matcher returned an unverifiable evaluation for key {KEY_ID}",
+    ):
+        await asyncio.to_thread(
+            _run, client, matcher, INPUTS, done, audit, batch_size=10, streams=1
+        )
+    lying_batch = set(INPUTS[30:40])
+    assert not lying_batch & set(done)
+    assert len(done) == 30
+    assert done == {data: oprf.evaluate(matcher.secret, data) for data in done}
+    [event] = audit.events()
+    assert event["event"] == "unverifiable_evaluation"
+    assert event["key_id"] == KEY_ID
+    assert event["batch_elements"] == 10
+    assert matcher.calls == 1  # a lie is not retried
+
+
+async def test_a_proof_under_an_unstated_key_is_refused(serve, audit):
+    """An honest matcher, but the client holds another stated key for the id: nothing is kept."""
+    matcher = flaky()
+    client = await serve(matcher)
+    done: dict[bytes, bytes] = {}
+    stated = TrustedOprfKey(KEY_ID, OTHER_PUBLIC)
+    pipeline = OprfPipeline(client, PipelineOptions(backoff=FAST, batch_size=10), audit)
+    with pytest.raises(UnverifiableEvaluationError, match=KEY_ID):
+        await asyncio.to_thread(
+            pipeline.run, stated, INPUTS[:20], lambda b, o: done.update(zip(b, o, strict=True))
+        )
+    assert done == {}

@@ -18,8 +18,9 @@ import pytest
 
 from breachmatch import oprf
 from breachmatch.client.breaches import StoredBreach
-from breachmatch.client.check import KeyIndex, match_breach
+from breachmatch.client.check import KeyedTokens, KeyIndex, match_breach
 from breachmatch.client.errors import ArtifactRefusedError, PatientsFileError
+from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.patients import PatientSet, read_patients
 from breachmatch.filter import FilterWriter, Manifest, derive_keys, sign_manifest
 from breachmatch.identifiers import match_keys
@@ -104,8 +105,9 @@ def hospital(tmp_path: Path) -> PatientSet:
     return read_patients(export, facility=FACILITY)
 
 
-def _tokens(secret: bytes, index: KeyIndex):
-    return derive_keys([oprf.evaluate(secret, data) for data in index.inputs])
+def _tokens(secret: bytes, index: KeyIndex, key_id: str = "k-unit") -> KeyedTokens:
+    key = TrustedOprfKey(key_id, oprf.public_key(secret))
+    return KeyedTokens(key, derive_keys([oprf.evaluate(secret, data) for data in index.inputs]))
 
 
 def test_each_key_kind_matches_on_its_own_with_its_categories(
@@ -114,7 +116,7 @@ def test_each_key_kind_matches_on_its_own_with_its_categories(
     secret, signer = operator
     breach = build_breach(tmp_path, LEAK, secret, signer)
     index = KeyIndex.build(hospital)
-    matches, summary = match_breach(breach, "k-unit", _tokens(secret, index), index, hospital)
+    matches, summary = match_breach(breach, _tokens(secret, index), index, hospital)
     found = {m.patient_id: (m.matched_keys, m.strength, m.categories) for m in matches}
     assert found == EXPECTED
     assert summary.patients_checked == 8
@@ -145,7 +147,7 @@ def test_several_matched_keys_combine_their_categories(tmp_path: Path, operator)
     ]
     breach = build_breach(tmp_path, leak, secret, signer)
     index = KeyIndex.build(patients)
-    (match,), _ = match_breach(breach, "k-unit", _tokens(secret, index), index, patients)
+    (match,), _ = match_breach(breach, _tokens(secret, index), index, patients)
     assert match.matched_keys == ("cpr", "email")
     assert match.strength == "strong"
     assert match.categories == ("contact", "national_id")
@@ -156,7 +158,7 @@ def test_tokens_of_another_key_id_are_refused(tmp_path: Path, operator, hospital
     breach = build_breach(tmp_path, LEAK, secret, signer)
     index = KeyIndex.build(hospital)
     with pytest.raises(ArtifactRefusedError, match="k-unit"):
-        match_breach(breach, "k-other", _tokens(secret, index), index, hospital)
+        match_breach(breach, _tokens(secret, index, "k-other"), index, hospital)
 
 
 def test_a_stored_body_changed_on_disk_is_refused(tmp_path: Path, operator, hospital):
@@ -167,7 +169,7 @@ def test_a_stored_body_changed_on_disk_is_refused(tmp_path: Path, operator, hosp
     breach.body.write_bytes(bytes(data))
     index = KeyIndex.build(hospital)
     with pytest.raises(ArtifactRefusedError, match="changed after it was downloaded"):
-        match_breach(breach, "k-unit", _tokens(secret, index), index, hospital)
+        match_breach(breach, _tokens(secret, index), index, hospital)
 
 
 def test_export_without_identifier_columns_says_how_to_map(tmp_path: Path):

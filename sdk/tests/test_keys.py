@@ -57,7 +57,8 @@ def test_keys_carry_signed_statements_that_follow_rotation(tmp_path):
     assert statement.not_after - statement.not_before >= keys.DEFAULT_STATEMENT_LIFETIME
     ring.new_key(SIGNING, grace=timedelta(days=7))
     graced = keys.KeyRing.load(tmp_path).all()[0]
-    assert graced.key_id == old.key_id and graced.statement is not None
+    assert graced.key_id == old.key_id
+    assert graced.statement is not None
     ends = verify_statement(graced.statement, SIGNING.verify_key, KeyPurpose.OPRF).not_after
     assert ends == graced.valid_until.replace(microsecond=0)
 
@@ -71,7 +72,8 @@ def test_sign_statements_adds_statements_to_an_old_ring(tmp_path):
     other = nacl.signing.SigningKey.generate()
     [signed] = keys.KeyRing.load(tmp_path).sign_statements(other)
     reloaded = keys.KeyRing.load(tmp_path).current.statement
-    assert reloaded == signed.statement and reloaded is not None
+    assert reloaded is not None
+    assert reloaded == signed.statement
     verify_statement(reloaded, other.verify_key, KeyPurpose.OPRF, key_id=key.key_id)
 
 

@@ -12,6 +12,7 @@ import pytest
 from breachmatch import oprf
 from breachmatch.filter.manifest import SIGNATURE_CONTEXT as MANIFEST_CONTEXT
 from breachmatch.statements import (
+    SIGNATURE_CONTEXT,
     KeyPurpose,
     KeyStatement,
     SignedKeyStatement,
@@ -110,7 +111,8 @@ def test_an_oprf_key_with_the_top_bit_set_cannot_be_stated():
 def test_a_signed_but_non_canonical_statement_is_refused():
     document = json.loads(_statement().to_bytes())
     spaced = json.dumps(document, sort_keys=True).encode()  # spaces after separators
-    signed = SignedKeyStatement(spaced, OPERATOR.sign(b"breachmatch.v1.key-statement\x00" + spaced).signature)
+    signature = OPERATOR.sign(SIGNATURE_CONTEXT + spaced).signature
+    signed = SignedKeyStatement(spaced, signature)
     with pytest.raises(StatementError, match="canonical"):
         verify_statement(signed, OPERATOR.verify_key, KeyPurpose.OPRF, now=NOW)
 

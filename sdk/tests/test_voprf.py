@@ -173,9 +173,13 @@ def _flip(data: bytes, at: int) -> bytes:
         # c + L is the same scalar mod L but not its canonical encoding.
         pytest.param(
             lambda p: (
-                int.from_bytes(p[:32], "little") + 2**252 + 27742317777372353535851937790883648493
-            ).to_bytes(32, "little")
-            + p[32:],
+                (
+                    int.from_bytes(p[:32], "little")
+                    + 2**252
+                    + 27742317777372353535851937790883648493
+                ).to_bytes(32, "little")
+                + p[32:]
+            ),
             id="c + group order",
         ),
     ],

@@ -167,12 +167,18 @@ class KeyRing:
 
     def secret_for(self, key_id: str, now: datetime | None = None) -> bytes:
         """The secret for an evaluation under `key_id`, if still allowed."""
+        secret = self.key_for(key_id, now).secret
+        assert secret is not None  # usable keys have one
+        return secret
+
+    def key_for(self, key_id: str, now: datetime | None = None) -> OprfKey:
+        """The key for an evaluation under `key_id`, if still allowed."""
         key = self._keys.get(key_id)
         if key is None:
             raise UnknownKeyError(f"unknown OPRF key id {key_id!r}")
         if not key.usable(now or _now()) or key.secret is None:
             raise RetiredKeyError(f"OPRF key id {key_id!r} is retired")
-        return key.secret
+        return key
 
     def _save(self, key: OprfKey) -> None:
         write_secret_file(self.directory / f"{key.key_id}.json", key.to_json())
@@ -192,7 +198,9 @@ class KeyRing:
         now = _now()
         for key in self.valid(now):
             if key.state is KeyState.CURRENT:
-                graced = OprfKey(key.key_id, KeyState.GRACE, key.created_at, now + grace, key.secret)
+                graced = OprfKey(
+                    key.key_id, KeyState.GRACE, key.created_at, now + grace, key.secret
+                )
                 self._save(graced.signed(signing_key, now))
         sk, _ = oprf.random_key_pair()
         key_id = f"k{now:%Y%m%d}-{secrets.token_hex(3)}"
@@ -207,7 +215,7 @@ class KeyRing:
         signing_key: nacl.signing.SigningKey,
         lifetime: timedelta = DEFAULT_STATEMENT_LIFETIME,
     ) -> list[OprfKey]:
-        """Re-sign the statement of every usable key (current ones valid for `lifetime` from now)."""
+        """Re-sign every usable key's statement (a current key's: valid for `lifetime` from now)."""
         now = _now()
         signed = [key.signed(signing_key, now, lifetime) for key in self.valid(now)]
         for key in signed:

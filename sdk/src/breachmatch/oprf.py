@@ -175,7 +175,7 @@ def validate_element(element: bytes, index: int | None = None) -> bytes:
 
 
 def is_canonical_scalar(scalar: bytes) -> bool:
-    """True for a 32-byte little-endian integer below the group order (RFC 9497 DeserializeScalar)."""
+    """True for 32 little-endian bytes below the group order (RFC 9497 DeserializeScalar)."""
     return (
         len(scalar) == SCALAR_SIZE
         and bytes(rbcl.crypto_core_ristretto255_scalar_reduce(scalar + bytes(32))) == scalar
@@ -269,9 +269,7 @@ def evaluate(sk: bytes, data: bytes, suite: Suite = VOPRF) -> bytes:
 # --- batch forms -----------------------------------------------------------
 
 
-def blind_batch(
-    inputs: Sequence[bytes], suite: Suite = VOPRF
-) -> tuple[list[bytes], list[bytes]]:
+def blind_batch(inputs: Sequence[bytes], suite: Suite = VOPRF) -> tuple[list[bytes], list[bytes]]:
     """Blind many inputs; returns (blinds, blinded elements) in input order."""
     blinds: list[bytes] = []
     blinded: list[bytes] = []

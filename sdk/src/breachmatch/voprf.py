@@ -124,7 +124,9 @@ def _prove(sk: bytes, pk: bytes, m: bytes, z: bytes, r: bytes | None) -> bytes:
     t3 = bytes(rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero(nonce, m))
     c = _challenge(pk, m, z, t2, t3)
     s = bytes(
-        rbcl.crypto_core_ristretto255_scalar_sub(nonce, rbcl.crypto_core_ristretto255_scalar_mul(c, sk))
+        rbcl.crypto_core_ristretto255_scalar_sub(
+            nonce, rbcl.crypto_core_ristretto255_scalar_mul(c, sk)
+        )
     )
     return c + s
 

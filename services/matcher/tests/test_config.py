@@ -28,7 +28,7 @@ def test_environment_fills_what_flags_leave_out(monkeypatch, tmp_path):
         "BREACHMATCH_TLS_DIR": str(tmp_path / "tls"),
         "BREACHMATCH_OPRF_KEY_DIR": str(tmp_path / "oprf"),
         "BREACHMATCH_VERIFY_KEY": str(tmp_path / "verify.pub"),
-        "BREACHMATCH_NOTIFIER_PUBLIC_KEY": str(tmp_path / "notifier.pub"),
+        "BREACHMATCH_NOTIFIER_STATEMENT": str(tmp_path / "notifier.statement"),
         "BREACHMATCH_MAX_BATCH": "123",
         "BREACHMATCH_WORKERS": "3",
         "BREACHMATCH_METRICS_ADDR": "off",
@@ -56,10 +56,10 @@ def test_message_cap_follows_the_batch_limit():
 @pytest.mark.parametrize("flag", ["--tls-dir", "--oprf-key-dir"])
 def test_serve_refuses_to_start_without_required_paths(flag, capsys, monkeypatch):
     for name in ("BREACHMATCH_TLS_DIR", "BREACHMATCH_OPRF_KEY_DIR", "BREACHMATCH_VERIFY_KEY",
-                 "BREACHMATCH_NOTIFIER_PUBLIC_KEY"):  # fmt: skip
+                 "BREACHMATCH_NOTIFIER_STATEMENT"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     args = ["serve", "--tls-dir", "t", "--oprf-key-dir", "o", "--verify-key", "v",
-            "--notifier-public-key", "n"]  # fmt: skip
+            "--notifier-statement", "n"]  # fmt: skip
     position = args.index(flag)
     del args[position : position + 2]
     with pytest.raises(SystemExit) as exited:

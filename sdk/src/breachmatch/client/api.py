@@ -30,6 +30,7 @@ import nacl.exceptions
 import nacl.public
 
 from breachmatch import logs
+from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.breaches import forget_breach
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.cache_key import CacheKey
@@ -37,6 +38,7 @@ from breachmatch.client.check import Checker
 from breachmatch.client.connection import Endpoint, load_identity, open_channel
 from breachmatch.client.errors import BreachNotServedError, ConfigurationError
 from breachmatch.client.evaluate import PipelineOptions
+from breachmatch.client.key_trust import trusted_notifier_key
 from breachmatch.client.matcher import MatcherClient
 from breachmatch.client.outreach import (
     DEFAULT_CHANNELS,
@@ -46,6 +48,7 @@ from breachmatch.client.outreach import (
     plan_outreach,
 )
 from breachmatch.client.patients import PatientSet, read_patients
+from breachmatch.client.pinning import pinned_operator_key
 from breachmatch.client.results import CheckResult
 from breachmatch.client.retry import Backoff
 from breachmatch.client.state import StateDir, default_state_dir
@@ -115,6 +118,7 @@ class Client:
         self._notice = notice
         self._matcher_endpoint = Endpoint("matcher", matcher, "--matcher", self._tls_dir)
         self._notifier_endpoint = Endpoint("notifier", notifier or "", "--notifier", self._tls_dir)
+        self._audit = SecurityAudit(self.state.audit_log)
         self._channels: list[grpc.Channel] = []
         self._matcher: MatcherClient | None = None
         self._outreach: OutreachClient | None = None
@@ -167,6 +171,7 @@ class Client:
                 tenant=self.tenant,
                 operator_key=self._operator_key,
                 notice=self._notice,
+                audit=self._audit,
             )
             return checker.check(patients, breach_ids)
 
@@ -205,6 +210,12 @@ class Client:
         return NotifyResult(plan, self._outreach_client().submit(plan.items))
 
     def _notifier_public_key(self) -> nacl.public.PublicKey:
+        """The key to seal contact records to: given out of band, or stated by the operator.
+
+        A key the matcher serves is used only inside a statement the pinned
+        operator key signed (`key_trust`): otherwise a fake matcher could
+        collect every sealed record.
+        """
         if self._notifier_key is not None:
             try:
                 return load_sealing_public_key(self._notifier_key)
@@ -212,13 +223,12 @@ class Client:
                 raise ConfigurationError(
                     f"--notifier-key {self._notifier_key} is not an X25519 public key in hex"
                 ) from exc
-        raw = self._matcher_client().key_info().notifier_public_key
-        try:
-            return nacl.public.PublicKey(raw)
-        except (ValueError, nacl.exceptions.CryptoError) as exc:
-            raise ConfigurationError(
-                "the matcher advertises no usable notifier key; pass --notifier-key FILE"
-            ) from exc
+        matcher = self._matcher_client()
+        info = matcher.key_info()
+        verify_key = pinned_operator_key(
+            info.operator_verify_key, self._operator_key, self.state.operator_pin, self._notice
+        )
+        return trusted_notifier_key(info, verify_key, self._audit, matcher.endpoint.address)
 
     def status(self, breach_id: str | None = None) -> list[outreach_pb2.OutreachStatus]:
         """Delivery status of this hospital's notices (of one breach, or all).

@@ -3,16 +3,20 @@
 The order of a check is chosen so that nothing is spent on a breach that
 will be refused and nothing sensitive leaves the hospital:
 
-1. key info from the matcher; the operator key is compared with the pin;
-   cache rows of key ids the matcher no longer evaluates are deleted;
+1. key info from the matcher; the operator key is compared with the pin and
+   every OPRF key's public key must be in a statement the pinned key signed
+   (`key_trust`); cache rows of key ids the matcher no longer evaluates, or
+   made under another public key, are deleted;
 2. each selected breach is downloaded (or found in the state directory) and
    verified — before any OPRF budget is spent on it;
 3. the patients' distinct match keys (identical OPRF inputs shared by several
    patients are evaluated once) get their OPRF outputs under every key id
    needed — the current one, so the next breach is checked from the cache,
-   and each breach's own — from the cache or the matcher;
-4. each filter is queried with the outputs of *its* key id, and the matched
-   entries are folded back into patients: kinds, strength, categories.
+   and each breach's own — from the cache or the matcher, every evaluated
+   batch proven under the key's stated public key;
+4. each filter is queried with the outputs of *its* key id (tokens of another
+   key are refused), and the matched entries are folded back into patients:
+   kinds, strength, categories.
 
 If the matcher retires a key while this runs, the check refreshes its key
 info and goes on under the new key (bounded); what was cached stays valid.
@@ -25,6 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nacl.signing
+
+from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.breaches import BreachStore, StoredBreach
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.errors import (
@@ -34,6 +41,7 @@ from breachmatch.client.errors import (
     KeyRetiredError,
 )
 from breachmatch.client.evaluate import OprfPipeline, PipelineOptions
+from breachmatch.client.key_trust import TrustedOprfKey, trusted_oprf_keys
 from breachmatch.client.matcher import KeyInfo, MatcherClient
 from breachmatch.client.patients import PatientSet
 from breachmatch.client.pinning import pinned_operator_key
@@ -75,6 +83,23 @@ class KeyIndex:
         return cls(inputs, owners)
 
 
+@dataclass(frozen=True)
+class KeyedTokens:
+    """Filter lookup keys derived from the outputs of one OPRF key, and which key that is."""
+
+    key: TrustedOprfKey
+    keys: TokenKeys
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """Key info as served, and what of it the pinned operator key vouches for."""
+
+    info: KeyInfo
+    verify_key: nacl.signing.VerifyKey
+    trusted: dict[str, TrustedOprfKey]
+
+
 @dataclass
 class _Hit:
     kinds: set[KeyKind] = field(default_factory=set)
@@ -83,17 +108,17 @@ class _Hit:
 
 
 def match_breach(
-    breach: StoredBreach, key_id: str, keys: TokenKeys, index: KeyIndex, patients: PatientSet
+    breach: StoredBreach, tokens: KeyedTokens, index: KeyIndex, patients: PatientSet
 ) -> tuple[list[Match], BreachSummary]:
-    """Query one verified filter with the tokens of `key_id` and fold hits into patients."""
+    """Query one verified filter with tokens of its own key and fold hits into patients."""
     manifest = breach.manifest
-    if manifest.oprf_key_id != key_id:
+    if manifest.oprf_key_id != tokens.key.key_id:
         raise ArtifactRefusedError(
             f"breach {manifest.breach_id} was built under OPRF key id {manifest.oprf_key_id}, "
-            f"not {key_id}: its filter cannot be matched against these tokens"
+            f"not {tokens.key.key_id}: its filter cannot be matched against these tokens"
         )
     with breach.open() as body:
-        labels = body.lookup(keys)
+        labels = body.lookup(tokens.keys)
     hits: dict[int, _Hit] = {}
     for at, label in enumerate(labels):
         if label is None:
@@ -147,7 +172,9 @@ class Checker:
         tenant: str,
         operator_key: Path | None,
         notice: Callable[[str], None],
+        audit: SecurityAudit,
     ) -> None:
+        self._audit = audit
         self._matcher = matcher
         self._cache = cache
         self._pipeline = pipeline
@@ -159,24 +186,19 @@ class Checker:
 
     def check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:
         """Check `patients` against the named breaches, or every served one if None."""
-        info = self._key_info()
-        store = BreachStore(
-            self._state.breaches,
-            self._matcher,
-            pinned_operator_key(
-                info.operator_verify_key, self._operator_key, self._state.operator_pin, self._notice
-            ),
-        )
+        keys = self._key_info()
+        store = BreachStore(self._state.breaches, self._matcher, keys.verify_key)
         breaches = self._usable(
-            info, [store.fetch(artifact) for artifact in self._select(breach_ids)], breach_ids
+            keys.info, [store.fetch(artifact) for artifact in self._select(breach_ids)], breach_ids
         )
         index = KeyIndex.build(patients)
-        keys, evaluations = self._token_keys(info, breaches, index, self._token_source(info))
+        tokens, evaluations = self._token_keys(keys, breaches, index)
         matches: list[Match] = []
         summaries: list[BreachSummary] = []
         for breach in breaches:
-            key_id = breach.manifest.oprf_key_id
-            found, summary = match_breach(breach, key_id, keys[key_id], index, patients)
+            found, summary = match_breach(
+                breach, tokens[breach.manifest.oprf_key_id], index, patients
+            )
             matches.extend(found)
             summaries.append(summary)
         return CheckResult(
@@ -192,15 +214,26 @@ class Checker:
             summaries=tuple(summaries),
         )
 
-    def _key_info(self) -> KeyInfo:
+    def _key_info(self) -> _Keys:
+        """Key info, pinned and verified; the cache follows the keys it names."""
         info = self._matcher.key_info()
+        verify_key = pinned_operator_key(
+            info.operator_verify_key, self._operator_key, self._state.operator_pin, self._notice
+        )
+        trusted = trusted_oprf_keys(info, verify_key, self._audit, self._matcher.endpoint.address)
         purged = self._cache.purge_except(info.valid_key_ids)
         if purged:
             self._notice(
                 f"The operator rotated its OPRF key: {purged} cached tokens of retired key ids "
                 "were deleted; those match keys are evaluated again under the new key."
             )
-        return info
+        changed = sum(self._cache.use_key(key) for key in trusted.values())
+        if changed:
+            self._notice(
+                f"{changed} cached tokens were made under a public key the operator no longer "
+                "states for their key id; they were deleted and are evaluated again."
+            )
+        return _Keys(info, verify_key, trusted)
 
     def _usable(
         self, info: KeyInfo, breaches: list[StoredBreach], asked: Sequence[str] | None
@@ -231,7 +264,9 @@ class Checker:
         options = self._pipeline
         if info.max_batch_size:
             options = replace(options, batch_size=min(options.batch_size, info.max_batch_size))
-        return TokenSource(self._cache, OprfPipeline(self._matcher, options), self._progress)
+        return TokenSource(
+            self._cache, OprfPipeline(self._matcher, options, self._audit), self._progress
+        )
 
     def _select(self, breach_ids: Sequence[str] | None) -> list[BreachArtifact]:
         served = self._matcher.list_breaches()
@@ -248,26 +283,24 @@ class Checker:
         return [by_id[breach_id] for breach_id in dict.fromkeys(breach_ids)]
 
     def _token_keys(
-        self,
-        info: KeyInfo,
-        breaches: Sequence[StoredBreach],
-        index: KeyIndex,
-        tokens: TokenSource,
-    ) -> tuple[dict[str, TokenKeys], int]:
-        """Token keys per needed key id, evaluating what the cache lacks."""
+        self, keys: _Keys, breaches: Sequence[StoredBreach], index: KeyIndex
+    ) -> tuple[dict[str, KeyedTokens], int]:
+        """Token keys per needed key id, evaluating (verified) what the cache lacks."""
         evaluations = 0
         for _ in range(MAX_KEY_REFRESHES):
-            needed = sorted({info.current_key_id} | {b.manifest.oprf_key_id for b in breaches})
-            keys: dict[str, TokenKeys] = {}
+            tokens = self._token_source(keys.info)
+            needed = sorted({keys.info.current_key_id} | {b.manifest.oprf_key_id for b in breaches})
+            found: dict[str, KeyedTokens] = {}
             try:
                 for key_id in needed:
-                    outputs, sent = tokens.outputs(key_id, index.inputs)
+                    key = keys.trusted[key_id]
+                    outputs, sent = tokens.outputs(key, index.inputs)
                     evaluations += sent
-                    keys[key_id] = derive_keys(outputs)
+                    found[key_id] = KeyedTokens(key, derive_keys(outputs))
             except KeyRetiredError:
                 self._notice("The matcher retired an OPRF key during this check; refreshing.")
-                info = self._key_info()
-                self._usable(info, list(breaches), asked=())  # raises if a breach went stale
+                keys = self._key_info()
+                self._usable(keys.info, list(breaches), asked=())  # raises if a breach went stale
                 continue
-            return keys, evaluations
+            return found, evaluations
         raise ClientError("the matcher kept retiring OPRF keys during this check; try again later")

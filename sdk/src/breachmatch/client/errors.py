@@ -58,5 +58,13 @@ class OperatorKeyChangedError(ArtifactRefusedError):
     """The matcher's operator key differs from the pinned one."""
 
 
+class UntrustedKeyError(ArtifactRefusedError):
+    """A public key the matcher served is not stated by the pinned operator key."""
+
+
+class UnverifiableEvaluationError(ClientError):
+    """The matcher's proof for an evaluated batch did not verify; nothing of it was kept."""
+
+
 class CacheKeyMismatchError(ClientError):
     """The token cache was written under a different cache key."""

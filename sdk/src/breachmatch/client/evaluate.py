@@ -1,8 +1,15 @@
-"""Pipelined OPRF evaluation: blind, send, finalize, checkpoint — never idle.
+"""Pipelined VOPRF evaluation: blind, send, verify and finalize, checkpoint — never idle.
 
-The client's share of the OPRF (blind and finalize, ~0.4 ms per input in
-Python) and the matcher's (one scalar multiplication per element, plus the
-round trip) overlap:
+Every batch the matcher answers carries an RFC 9497 proof that each element
+was evaluated under the key id's operator-stated public key. The batch is
+verified before anything of it is used: a batch whose proof fails ends the
+run with `UnverifiableEvaluationError` ("matcher returned an unverifiable
+evaluation for key K"), is recorded in the hospital's audit log, and none of
+its tokens reaches ``on_batch`` (so none is cached).
+
+The client's share (blind, verify, finalize — Python glue around libsodium)
+and the matcher's (two scalar multiplications per element, plus the round
+trip) overlap:
 
 * inputs are cut into batches; ``streams`` Evaluate streams run at once (the
   matcher answers one stream's batches in order, so several streams are what
@@ -10,8 +17,8 @@ round trip) overlap:
   between sending and checkpointing, and blinding its next batch meanwhile;
 * blinding and finalizing run in a pool (worker processes for large runs,
   since the work is Python glue that holds the GIL);
-* each finalized batch is handed to ``on_batch`` on the calling thread as
-  soon as it is ready — the token cache commits it there, which is also the
+* each verified and finalized batch is handed to ``on_batch`` on the calling
+  thread as soon as it is ready — the token cache commits it there, which is also the
   checkpoint an interrupted run resumes from. A batch's slot is freed only
   then, so an interruption wastes at most ``streams × STREAM_DEPTH`` batches.
 
@@ -39,9 +46,16 @@ from typing import Any
 
 import grpc
 
-from breachmatch import oprf
+from breachmatch import oprf, voprf
+from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.connection import is_retryable
-from breachmatch.client.errors import BudgetExhaustedError, KeyRetiredError, RpcFailedError
+from breachmatch.client.errors import (
+    BudgetExhaustedError,
+    KeyRetiredError,
+    RpcFailedError,
+    UnverifiableEvaluationError,
+)
+from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.matcher import MatcherClient
 from breachmatch.client.retry import Backoff
 from breachmatch.v1 import matcher_pb2
@@ -77,25 +91,35 @@ def _ignore_interrupts() -> None:
 
 
 class OprfPipeline:
-    def __init__(self, matcher: MatcherClient, options: PipelineOptions) -> None:
+    def __init__(
+        self, matcher: MatcherClient, options: PipelineOptions, audit: SecurityAudit
+    ) -> None:
         self._matcher = matcher
         self._options = options
+        self._audit = audit
 
-    def run(self, key_id: str, inputs: Sequence[bytes], on_batch: OnBatch) -> int:
-        """Evaluate every input under `key_id`; returns the elements sent to the matcher."""
+    def run(self, key: TrustedOprfKey, inputs: Sequence[bytes], on_batch: OnBatch) -> int:
+        """Evaluate every input under `key`, verified; returns the elements sent to the matcher."""
         sent = 0
         retry = 0
         remaining = inputs
         with self._executor(len(inputs)) as pool:
             while remaining:
-                attempt = _Round(self._matcher, pool, key_id, remaining, self._options)
+                attempt = _Round(self._matcher, pool, key, remaining, self._options)
                 error = attempt.run(on_batch)
                 sent += attempt.sent
                 if error is None:
                     break
                 if attempt.progressed:
                     retry = 0
-                self._raise_unless_retryable(error, key_id, retry)
+                if isinstance(error, UnverifiableEvaluationError):
+                    self._audit.record(
+                        "unverifiable_evaluation",
+                        matcher=self._matcher.endpoint.address,
+                        key_id=key.key_id,
+                        batch_elements=attempt.refused_elements,
+                    )
+                self._raise_unless_retryable(error, key.key_id, retry)
                 time.sleep(self._options.backoff.delay(retry))
                 retry += 1
                 remaining = attempt.unfinished()
@@ -153,14 +177,14 @@ class _Round:
         self,
         matcher: MatcherClient,
         pool: Executor,
-        key_id: str,
+        key: TrustedOprfKey,
         inputs: Sequence[bytes],
         options: PipelineOptions,
     ) -> None:
         size = options.batch_size
         self._matcher = matcher
         self._pool = pool
-        self._key_id = key_id
+        self._key = key
         self._batches = [inputs[start : start + size] for start in range(0, len(inputs), size)]
         self._deadline = options.deadline(len(inputs))
         self._streams = max(1, min(options.streams, len(self._batches)))
@@ -175,6 +199,8 @@ class _Round:
         self._calls: list[Any] = []
         self._lock = threading.Lock()
         self.sent = 0
+        #: Elements in the batch whose proof failed (0 while none did).
+        self.refused_elements = 0
 
     @property
     def progressed(self) -> bool:
@@ -205,13 +231,19 @@ class _Round:
                     continue
                 index, finalizing, window = item
                 try:
+                    if self.refused_elements:
+                        continue  # after one unprovable batch, nothing more from this matcher
                     on_batch(self._batches[index], finalizing.result())
                     self._completed.add(index)
-                except oprf.OprfError:
+                except voprf.VerifyError:
+                    self.refused_elements = len(self._batches[index])
                     self._errors.append(
-                        RpcFailedError(
-                            "the matcher returned an invalid evaluated element; "
-                            "its answers were not used"
+                        UnverifiableEvaluationError(
+                            "matcher returned an unverifiable evaluation for key "
+                            f"{self._key.key_id}: its proof does not show that the batch of "
+                            f"{len(self._batches[index])} elements was evaluated under the "
+                            "operator-stated public key. No token of that batch was kept; "
+                            "the refusal is recorded in the state directory's audit.jsonl"
                         )
                     )
                     self._cancel_calls()
@@ -233,6 +265,9 @@ class _Round:
         if len(self._completed) == len(self._batches):
             return None  # whatever failed, another stream finished its work
         for error in self._errors:
+            if isinstance(error, UnverifiableEvaluationError):
+                return error  # whatever else failed, this must be seen
+        for error in self._errors:
             if not isinstance(error, grpc.RpcError) or not is_retryable(error):
                 return error
         if self._errors:
@@ -249,7 +284,7 @@ class _Round:
     def _stream(self) -> None:
         window = threading.Semaphore(STREAM_DEPTH)
         stopped = threading.Event()
-        pending: dict[int, list[bytes]] = {}
+        pending: dict[int, tuple[list[bytes], list[bytes]]] = {}
 
         def requests() -> Iterator[matcher_pb2.EvaluateRequest]:
             try:
@@ -261,11 +296,11 @@ class _Round:
                     window.acquire()
                     if stopped.is_set():
                         return
-                    pending[index] = blinds
+                    pending[index] = (blinds, blinded)
                     with self._lock:
                         self.sent += len(blinded)
                     yield matcher_pb2.EvaluateRequest(
-                        key_id=self._key_id, blinded_elements=blinded, batch_id=index
+                        key_id=self._key.key_id, blinded_elements=blinded, batch_id=index
                     )
             except Exception as exc:  # surfaced by the round, not lost inside gRPC
                 self._errors.append(exc)
@@ -293,15 +328,24 @@ class _Round:
     def _accept(
         self,
         response: matcher_pb2.EvaluateResponse,
-        pending: dict[int, list[bytes]],
+        pending: dict[int, tuple[list[bytes], list[bytes]]],
         window: threading.Semaphore,
     ) -> None:
-        blinds = pending.pop(response.batch_id, None)
-        if blinds is None or response.key_id != self._key_id:
+        sent = pending.pop(response.batch_id, None)
+        if sent is None or response.key_id != self._key.key_id:
             raise RpcFailedError("the matcher answered a batch this client did not send")
+        blinds, blinded = sent
         batch = self._batches[response.batch_id]
         evaluated = list(response.evaluated_elements)
         if len(evaluated) != len(batch):
             raise RpcFailedError("the matcher answered a batch with the wrong number of elements")
-        finalizing = self._pool.submit(oprf.finalize_batch, batch, blinds, evaluated)
+        finalizing = self._pool.submit(
+            voprf.finalize_batch,
+            self._key.public_key,
+            batch,
+            blinds,
+            blinded,
+            evaluated,
+            bytes(response.proof),
+        )
         self._finished.put((response.batch_id, finalizing, window))

@@ -18,6 +18,7 @@ import grpc
 from breachmatch.client.connection import Endpoint, call_unary, explain
 from breachmatch.client.errors import ClientError
 from breachmatch.client.retry import Backoff
+from breachmatch.statements import SignedKeyStatement
 from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc
 
 #: Deadline of unary calls, in seconds.
@@ -28,11 +29,24 @@ DOWNLOAD_DEADLINE = 600.0
 
 @dataclass(frozen=True)
 class KeyInfo:
+    """What GetKeyInfo says, as received: nothing in it is trusted until `key_trust` checks it."""
+
     current_key_id: str
-    valid_key_ids: frozenset[str]
+    #: Every key id the matcher evaluates, with its statement (None if it sent none).
+    statements: dict[str, SignedKeyStatement | None]
     operator_verify_key: bytes
-    notifier_public_key: bytes
+    notifier_statement: SignedKeyStatement | None
     max_batch_size: int
+
+    @property
+    def valid_key_ids(self) -> frozenset[str]:
+        return frozenset(self.statements)
+
+
+def _statement(message: matcher_pb2.SignedKeyStatement, present: bool) -> SignedKeyStatement | None:
+    if not present:
+        return None
+    return SignedKeyStatement(bytes(message.statement), bytes(message.signature))
 
 
 class MatcherClient:
@@ -52,11 +66,15 @@ class MatcherClient:
             self.backoff,
             UNARY_DEADLINE,
         )
+        statements = {
+            key.key_id: _statement(key.statement, key.HasField("statement")) for key in info.keys
+        }
+        statements.setdefault(info.current_key_id, None)
         return KeyInfo(
             current_key_id=info.current_key_id,
-            valid_key_ids=frozenset(key.key_id for key in info.keys) | {info.current_key_id},
+            statements=statements,
             operator_verify_key=bytes(info.operator_verify_key),
-            notifier_public_key=bytes(info.notifier_public_key),
+            notifier_statement=_statement(info.notifier_key, info.HasField("notifier_key")),
             max_batch_size=info.max_batch_size,
         )
 

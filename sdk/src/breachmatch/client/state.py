@@ -2,7 +2,7 @@
 
 One directory per hospital installation holds the token cache, the pinned
 operator key, downloaded breach filters, the record of submitted notices,
-the watch cursor and watch results.
+the watch cursor and watch results, and the audit of what was refused.
 Its contents are as sensitive as the patient list (the token cache is what a
 hospital would re-derive matches from), so it is created owner-only.
 
@@ -56,6 +56,10 @@ class StateDir:
     @property
     def default_cache_key(self) -> Path:
         return self.root / "cache.key"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit.jsonl"
 
     @property
     def operator_pin(self) -> Path:

@@ -1,9 +1,10 @@
 """OPRF outputs for a set of inputs: from the cache where possible, else from the matcher.
 
 This is where "no OPRF work for known patients" happens: only inputs the
-cache lacks for the key id are blinded and sent, and each evaluated batch is
-committed to the cache as it completes, so an interrupted run loses at most
-the batches in flight.
+cache lacks for the key are blinded and sent, and each evaluated batch is
+committed to the cache as soon as its proof has verified, so an interrupted
+run loses at most the batches in flight and a batch the matcher could not
+prove is never kept.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.evaluate import OprfPipeline
+from breachmatch.client.key_trust import TrustedOprfKey
 
 
 class TokenSource:
@@ -23,9 +25,9 @@ class TokenSource:
         self._pipeline = pipeline
         self._progress = progress
 
-    def outputs(self, key_id: str, inputs: Sequence[bytes]) -> tuple[list[bytes], int]:
+    def outputs(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> tuple[list[bytes], int]:
         """Outputs in input order, and how many elements were sent to the matcher for them."""
-        found = self._cache.get_many(key_id, inputs)
+        found = self._cache.get_many(key, inputs)
         missing = [data for data, output in zip(inputs, found, strict=True) if output is None]
         if not missing:
             return [output for output in found if output is not None], 0
@@ -41,11 +43,11 @@ class TokenSource:
         ) as bar:
 
             def on_batch(batch: Sequence[bytes], outputs: list[bytes]) -> None:
-                self._cache.put_many(key_id, batch, outputs)
+                self._cache.put_many(key, batch, outputs)
                 fresh.update(zip(batch, outputs, strict=True))
                 bar.update(len(batch))
 
-            sent = self._pipeline.run(key_id, missing, on_batch)
+            sent = self._pipeline.run(key, missing, on_batch)
         return [
             output if output is not None else fresh[data]
             for data, output in zip(inputs, found, strict=True)

@@ -168,7 +168,7 @@ class Stack:
                 {
                     "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
                     "BREACHMATCH_VERIFY_KEY": str(keys.verify_key),
-                    "BREACHMATCH_NOTIFIER_PUBLIC_KEY": str(keys.notifier_public_key),
+                    "BREACHMATCH_NOTIFIER_STATEMENT": str(keys.notifier_statement),
                 },
             ),
             service(

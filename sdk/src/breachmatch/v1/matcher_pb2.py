@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from breachmatch.v1 import breach_pb2 as breachmatch_dot_v1_dot_breach__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62reachmatch/v1/matcher.proto\x12\x0e\x62reachmatch.v1\x1a\x1b\x62reachmatch/v1/breach.proto\"M\n\x0f\x45valuateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x18\n\x10\x62linded_elements\x18\x02 \x03(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"P\n\x10\x45valuateResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x03(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"\x13\n\x11GetKeyInfoRequest\"\xa0\x01\n\x07OprfKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.breachmatch.v1.OprfKey.State\x12\x13\n\x0bvalid_until\x18\x03 \x01(\t\"B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CURRENT\x10\x01\x12\x0f\n\x0bSTATE_GRACE\x10\x02\"\xa5\x01\n\x12GetKeyInfoResponse\x12\x16\n\x0e\x63urrent_key_id\x18\x01 \x01(\t\x12%\n\x04keys\x18\x02 \x03(\x0b\x32\x17.breachmatch.v1.OprfKey\x12\x1b\n\x13operator_verify_key\x18\x03 \x01(\x0c\x12\x1b\n\x13notifier_public_key\x18\x04 \x01(\x0c\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\"\x15\n\x13ListBreachesRequest\"H\n\x14ListBreachesResponse\x12\x30\n\x08\x62reaches\x18\x01 \x03(\x0b\x32\x1e.breachmatch.v1.BreachArtifact\"5\n\x10GetBreachRequest\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"p\n\x11GetBreachResponse\x12\x32\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1e.breachmatch.v1.BreachArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x42\x06\n\x04part\".\n\x14WatchBreachesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"U\n\x15WatchBreachesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.breachmatch.v1.BreachEvent2\xc0\x03\n\x07Matcher\x12Q\n\x08\x45valuate\x12\x1f.breachmatch.v1.EvaluateRequest\x1a .breachmatch.v1.EvaluateResponse(\x01\x30\x01\x12S\n\nGetKeyInfo\x12!.breachmatch.v1.GetKeyInfoRequest\x1a\".breachmatch.v1.GetKeyInfoResponse\x12Y\n\x0cListBreaches\x12#.breachmatch.v1.ListBreachesRequest\x1a$.breachmatch.v1.ListBreachesResponse\x12R\n\tGetBreach\x12 .breachmatch.v1.GetBreachRequest\x1a!.breachmatch.v1.GetBreachResponse0\x01\x12^\n\rWatchBreaches\x12$.breachmatch.v1.WatchBreachesRequest\x1a%.breachmatch.v1.WatchBreachesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62reachmatch/v1/matcher.proto\x12\x0e\x62reachmatch.v1\x1a\x1b\x62reachmatch/v1/breach.proto\"M\n\x0f\x45valuateRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x18\n\x10\x62linded_elements\x18\x02 \x03(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\"_\n\x10\x45valuateResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x03(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\x04\x12\r\n\x05proof\x18\x04 \x01(\x0c\":\n\x12SignedKeyStatement\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x13\n\x11GetKeyInfoRequest\"\xd7\x01\n\x07OprfKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.breachmatch.v1.OprfKey.State\x12\x13\n\x0bvalid_until\x18\x03 \x01(\t\x12\x35\n\tstatement\x18\x04 \x01(\x0b\x32\".breachmatch.v1.SignedKeyStatement\"B\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_CURRENT\x10\x01\x12\x0f\n\x0bSTATE_GRACE\x10\x02\"\xdd\x01\n\x12GetKeyInfoResponse\x12\x16\n\x0e\x63urrent_key_id\x18\x01 \x01(\t\x12%\n\x04keys\x18\x02 \x03(\x0b\x32\x17.breachmatch.v1.OprfKey\x12\x1b\n\x13operator_verify_key\x18\x03 \x01(\x0c\x12\x16\n\x0emax_batch_size\x18\x05 \x01(\r\x12\x38\n\x0cnotifier_key\x18\x06 \x01(\x0b\x32\".breachmatch.v1.SignedKeyStatementJ\x04\x08\x04\x10\x05R\x13notifier_public_key\"\x15\n\x13ListBreachesRequest\"H\n\x14ListBreachesResponse\x12\x30\n\x08\x62reaches\x18\x01 \x03(\x0b\x32\x1e.breachmatch.v1.BreachArtifact\"5\n\x10GetBreachRequest\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"p\n\x11GetBreachResponse\x12\x32\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1e.breachmatch.v1.BreachArtifactH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x42\x06\n\x04part\".\n\x14WatchBreachesRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"U\n\x15WatchBreachesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.breachmatch.v1.BreachEvent2\xc0\x03\n\x07Matcher\x12Q\n\x08\x45valuate\x12\x1f.breachmatch.v1.EvaluateRequest\x1a .breachmatch.v1.EvaluateResponse(\x01\x30\x01\x12S\n\nGetKeyInfo\x12!.breachmatch.v1.GetKeyInfoRequest\x1a\".breachmatch.v1.GetKeyInfoResponse\x12Y\n\x0cListBreaches\x12#.breachmatch.v1.ListBreachesRequest\x1a$.breachmatch.v1.ListBreachesResponse\x12R\n\tGetBreach\x12 .breachmatch.v1.GetBreachRequest\x1a!.breachmatch.v1.GetBreachResponse0\x01\x12^\n\rWatchBreaches\x12$.breachmatch.v1.WatchBreachesRequest\x1a%.breachmatch.v1.WatchBreachesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATEREQUEST']._serialized_start=77
   _globals['_EVALUATEREQUEST']._serialized_end=154
   _globals['_EVALUATERESPONSE']._serialized_start=156
-  _globals['_EVALUATERESPONSE']._serialized_end=236
-  _globals['_GETKEYINFOREQUEST']._serialized_start=238
-  _globals['_GETKEYINFOREQUEST']._serialized_end=257
-  _globals['_OPRFKEY']._serialized_start=260
-  _globals['_OPRFKEY']._serialized_end=420
-  _globals['_OPRFKEY_STATE']._serialized_start=354
-  _globals['_OPRFKEY_STATE']._serialized_end=420
-  _globals['_GETKEYINFORESPONSE']._serialized_start=423
-  _globals['_GETKEYINFORESPONSE']._serialized_end=588
-  _globals['_LISTBREACHESREQUEST']._serialized_start=590
-  _globals['_LISTBREACHESREQUEST']._serialized_end=611
-  _globals['_LISTBREACHESRESPONSE']._serialized_start=613
-  _globals['_LISTBREACHESRESPONSE']._serialized_end=685
-  _globals['_GETBREACHREQUEST']._serialized_start=687
-  _globals['_GETBREACHREQUEST']._serialized_end=740
-  _globals['_GETBREACHRESPONSE']._serialized_start=742
-  _globals['_GETBREACHRESPONSE']._serialized_end=854
-  _globals['_WATCHBREACHESREQUEST']._serialized_start=856
-  _globals['_WATCHBREACHESREQUEST']._serialized_end=902
-  _globals['_WATCHBREACHESRESPONSE']._serialized_start=904
-  _globals['_WATCHBREACHESRESPONSE']._serialized_end=989
-  _globals['_MATCHER']._serialized_start=992
-  _globals['_MATCHER']._serialized_end=1440
+  _globals['_EVALUATERESPONSE']._serialized_end=251
+  _globals['_SIGNEDKEYSTATEMENT']._serialized_start=253
+  _globals['_SIGNEDKEYSTATEMENT']._serialized_end=311
+  _globals['_GETKEYINFOREQUEST']._serialized_start=313
+  _globals['_GETKEYINFOREQUEST']._serialized_end=332
+  _globals['_OPRFKEY']._serialized_start=335
+  _globals['_OPRFKEY']._serialized_end=550
+  _globals['_OPRFKEY_STATE']._serialized_start=484
+  _globals['_OPRFKEY_STATE']._serialized_end=550
+  _globals['_GETKEYINFORESPONSE']._serialized_start=553
+  _globals['_GETKEYINFORESPONSE']._serialized_end=774
+  _globals['_LISTBREACHESREQUEST']._serialized_start=776
+  _globals['_LISTBREACHESREQUEST']._serialized_end=797
+  _globals['_LISTBREACHESRESPONSE']._serialized_start=799
+  _globals['_LISTBREACHESRESPONSE']._serialized_end=871
+  _globals['_GETBREACHREQUEST']._serialized_start=873
+  _globals['_GETBREACHREQUEST']._serialized_end=926
+  _globals['_GETBREACHRESPONSE']._serialized_start=928
+  _globals['_GETBREACHRESPONSE']._serialized_end=1040
+  _globals['_WATCHBREACHESREQUEST']._serialized_start=1042
+  _globals['_WATCHBREACHESREQUEST']._serialized_end=1088
+  _globals['_WATCHBREACHESRESPONSE']._serialized_start=1090
+  _globals['_WATCHBREACHESRESPONSE']._serialized_end=1175
+  _globals['_MATCHER']._serialized_start=1178
+  _globals['_MATCHER']._serialized_end=1626
 # @@protoc_insertion_point(module_scope)

@@ -56,8 +56,14 @@ class EvaluateResponse(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     EVALUATED_ELEMENTS_FIELD_NUMBER: _builtins.int
     BATCH_ID_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     batch_id: _builtins.int
+    proof: _builtins.bytes
+    """RFC 9497 §2.2 batched DLEQ proof (c || s, 64 bytes) that every evaluated
+    element is its blinded element times the secret key behind the public key
+    in the key id's statement. A client refuses the whole batch without it.
+    """
     @_builtins.property
     def evaluated_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -66,14 +72,44 @@ class EvaluateResponse(_message.Message):
         key_id: _builtins.str = ...,
         evaluated_elements: _abc.Iterable[_builtins.bytes] | None = ...,
         batch_id: _builtins.int = ...,
+        proof: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "evaluated_elements", b"evaluated_elements", "key_id", b"key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "evaluated_elements", b"evaluated_elements", "key_id", b"key_id", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EvaluateResponse: _TypeAlias = EvaluateResponse  # noqa: Y015
+
+@_typing.final
+class SignedKeyStatement(_message.Message):
+    """A public key with its purpose, id and validity window, signed by the
+    operator's Ed25519 key (breachmatch.statements). Clients verify it against
+    the operator key they pinned, never against one the matcher advertises.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    """Canonical JSON, signed as-is."""
+    signature: _builtins.bytes
+    """Ed25519 over "breachmatch.v1.key-statement\\0" || statement."""
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedKeyStatement: _TypeAlias = SignedKeyStatement  # noqa: Y015
 
 @_typing.final
 class GetKeyInfoRequest(_message.Message):
@@ -116,20 +152,26 @@ class OprfKey(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     state: Global___OprfKey.State.ValueType
     valid_until: _builtins.str
     """RFC 3339 UTC; empty while the key is current."""
+    @_builtins.property
+    def statement(self) -> Global___SignedKeyStatement:
+        """The operator's statement of this key id's VOPRF public key."""
+
     def __init__(
         self,
         *,
         key_id: _builtins.str = ...,
         state: Global___OprfKey.State.ValueType = ...,
         valid_until: _builtins.str = ...,
+        statement: Global___SignedKeyStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "state", b"state", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "state", b"state", "statement", b"statement", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -142,28 +184,30 @@ class GetKeyInfoResponse(_message.Message):
     CURRENT_KEY_ID_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
     OPERATOR_VERIFY_KEY_FIELD_NUMBER: _builtins.int
-    NOTIFIER_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    NOTIFIER_KEY_FIELD_NUMBER: _builtins.int
     current_key_id: _builtins.str
     operator_verify_key: _builtins.bytes
-    """Ed25519 key that signs breach manifests."""
-    notifier_public_key: _builtins.bytes
-    """X25519 key outreach requests are sealed to."""
+    """Ed25519 key that signs breach manifests and key statements."""
     max_batch_size: _builtins.int
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___OprfKey]: ...
+    @_builtins.property
+    def notifier_key(self) -> Global___SignedKeyStatement:
+        """The operator's statement of the X25519 key outreach requests are sealed to."""
+
     def __init__(
         self,
         *,
         current_key_id: _builtins.str = ...,
         keys: _abc.Iterable[Global___OprfKey] | None = ...,
         operator_verify_key: _builtins.bytes = ...,
-        notifier_public_key: _builtins.bytes = ...,
         max_batch_size: _builtins.int = ...,
+        notifier_key: Global___SignedKeyStatement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notifier_key", b"notifier_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_key_id", b"current_key_id", "keys", b"keys", "max_batch_size", b"max_batch_size", "notifier_public_key", b"notifier_public_key", "operator_verify_key", b"operator_verify_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_key_id", b"current_key_id", "keys", b"keys", "max_batch_size", b"max_batch_size", "notifier_key", b"notifier_key", "operator_verify_key", b"operator_verify_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

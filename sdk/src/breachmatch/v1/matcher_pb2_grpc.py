@@ -70,13 +70,16 @@ class MatcherServicer:
 
     def Evaluate(self, request_iterator, context):
         """Streamed batches of blinded elements; one response per request, in order.
+        Evaluation is RFC 9497 VOPRF (mode 0x01, ristretto255-SHA512): every
+        response proves its batch under the key id's operator-stated public key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetKeyInfo(self, request, context):
-        """Current and still-valid OPRF key ids and the operator's public keys.
+        """Current and still-valid OPRF key ids with their operator-signed statements,
+        the operator's verify key and the notifier key's signed statement.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

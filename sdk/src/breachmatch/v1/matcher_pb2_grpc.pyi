@@ -36,9 +36,14 @@ class MatcherStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MatcherAsyncStub: ...
     Evaluate: _grpc.StreamStreamMultiCallable[_matcher_pb2.EvaluateRequest, _matcher_pb2.EvaluateResponse]
-    """Streamed batches of blinded elements; one response per request, in order."""
+    """Streamed batches of blinded elements; one response per request, in order.
+    Evaluation is RFC 9497 VOPRF (mode 0x01, ristretto255-SHA512): every
+    response proves its batch under the key id's operator-stated public key.
+    """
     GetKeyInfo: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetKeyInfoRequest, _matcher_pb2.GetKeyInfoResponse]
-    """Current and still-valid OPRF key ids and the operator's public keys."""
+    """Current and still-valid OPRF key ids with their operator-signed statements,
+    the operator's verify key and the notifier key's signed statement.
+    """
     ListBreaches: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListBreachesRequest, _matcher_pb2.ListBreachesResponse]
     """Every breach currently served (retracted ones are not)."""
     GetBreach: _grpc.UnaryStreamMultiCallable[_matcher_pb2.GetBreachRequest, _matcher_pb2.GetBreachResponse]
@@ -54,9 +59,14 @@ class MatcherAsyncStub(MatcherStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Evaluate: _aio.StreamStreamMultiCallable[_matcher_pb2.EvaluateRequest, _matcher_pb2.EvaluateResponse]  # type: ignore[assignment]
-    """Streamed batches of blinded elements; one response per request, in order."""
+    """Streamed batches of blinded elements; one response per request, in order.
+    Evaluation is RFC 9497 VOPRF (mode 0x01, ristretto255-SHA512): every
+    response proves its batch under the key id's operator-stated public key.
+    """
     GetKeyInfo: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetKeyInfoRequest, _matcher_pb2.GetKeyInfoResponse]  # type: ignore[assignment]
-    """Current and still-valid OPRF key ids and the operator's public keys."""
+    """Current and still-valid OPRF key ids with their operator-signed statements,
+    the operator's verify key and the notifier key's signed statement.
+    """
     ListBreaches: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ListBreachesRequest, _matcher_pb2.ListBreachesResponse]  # type: ignore[assignment]
     """Every breach currently served (retracted ones are not)."""
     GetBreach: _aio.UnaryStreamMultiCallable[_matcher_pb2.GetBreachRequest, _matcher_pb2.GetBreachResponse]  # type: ignore[assignment]
@@ -75,7 +85,10 @@ class MatcherServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_matcher_pb2.EvaluateRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_matcher_pb2.EvaluateResponse], _abc.AsyncIterator[_matcher_pb2.EvaluateResponse]]:
-        """Streamed batches of blinded elements; one response per request, in order."""
+        """Streamed batches of blinded elements; one response per request, in order.
+        Evaluation is RFC 9497 VOPRF (mode 0x01, ristretto255-SHA512): every
+        response proves its batch under the key id's operator-stated public key.
+        """
 
     @_abc_1.abstractmethod
     def GetKeyInfo(
@@ -83,7 +96,9 @@ class MatcherServicer(metaclass=_abc_1.ABCMeta):
         request: _matcher_pb2.GetKeyInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.GetKeyInfoResponse, _abc.Awaitable[_matcher_pb2.GetKeyInfoResponse]]:
-        """Current and still-valid OPRF key ids and the operator's public keys."""
+        """Current and still-valid OPRF key ids with their operator-signed statements,
+        the operator's verify key and the notifier key's signed statement.
+        """
 
     @_abc_1.abstractmethod
     def ListBreaches(

@@ -24,7 +24,7 @@ from typing import Any
 import grpc.aio
 from nats.aio.client import Client as NatsClient
 
-from breachmatch import bus, keys, logs
+from breachmatch import bus, keys, logs, statements
 from breachmatch.server import Service, watch_nats_health
 from breachmatch.tenants import Tenants
 from breachmatch.v1 import matcher_pb2_grpc
@@ -72,9 +72,20 @@ class MatcherApp:
         # Read every file first: a missing key must stop start-up before any connection.
         tenants = Tenants.load(config.tenants_file)
         verify_key = keys.load_verify_key(config.verify_key)
-        notifier_key = keys.load_sealing_public_key(config.notifier_public_key)
+        notifier_statement = keys.load_key_statement(config.notifier_statement)
+        # Serving a statement hospitals will refuse helps nobody: fail at start-up instead.
+        statements.verify_statement(
+            notifier_statement, verify_key, statements.KeyPurpose.NOTIFIER_SEALING
+        )
         key_ring = LiveKeyRing(config.oprf_key_dir)
-        log.info("oprf key ring loaded", current_key_id=key_ring.get().current.key_id)
+        current = key_ring.get().current
+        log.info("oprf key ring loaded", current_key_id=current.key_id)
+        if current.statement is None:
+            log.error(
+                "current oprf key has no signed statement: hospitals will refuse it; "
+                "run `breachmatch-matcher keys sign`",
+                key_id=current.key_id,
+            )
 
         nc, js = await bus.connect(config.nats_url, CLIENT_NAME, config.nats_tls())
         await bus.ensure_owned(js, "matcher")
@@ -101,7 +112,7 @@ class MatcherApp:
             bodies=bodies,
             max_batch=config.max_batch,
             operator_verify_key=bytes(verify_key),
-            notifier_public_key=bytes(notifier_key),
+            notifier_key_statement=notifier_statement,
         )
         matcher_pb2_grpc.add_MatcherServicer_to_server(servicer, self.service.server)
         await self.service.start([SERVICE_NAME])

@@ -12,7 +12,7 @@ flag                   environment                          default
 --tls-dir              BREACHMATCH_TLS_DIR                  (required) ca.crt, tls.crt, tls.key
 --oprf-key-dir         BREACHMATCH_OPRF_KEY_DIR             (required) one JSON file per key id
 --verify-key           BREACHMATCH_VERIFY_KEY               (required) operator Ed25519 key, hex
---notifier-public-key  BREACHMATCH_NOTIFIER_PUBLIC_KEY      (required) X25519 key, hex
+--notifier-statement   BREACHMATCH_NOTIFIER_STATEMENT       (required) operator-signed notifier key
 --tenants-file         BREACHMATCH_TENANTS_FILE             none: default budget for all
 --grpc-addr            BREACHMATCH_GRPC_ADDR                0.0.0.0:50051 (mTLS)
 --health-addr          BREACHMATCH_HEALTH_ADDR              0.0.0.0:50052 (plaintext; "off")
@@ -55,7 +55,7 @@ _BYTES_PER_ELEMENT = 34
 _MESSAGE_HEADROOM = 64 * 1024
 #: ListBreaches returns every served manifest (about 1 KiB each) in one message.
 _MIN_MESSAGE_BYTES = 4 * 1024 * 1024
-_REQUIRED_PATHS = ("tls_dir", "oprf_key_dir", "verify_key", "notifier_public_key")
+_REQUIRED_PATHS = ("tls_dir", "oprf_key_dir", "verify_key", "notifier_statement")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class MatcherConfig:
     tls_dir: Path
     oprf_key_dir: Path
     verify_key: Path
-    notifier_public_key: Path
+    #: The notifier's sealing key in its operator-signed statement (`keys notifier-statement`).
+    notifier_statement: Path
     nats_url: str = DEFAULT_NATS_URL
     #: NATS client certificate; None: the gRPC one (`tls_dir`), the matcher's service identity.
     nats_tls_dir: Path | None = None
@@ -106,7 +107,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(parser, "--oprf-key-dir", type=Path, help="OPRF key ring directory")
     add_env_argument(parser, "--verify-key", type=Path, help="operator Ed25519 verify key file")
     add_env_argument(
-        parser, "--notifier-public-key", type=Path, help="notifier X25519 public key file"
+        parser,
+        "--notifier-statement",
+        type=Path,
+        help="operator-signed statement of the notifier's sealing key (keys notifier-statement)",
     )
     add_env_argument(parser, "--tenants-file", type=Path, help="tenants JSON (budgets)")
     add_env_argument(
@@ -174,7 +178,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         tls_dir=args.tls_dir,
         oprf_key_dir=args.oprf_key_dir,
         verify_key=args.verify_key,
-        notifier_public_key=args.notifier_public_key,
+        notifier_statement=args.notifier_statement,
         nats_url=args.nats_url,
         nats_tls_dir=args.nats_tls_dir,
         tenants_file=args.tenants_file,

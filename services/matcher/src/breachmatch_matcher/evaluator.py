@@ -1,10 +1,12 @@
 """Blind evaluation on all cores, behind an awaitable call.
 
-The matcher's hot path is one scalar multiplication per received element; a
+The matcher's hot path is, per received element, one scalar multiplication
+under the key and one for the batch proof's composite (RFC 9497 VOPRF); a
 single Python process would leave all but one core idle. `Evaluator` keeps a
 long-lived pool of worker processes (started once, so no request pays for
-process start-up) and hands each batch to `oprf.blind_evaluate_batch_parallel`,
-which validates every element and splits large batches across the pool.
+process start-up) and hands each batch to `voprf.blind_evaluate_batch_parallel`,
+which validates every element, splits large batches across the pool and
+proves the whole batch once.
 
 The blocking fan-out runs on a small thread pool sized like the process pool,
 so the event loop keeps serving other calls, and the matcher never uses more
@@ -27,7 +29,7 @@ import signal
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-from breachmatch import oprf
+from breachmatch import voprf
 
 
 def _ignore_termination_signals() -> None:
@@ -68,15 +70,18 @@ class Evaluator:
             *(loop.run_in_executor(self._processes, _ready) for _ in range(self.workers))
         )
 
-    async def blind_evaluate(self, secret: bytes, elements: Sequence[bytes]) -> list[bytes]:
-        """BlindEvaluate every element, in order.
+    async def blind_evaluate(
+        self, secret: bytes, public_key: bytes, elements: Sequence[bytes]
+    ) -> tuple[list[bytes], bytes]:
+        """BlindEvaluate every element, in order, and prove the batch: (elements, proof).
 
         Raises `oprf.InvalidElementError` (with the element's index in the
         batch) when any element is not a canonical, non-identity encoding.
         """
         call = functools.partial(
-            oprf.blind_evaluate_batch_parallel,
+            voprf.blind_evaluate_batch_parallel,
             secret,
+            public_key,
             elements,
             self._processes,
             self.workers,

@@ -11,15 +11,16 @@ before any group operation:
 1. the deadline has not passed (else DEADLINE_EXCEEDED);
 2. the key id is set (INVALID_ARGUMENT), known (NOT_FOUND) and still usable
    (FAILED_PRECONDITION "key retired: refresh key info");
-3. the batch is at most ``max_batch`` elements (INVALID_ARGUMENT naming the limit);
+3. the batch has 1 to ``max_batch`` elements (INVALID_ARGUMENT naming the limit);
 4. the budget is charged for the whole batch (RESOURCE_EXHAUSTED with the
    remaining allowance, see `budget_status`);
-5. the elements are validated and evaluated on the worker pool; the first
-   invalid element ends the call with INVALID_ARGUMENT naming its index. The
-   batch's budget stays spent: validating in the workers touches each element
-   once, and a client sending garbage gains nothing from a refund.
+5. the elements are validated and evaluated on the worker pool, and the batch
+   is proven (RFC 9497 VOPRF: one DLEQ proof under the key id's public key);
+   the first invalid element ends the call with INVALID_ARGUMENT naming its
+   index. The batch's budget stays spent: validating in the workers touches
+   each element once, and a client sending garbage gains nothing from a refund.
 
-Responses come in request order with the batch id echoed. Messages never
+Responses come in request order with the batch id echoed and the proof. Messages never
 quote what a client sent (a confused client could put an identifier anywhere).
 
 When the call ends, however it ends, one `EvaluationAudit` per key id used
@@ -42,7 +43,8 @@ import nats.errors
 import structlog
 
 from breachmatch import logs, oprf, tls
-from breachmatch.keys import KeyState, RetiredKeyError, UnknownKeyError
+from breachmatch.keys import KeyState, OprfKey, RetiredKeyError, UnknownKeyError
+from breachmatch.statements import SignedKeyStatement
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
 from breachmatch_matcher import metrics
 from breachmatch_matcher.audit import AuditPublisher
@@ -66,6 +68,12 @@ _STATES = {
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _statement_message(signed: SignedKeyStatement) -> matcher_pb2.SignedKeyStatement:
+    return matcher_pb2.SignedKeyStatement(
+        statement=signed.statement_bytes, signature=signed.signature
+    )
 
 
 def _caller() -> str:
@@ -96,7 +104,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
         bodies: BodyCache,
         max_batch: int,
         operator_verify_key: bytes,
-        notifier_public_key: bytes,
+        notifier_key_statement: SignedKeyStatement,
     ) -> None:
         self._keys = keys
         self._evaluator = evaluator
@@ -106,7 +114,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
         self._bodies = bodies
         self._max_batch = max_batch
         self._operator_verify_key = operator_verify_key
-        self._notifier_public_key = notifier_public_key
+        self._notifier_key = _statement_message(notifier_key_statement)
 
     # --- Evaluate ----------------------------------------------------------
 
@@ -137,7 +145,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
             await _refuse(
                 context, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", "deadline exceeded"
             )
-        secret = await self._secret_for(request.key_id, context)
+        key = await self._key_for(request.key_id, context)
         count = len(request.blinded_elements)
         if count > self._max_batch:
             await _refuse(
@@ -146,12 +154,19 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
                 "batch_too_large",
                 f"batch of {count} elements exceeds the limit of {self._max_batch}",
             )
+        if count == 0:
+            await _refuse(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "empty_batch", "a batch needs elements"
+            )
         await self._charge(tenant, count, context)
         charged[request.key_id] += count
         elements = list(request.blinded_elements)  # plain bytes for the worker threads
         started = time.perf_counter()
+        assert key.secret is not None  # `_key_for` returns usable keys only
         try:
-            evaluated = await self._evaluator.blind_evaluate(secret, elements)
+            evaluated, proof = await self._evaluator.blind_evaluate(
+                key.secret, key.public_key, elements
+            )
         except oprf.InvalidElementError as exc:
             await _refuse(
                 context,
@@ -163,16 +178,19 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
         metrics.EVALUATE_BATCHES.labels(tenant).inc()
         metrics.EVALUATED_ELEMENTS.labels(tenant).inc(count)
         return matcher_pb2.EvaluateResponse(
-            key_id=request.key_id, evaluated_elements=evaluated, batch_id=request.batch_id
+            key_id=request.key_id,
+            evaluated_elements=evaluated,
+            batch_id=request.batch_id,
+            proof=proof,
         )
 
-    async def _secret_for(self, key_id: str, context: _Context) -> bytes:
+    async def _key_for(self, key_id: str, context: _Context) -> OprfKey:
         if not key_id:
             await _refuse(
                 context, grpc.StatusCode.INVALID_ARGUMENT, "no_key_id", "key_id is required"
             )
         try:
-            return self._keys.get().secret_for(key_id)
+            return self._keys.get().key_for(key_id)
         except UnknownKeyError:
             await _refuse(
                 context,
@@ -220,6 +238,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
                 key_id=key.key_id,
                 state=_STATES[key.state],
                 valid_until=_rfc3339(key.valid_until) if key.valid_until else "",
+                statement=_statement_message(key.statement) if key.statement else None,
             )
             for key in ring.valid()
         ]
@@ -227,7 +246,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServicer):
             current_key_id=current.key_id,
             keys=keys,
             operator_verify_key=self._operator_verify_key,
-            notifier_public_key=self._notifier_public_key,
+            notifier_key=self._notifier_key,
             max_batch_size=self._max_batch,
         )
 
