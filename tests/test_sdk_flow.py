@@ -589,7 +589,8 @@ async def test_key_rotation_re_evaluates_exactly_the_retired_entries(stack: Stac
         with client:
             first = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
             assert first.evaluations == first.match_keys
-            new_key = keys.KeyRing.load(ring_dir).new_key().key_id  # old key: grace period
+            signing = keys.load_signing_key(stack.keys.signing_key)
+            new_key = keys.KeyRing.load(ring_dir).new_key(signing).key_id  # old: grace period
             graced = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
             # leak-1 still uses the old key (cached); the new current key is evaluated once.
             assert graced.evaluations == first.match_keys

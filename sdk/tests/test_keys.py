@@ -60,6 +60,7 @@ def test_keys_carry_signed_statements_that_follow_rotation(tmp_path):
     assert graced.key_id == old.key_id
     assert graced.statement is not None
     ends = verify_statement(graced.statement, SIGNING.verify_key, KeyPurpose.OPRF).not_after
+    assert graced.valid_until is not None
     assert ends == graced.valid_until.replace(microsecond=0)
 
 

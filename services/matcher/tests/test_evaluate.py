@@ -9,8 +9,9 @@ import grpc
 import grpc.aio
 import pytest
 
-from breachmatch import bus, oprf
+from breachmatch import bus, keys, oprf, voprf
 from breachmatch.keys import KeyRing
+from breachmatch.statements import KeyPurpose, SignedKeyStatement, verify_statement
 from breachmatch.v1 import breach_pb2, matcher_pb2
 
 RPC_TIMEOUT = 20.0
@@ -27,9 +28,19 @@ async def _refusal(evaluate, stub, requests) -> grpc.aio.AioRpcError:
 
 
 async def test_round_trip_equals_evaluate(matcher, matcher_files, connect, key_info, evaluate):
+    """Every batch comes back proven under the public key the operator stated for its key id."""
     stub = connect(matcher.port, "mt-roundtrip")
-    key_id = (await key_info(stub)).current_key_id
+    info = await key_info(stub)
+    key_id = info.current_key_id
     secret = KeyRing.load(matcher_files.keys.oprf_dir).secret_for(key_id)
+    [served] = info.keys
+    statement = verify_statement(
+        SignedKeyStatement(served.statement.statement, served.statement.signature),
+        keys.load_verify_key(matcher_files.keys.verify_key),
+        KeyPurpose.OPRF,
+        key_id=key_id,
+    )
+    assert statement.public_key == oprf.public_key(secret)
     # 2500 crosses oprf.PARALLEL_THRESHOLD, so both the inline and the pool path run.
     batches = [_inputs("a", 1), _inputs("b", 2500), _inputs("c", 17)]
     blinded = [oprf.blind_batch(inputs) for inputs in batches]
@@ -41,8 +52,15 @@ async def test_round_trip_equals_evaluate(matcher, matcher_files, connect, key_i
 
     assert [r.batch_id for r in responses] == [100, 101, 102]
     assert {r.key_id for r in responses} == {key_id}
-    for inputs, (blinds, _), response in zip(batches, blinded, responses, strict=True):
-        outputs = oprf.finalize_batch(inputs, blinds, list(response.evaluated_elements))
+    for inputs, (blinds, elements), response in zip(batches, blinded, responses, strict=True):
+        outputs = voprf.finalize_batch(
+            statement.public_key,
+            inputs,
+            blinds,
+            elements,
+            list(response.evaluated_elements),
+            response.proof,
+        )
         assert outputs == [oprf.evaluate(secret, data) for data in inputs]
 
 
@@ -50,10 +68,13 @@ async def test_invalid_elements_are_named_by_index(matcher, connect, key_info, e
     stub = connect(matcher.port, "mt-invalid")
     key_id = (await key_info(stub)).current_key_id
     _, good = oprf.blind_batch(_inputs("v", 3000))
+    crafted = good[7][:31] + bytes([good[7][31] | 0x80])  # libsodium would decode this
     cases = {
         5: bytes(32),  # the identity
         2999: b"\xff" * 32,  # not a canonical encoding (pool path)
         1: b"\x01" * 31,  # wrong length
+        7: crafted,  # a valid element with the top bit set (RFC 9496: not canonical)
+        2500: crafted,  # the same in a pool slice
     }
     for index, bad in cases.items():
         elements = list(good)
@@ -62,6 +83,8 @@ async def test_invalid_elements_are_named_by_index(matcher, connect, key_info, e
         error = await _refusal(evaluate, stub, [request])
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"index {index}" in (error.details() or "")
+    empty = matcher_pb2.EvaluateRequest(key_id=key_id)
+    assert (await _refusal(evaluate, stub, [empty])).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_oversized_batch_is_refused_with_the_limit(matcher, connect, key_info, evaluate):
