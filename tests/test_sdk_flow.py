@@ -35,8 +35,9 @@ import grpc.aio
 import pytest
 from prometheus_client import REGISTRY
 
-from breachmatch import keys, tls
+from breachmatch import keys, oprf, statements, tls
 from breachmatch.client import Backoff, CheckResult, Client, PatientSource, PipelineOptions
+from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.cache_key import CacheKey
 from breachmatch.client.errors import (
@@ -44,12 +45,17 @@ from breachmatch.client.errors import (
     BudgetExhaustedError,
     ClientError,
     OperatorKeyChangedError,
+    UntrustedKeyError,
+    UnverifiableEvaluationError,
 )
 from breachmatch.client.evaluate import STREAM_DEPTH
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch_matcher import app as matcher_app
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig
+from breachmatch_matcher.evaluator import Evaluator
+from breachmatch_matcher.servicer import MatcherServicer
 from breachmatch_notifier.app import NotifierApp
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.config import NotifierConfig
@@ -64,6 +70,8 @@ TENANTS = (
     "sdk-watch",
     "sdk-rotate",
     "sdk-notify",
+    "sdk-lie",
+    "sdk-fake-notifier",
 )
 BUDGETS = {"sdk-budget": 10}
 FACILITY = "Hospital A"
@@ -711,3 +719,118 @@ async def test_cli_watch_replays_missed_breaches_and_remembers_where_it_stopped(
     assert code == 0, err
     assert not (out_dir / "leak-1.json").exists()  # not replayed: the cursor was kept
     assert int((tmp_path / "watch.sequence").read_text()) > first_cursor
+
+
+# --- attacks on verifiable evaluation ---------------------------------------------
+
+OTHER_SECRET, OTHER_PUBLIC = oprf.random_key_pair()
+
+
+class LyingEvaluator(Evaluator):
+    """The real matcher's evaluator, except that batch number `lie_at` is evaluated under
+    another key: all of it (proven under that key), or one element (with the honest proof)."""
+
+    lie: str = ""
+    lie_at: int = -1
+
+    def __init__(self, workers: int = 0) -> None:
+        super().__init__(workers)
+        self.batches = 0
+
+    async def blind_evaluate(
+        self, secret: bytes, public_key: bytes, elements: Any
+    ) -> tuple[list[bytes], bytes]:
+        number, self.batches = self.batches, self.batches + 1
+        if number == self.lie_at and self.lie == "batch":
+            return await super().blind_evaluate(OTHER_SECRET, OTHER_PUBLIC, elements)
+        evaluated, proof = await super().blind_evaluate(secret, public_key, elements)
+        if number == self.lie_at and self.lie == "element":
+            middle = len(elements) // 2
+            evaluated[middle] = oprf.blind_evaluate(OTHER_SECRET, elements[middle])
+        return evaluated, proof
+
+
+@pytest.mark.parametrize("lie", ["batch", "element"])
+@pytest.mark.parametrize("lie_at", [0, 3])
+async def test_a_matcher_evaluating_under_another_key_is_caught_every_time(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lie: str, lie_at: int
+):
+    """A real matcher (real gRPC, mTLS, NATS, crypto) whose evaluator answers one batch, or
+    one element of one batch, under another key: the SDK refuses that batch, keeps nothing
+    of it, stops, and records the refusal; the honest batches before it stay cached."""
+    lying = type("Lying", (LyingEvaluator,), {"lie": lie, "lie_at": lie_at})
+    monkeypatch.setattr(matcher_app, "Evaluator", lying)
+    app = MatcherApp(replace(stack.config, workers=1))
+    await app.start()
+    state = tmp_path / "state"
+    batch = 8
+    try:
+        client = Client(
+            f"127.0.0.1:{app.port}", stack.pki.tenant_dir("sdk-lie"), state_dir=state,
+            operator_key=stack.keys.verify_key, backoff=FAST,
+            pipeline=PipelineOptions(backoff=FAST, batch_size=batch, streams=1, workers=1),
+        )  # fmt: skip
+        current = keys.KeyRing.load(stack.keys.oprf_dir).current.key_id
+        with client, pytest.raises(UnverifiableEvaluationError) as refused:
+            await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
+    finally:
+        await app.stop()
+    assert f"matcher returned an unverifiable evaluation for key {current}" in str(refused.value)
+    assert _cached_rows(state) == lie_at * batch  # only the batches proven before the lie
+    [event] = SecurityAudit(state / "audit.jsonl").events()
+    assert (event["event"], event["key_id"], event["batch_elements"]) == (
+        "unverifiable_evaluation", current, batch,
+    )  # fmt: skip
+
+
+class FakeNotifierKey(MatcherServicer):
+    """The real matcher, serving the real OPRF keys but a notifier key of the attacker's."""
+
+    statement: statements.SignedKeyStatement | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        served = self.statement
+        if served is None:  # no statement at all: an empty message
+            self._notifier_key = matcher_pb2.SignedKeyStatement()
+        else:
+            self._notifier_key = matcher_pb2.SignedKeyStatement(
+                statement=served.statement_bytes, signature=served.signature
+            )
+
+
+def _attacker_statements() -> dict[str, statements.SignedKeyStatement | None]:
+    import nacl.public
+    import nacl.signing
+
+    attacker = keys.notifier_statement(
+        nacl.public.PrivateKey.generate().public_key, nacl.signing.SigningKey.generate()
+    )
+    return {"signed by the attacker": attacker, "no statement": None}
+
+
+@pytest.mark.parametrize("served", ["signed by the attacker", "no statement"])
+async def test_a_fake_matchers_notifier_key_is_refused_before_anything_is_sealed(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, served: str
+):
+    fake = type("Fake", (FakeNotifierKey,), {"statement": _attacker_statements()[served]})
+    monkeypatch.setattr(matcher_app, "MatcherServicer", fake)
+    app = MatcherApp(replace(stack.config, workers=1))
+    await app.start()
+    state = tmp_path / "state"
+    try:
+        client = Client(
+            f"127.0.0.1:{app.port}", stack.pki.tenant_dir("sdk-fake-notifier"),
+            state_dir=state, operator_key=stack.keys.verify_key, backoff=FAST,
+            notifier="127.0.0.1:9",  # never reached: a submission would fail as unavailable
+        )  # fmt: skip
+        with client:
+            result = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
+            assert matches_of(result, "leak-1") == EXPECTED_1  # the OPRF side is genuine
+            with pytest.raises(UntrustedKeyError, match="Nothing was sealed or sent"):
+                await asyncio.to_thread(client.notify, result, _facility(stack.hospital))
+    finally:
+        await app.stop()
+    assert not (state / "submitted.sqlite").exists()
+    [event] = SecurityAudit(state / "audit.jsonl").events()
+    assert event["event"] == "untrusted_notifier_key"
