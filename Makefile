@@ -88,11 +88,11 @@ images: $(STAMP)
 $(BENCH_VENV)/.installed: $(PYPROJECTS)
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet openmined-psi==2.0.6 rbcl numpy
+	$(BENCH_VENV)/bin/python -m pip install --quiet openmined-psi==2.0.6 rbcl numpy voprf==0.2.0
 	touch $@
 
 bench-core: $(STAMP) $(BENCH_VENV)/.installed
-	$(PY) bench/bench_core.py --psi-python $(BENCH_VENV)/bin/python
+	$(PY) bench/bench_core.py --psi-python $(BENCH_VENV)/bin/python --voprf-python $(BENCH_VENV)/bin/python
 
 bench-check: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) bench/bench_check.py --psi-python $(BENCH_VENV)/bin/python
