@@ -306,6 +306,8 @@ def make_operator_keys(directory: Path) -> OperatorKeyFiles:
     ring = KeyRing.load(files.oprf_dir)
     if not ring.valid():
         ring.new_key(signing)
+    elif any(key.statement is None for key in ring.valid()):
+        ring.sign_statements(signing)  # a dev ring made before key statements existed
     if not files.notifier_secret_key.exists():
         sealing = nacl.public.PrivateKey.generate()
         write_secret_file(files.notifier_secret_key, bytes(sealing).hex())
