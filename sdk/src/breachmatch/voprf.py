@@ -146,15 +146,15 @@ def verify_proof(pk: bytes, cs: Sequence[bytes], ds: Sequence[bytes], proof: byt
     c, s = proof[:SCALAR_SIZE], proof[SCALAR_SIZE:]
     if not (oprf.is_canonical_scalar(c) and oprf.is_canonical_scalar(s)):
         return False
+    mult = rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero
+    add = rbcl.crypto_core_ristretto255_add
     try:
         oprf.validate_element(pk)
         m, z = compute_composites(pk, cs, ds)
-    except OprfError:
+        t2 = bytes(add(rbcl.crypto_scalarmult_ristretto255_base_allow_scalar_zero(s), mult(c, pk)))
+        t3 = bytes(add(mult(s, m), mult(c, z)))
+    except (OprfError, RuntimeError):  # rbcl raises RuntimeError where libsodium fails
         return False
-    mult = rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero
-    add = rbcl.crypto_core_ristretto255_add
-    t2 = bytes(add(rbcl.crypto_scalarmult_ristretto255_base_allow_scalar_zero(s), mult(c, pk)))
-    t3 = bytes(add(mult(s, m), mult(c, z)))
     return hmac.compare_digest(_challenge(pk, m, z, t2, t3), c)
 
 

@@ -235,7 +235,7 @@ class _Round:
                         continue  # after one unprovable batch, nothing more from this matcher
                     on_batch(self._batches[index], finalizing.result())
                     self._completed.add(index)
-                except voprf.VerifyError:
+                except oprf.OprfError:  # VerifyError, or any batch that cannot be finalized
                     self.refused_elements = len(self._batches[index])
                     self._errors.append(
                         UnverifiableEvaluationError(
