@@ -29,11 +29,13 @@ import private_set_intersection.python as psi
 
 
 def _median_seconds(repeat: int, fn: Callable[[], object]) -> float:
+    """CPU seconds of this process (OpenMined runs on one thread), as bench_core measures
+    its own rows, so that other load on a shared machine does not count."""
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
