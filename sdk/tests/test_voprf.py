@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
@@ -224,7 +225,10 @@ def test_parallel_evaluation_proves_the_same_batch():
     n = oprf.PARALLEL_THRESHOLD + 101
     inputs = [f"email:p{i}@example.dk".encode() for i in range(n)]
     blinds, blinded = oprf.blind_batch(inputs)
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    # Spawned, as the matcher's pool is: forking a test process that runs gRPC and NATS
+    # threads can deadlock the children.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
         evaluated, proof = voprf.blind_evaluate_batch_parallel(
             SK_SM, PK_SM, blinded, pool, workers=2
         )
