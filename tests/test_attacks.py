@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
+import nacl.public
+import nacl.signing
 import nats
 import nats.errors
 import pytest
@@ -33,13 +36,18 @@ from google.protobuf.descriptor import MethodDescriptor
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from breachmatch import bus, tls
+from breachmatch import bus, keys, oprf, tls, voprf
 from breachmatch.authz import is_allowed
+from breachmatch.client import CheckResult, Client, Match
+from breachmatch.client.audit import SecurityAudit
+from breachmatch.client.errors import UntrustedKeyError
 from breachmatch.dev.nats_server import NatsServer
 from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch.dev.stack import Stack, StackInfo
 from breachmatch.identity import Role
-from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc, matcher_pb2, outreach_pb2
+from breachmatch.server import ServerConfig, Service
+from breachmatch.statements import KeyPurpose, SignedKeyStatement, verify_statement
+from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc, matcher_pb2, matcher_pb2_grpc, outreach_pb2
 
 #: JetStream API calls that the server refuses get no reply: fail fast.
 API_TIMEOUT = 1.0
@@ -358,3 +366,108 @@ async def test_no_user_can_read_another_users_replies(
     assert await attacker.subscribe_refused(inbox)
     assert await attacker.subscribe_refused("_INBOX.>")
     assert await attacker.subscribe_refused(">")
+
+
+# --- verifiable evaluation and key statements (issue 10 items 4 and 8, issue 13) ----------
+
+
+async def _key_info(address: str, tls_dir: Path) -> matcher_pb2.GetKeyInfoResponse:
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(tls_dir))
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+        reply: matcher_pb2.GetKeyInfoResponse = await stub.GetKeyInfo(
+            matcher_pb2.GetKeyInfoRequest(), timeout=30.0
+        )
+        return reply
+
+
+async def test_non_canonical_elements_are_refused_by_the_running_matcher(
+    stack: tuple[StackInfo, NatsServer],
+) -> None:
+    """Attack 8: a blinded element with bit 255 set (libsodium would decode it) is refused
+    with its index; the same batch without it comes back proven under the stated key."""
+    info, _ = stack
+    key = await _key_info(info.matcher_addr, info.tenant_dir)
+    [served] = [k for k in key.keys if k.key_id == key.current_key_id]
+    stated = verify_statement(
+        SignedKeyStatement(served.statement.statement, served.statement.signature),
+        keys.load_verify_key(Path(info.env["BREACHMATCH_OPERATOR_KEY"])),
+        KeyPurpose.OPRF,
+        key_id=served.key_id,
+    )
+    inputs = [f"attack-8:{i}".encode() for i in range(6)]
+    blinds, blinded = oprf.blind_batch(inputs)
+    crafted = list(blinded)
+    crafted[4] = crafted[4][:31] + bytes([crafted[4][31] | 0x80])
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(info.tenant_dir))
+    async with grpc.aio.secure_channel(info.matcher_addr, credentials) as channel:
+        stub = matcher_pb2_grpc.MatcherStub(channel)
+
+        async def evaluate(elements: list[bytes]) -> list[matcher_pb2.EvaluateResponse]:
+            request = matcher_pb2.EvaluateRequest(key_id=served.key_id, blinded_elements=elements)
+            call: Any = stub.Evaluate(iter([request]), timeout=30.0)
+            return [reply async for reply in call]
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await evaluate(crafted)
+        [reply] = await evaluate(blinded)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "index 4" in (refused.value.details() or "")
+    assert "top bit" in (refused.value.details() or "")
+    outputs = voprf.finalize_batch(
+        stated.public_key, inputs, blinds, blinded, list(reply.evaluated_elements), reply.proof
+    )
+    assert len(outputs) == len(inputs)
+
+
+class _FakeMatcher(matcher_pb2_grpc.MatcherServicer):
+    """An attacker's matcher: the real key info (fetched with a hospital certificate it
+    holds), except that the notifier key is its own, in a statement it signed itself."""
+
+    def __init__(self, real: str, tls_dir: Path) -> None:
+        self._real, self._tls_dir = real, tls_dir
+        self.sealing = nacl.public.PrivateKey.generate()
+        own = keys.notifier_statement(self.sealing.public_key, nacl.signing.SigningKey.generate())
+        self._statement = matcher_pb2.SignedKeyStatement(
+            statement=own.statement_bytes, signature=own.signature
+        )
+
+    async def GetKeyInfo(
+        self, request: matcher_pb2.GetKeyInfoRequest, context: Any
+    ) -> matcher_pb2.GetKeyInfoResponse:
+        reply = await _key_info(self._real, self._tls_dir)
+        reply.notifier_key.CopyFrom(self._statement)
+        return reply
+
+
+async def test_a_fake_matchers_notifier_key_is_refused_before_anything_is_sealed(
+    stack: tuple[StackInfo, NatsServer], tmp_path: Path
+) -> None:
+    """Attack 4: a fake matcher serves the real OPRF and operator keys but its own notifier
+    key. With the operator key pinned, `notify` refuses before sealing or sending anything."""
+    info, _ = stack
+    # The other RPCs keep the generated base's UNIMPLEMENTED answers (abstract to the stubs' types).
+    fake = _FakeMatcher(info.matcher_addr, info.pki.tenant_dir("hospital-b"))  # type: ignore[abstract]
+    service = Service("fake-matcher", ServerConfig("127.0.0.1:0", info.pki.service_dir("matcher")))
+    matcher_pb2_grpc.add_MatcherServicer_to_server(fake, service.server)
+    await service.start([matcher_pb2.DESCRIPTOR.services_by_name["Matcher"].full_name])
+    patients = tmp_path / "patients.csv"
+    patients.write_text("patient_id,cpr,email\nP1,0102031234,anna@example.dk\n")
+    result = CheckResult(
+        tenant="hospital-a", patients_file=str(patients), generated_at="2026-01-01T00:00:00Z",
+        patients_checked=1, bad_rows=0, patients_without_keys=0, match_keys=2, evaluations=0,
+        matches=(Match("P1", "leak", ("cpr",), "strong", ("national_id",)),),
+    )  # fmt: skip
+    state = tmp_path / "state"
+    client = Client(
+        f"localhost:{service.bound_port}", info.tenant_dir, state_dir=state,
+        operator_key=info.env["BREACHMATCH_OPERATOR_KEY"], notifier=info.notifier_addr,
+    )  # fmt: skip
+    try:
+        with client, pytest.raises(UntrustedKeyError, match="Nothing was sealed or sent"):
+            await asyncio.to_thread(client.notify, result)
+    finally:
+        await service.drain()
+    assert not (state / "submitted.sqlite").exists()
+    [event] = SecurityAudit(state / "audit.jsonl").events()
+    assert event["event"] == "untrusted_notifier_key"
