@@ -14,7 +14,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
 
-.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images bench-core bench-check bench clean
+.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins bench-core bench-check bench clean
 
 all: test
 
@@ -82,6 +82,20 @@ down: $(STAMP)
 # start and a layer scan per image. Not part of `make test`.
 images: $(STAMP)
 	deploy/images/build.sh
+
+# The dev overlay as rendered, run with `podman kube play` (NATS cluster,
+# matcher, notifier, ingest), one ingest -> check -> notify round through the
+# CLIs against it, checked against the synthetic ground truth, then torn down
+# (deploy/smoke/deploy_smoke.py). Builds the images first when missing; run
+# `make images` after changing the code. Not part of `make test`.
+deploy-smoke: $(STAMP)
+	$(PY) deploy/smoke/deploy_smoke.py
+
+# The prod overlay pinned to the digests of the images built here, and
+# `deploy/validate.sh --release` against it; the pins stay in .var/, never
+# committed (deploy/smoke/release_pins.py).
+release-pins: $(STAMP)
+	$(PY) deploy/smoke/release_pins.py --validate
 
 # Benchmarks run in their own venv: openmined-psi pins an older protobuf than
 # grpcio needs, so it cannot share .venv.
