@@ -4,6 +4,8 @@
 #   deploy/validate.sh                    render every overlay and check it
 #   deploy/validate.sh --release          also require real image digests in prod
 #   deploy/validate.sh --render-only DIR  only render the overlays into DIR
+#   deploy/validate.sh --prod-pins FILE   use FILE as overlays/prod/pins/kustomization.yaml
+#                                         (make release-pins writes one for local images)
 #
 # Steps, each fatal:
 #   1. copy deploy/ to a temp dir WITHOUT any secrets/files/ (real key material
@@ -34,11 +36,13 @@ step() { echo "==> $*"; }
 mode=full
 release=0
 out=""
+prod_pins=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --render-only) [[ $# -ge 2 ]] || die "--render-only needs a directory"; mode=render; out="$2"; shift 2 ;;
     --release) release=1; shift ;;
-    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --prod-pins) [[ $# -ge 2 && -f "$2" ]] || die "--prod-pins needs a file"; prod_pins="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -55,6 +59,10 @@ trap 'rm -rf "$tmp"' EXIT
 # 1. A copy of deploy/ without real secrets, with placeholders instead.
 mkdir -p "$tmp/deploy" "$tmp/rendered"
 tar -C "$DEPLOY" --exclude='./overlays/*/secrets/files' -cf - . | tar -C "$tmp/deploy" -xf -
+if [[ -n "$prod_pins" ]]; then
+  cp "$prod_pins" "$tmp/deploy/overlays/prod/pins/kustomization.yaml"
+  echo "    prod pins from $prod_pins"
+fi
 "$PY" - "$tmp/deploy" <<'PYEOF'
 import sys
 from pathlib import Path
