@@ -66,6 +66,7 @@ NETWORK = "breachmatch-smoke"
 STATE_FILE = ROOT / ".var" / "deploy-smoke" / "state.json"
 BREACH_ID = "deploy-smoke"
 PATIENTS, LEAKED, STRANGERS = 200, 60, 40
+MAX_RESTARTS = 5
 HEALTH_TIMEOUT = float(os.environ.get("DEPLOY_SMOKE_HEALTH_TIMEOUT", "180"))
 _BIN = Path(sys.executable).parent
 #: Ports the smoke dials from the host, per workload and container port name.
@@ -209,6 +210,17 @@ def container_states(pods: list[str]) -> dict[str, str]:
         c["Names"][0]: c["State"]
         for c in containers
         if c.get("PodName") in pods and not c.get("IsInfra")
+    }
+
+
+def restart_counts(pods: list[str]) -> dict[str, int]:
+    """Container name -> how often podman restarted it."""
+    names = list(container_states(pods))
+    if not names:
+        return {}
+    return {
+        c["Name"]: int(c.get("RestartCount", 0))
+        for c in json.loads(podman("container", "inspect", *names, check=False) or "[]")
     }
 
 
@@ -400,10 +412,11 @@ def run(work: Path, stack: ExitStack, keep: bool) -> bool:
     stack.callback(sink.stop)
 
     def alive() -> None:
-        down = {c: s for c, s in container_states(created.pods).items() if s != "running"}
-        if down:
-            show_logs(created.pods)
-            raise SmokeError(f"containers not running: {down}")
+        # A container that exits is restarted (restartPolicy Always), as the
+        # kubelet would; one that keeps exiting is a crash loop, and a failure.
+        looping = {c: n for c, n in restart_counts(created.pods).items() if n > MAX_RESTARTS}
+        if looping:
+            raise SmokeError(f"containers restarting over and over: {looping}")
 
     try:
         for name in ("matcher", "notifier", "ingest"):
@@ -411,6 +424,9 @@ def run(work: Path, stack: ExitStack, keep: bool) -> bool:
             wait_serving(name, ports[name]["health"], alive, HEALTH_TIMEOUT)
             print(f"    {name:<9} SERVING on 127.0.0.1:{ports[name]['health']} "
                   f"({time.monotonic() - start:.1f}s)")  # fmt: skip
+        restarted = {c: n for c, n in restart_counts(created.pods).items() if n}
+        if restarted:
+            print(f"    restarted by podman before SERVING (exited at start-up): {restarted}")
         ok = round_trip(work, dev, ports, mail, alerted_tenants(documents))
     except SmokeError:
         show_logs(created.pods)

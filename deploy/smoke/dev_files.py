@@ -55,8 +55,8 @@ def write_dev_files(secrets_dir: Path, work: Path) -> DevFiles:
         raise SystemExit(f"deploy-smoke: expected one OPRF key in {keys.oprf_dir}, found {ring}")
     (files / "oprf").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ring[0], files / "oprf" / "current.json")
-    for source in (keys.signing_key, keys.verify_key,
-                   keys.notifier_secret_key, keys.notifier_public_key):  # fmt: skip
+    for source in (keys.signing_key, keys.verify_key, keys.notifier_secret_key,
+                   keys.notifier_public_key, keys.notifier_statement):  # fmt: skip
         shutil.copyfile(source, files / source.name)
     (files / "channels").mkdir(parents=True, exist_ok=True)
     for name in CHANNEL_FILES:
