@@ -62,9 +62,8 @@ def test_unknown_channel_is_a_usage_error(capsys: pytest.CaptureFixture[str], tm
     argv = ["notify", "--from", "r.json", "--tls-dir", "x", "--notifier", "h:1"]
     with pytest.raises(SystemExit):
         main([*argv, "--channels", "email,pigeon"])
-    assert (
-        "--channels takes a list from email, sms, digital_post, dry_run" in capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "argument --channels: takes a list from email, sms, digital_post, dry_run" in err
 
 
 def test_problems_exit_1_with_the_explanation(capsys: pytest.CaptureFixture[str], tmp_path: Path):

@@ -34,14 +34,23 @@ from breachmatch.client.report import (
 from breachmatch.client.state import default_state_dir
 from breachmatch.identifiers import Strength
 from breachmatch.readers import FORMATS
-from breachmatch.settings import add_env_argument, env_name
+from breachmatch.settings import (
+    add_env_argument,
+    add_log_arguments,
+    env_name,
+    host_port,
+    non_negative_int,
+    positive_int,
+)
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--matcher", default="localhost:50051", help="matcher HOST:PORT")
+    add_env_argument(
+        parser, "--matcher", type=host_port, default="localhost:50051", help="matcher HOST:PORT"
+    )
     add_env_argument(
         parser,
         "--tls-dir",
@@ -71,13 +80,14 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--retries",
-        type=int,
+        type=positive_int,
         default=Backoff().attempts,
         help="tries per call while the service is unreachable (exponential backoff)",
     )
     add_env_argument(
         parser, "--quiet", action="store_true", help="no progress bar, no list of matched patients"
     )
+    add_log_arguments(parser, default_level="WARNING")
 
 
 def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -97,8 +107,20 @@ def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     add_env_argument(parser, "--facility", help="facility whose MRNs the export holds")
 
 
+def _channel_list(text: str) -> list[str]:
+    """argparse `type=`: channel names, comma-separated, each one we know."""
+    channels = [c.strip() for c in text.split(",") if c.strip()]
+    if not channels or set(channels) - set(CHANNELS):
+        raise argparse.ArgumentTypeError(f"takes a list from {', '.join(CHANNELS)}")
+    return channels
+
+
+def _notifier_address(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--notifier", type=host_port, help="notifier (Outreach) HOST:PORT")
+
+
 def _notifier_flags(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
+    _notifier_address(parser)
     add_env_argument(
         parser,
         "--notifier-key",
@@ -108,6 +130,7 @@ def _notifier_flags(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--channels",
+        type=_channel_list,
         default=",".join(DEFAULT_CHANNELS),
         help=f"notice channels in order of preference, from {', '.join(CHANNELS)}",
     )
@@ -122,10 +145,14 @@ def _notifier_flags(parser: argparse.ArgumentParser) -> None:
 
 def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
-        parser, "--batch-size", type=int, default=1024, help="blinded elements per Evaluate batch"
+        parser,
+        "--batch-size",
+        type=positive_int,
+        default=1024,
+        help="blinded elements per Evaluate batch",
     )
     add_env_argument(
-        parser, "--concurrency", type=int, default=2, help="Evaluate streams run at once"
+        parser, "--concurrency", type=positive_int, default=2, help="Evaluate streams run at once"
     )
 
 
@@ -136,13 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
         "without sending any identifier to anyone.",
     )
     parser.add_argument("--version", action="version", version=f"breachmatch {__version__}")
-    add_env_argument(
-        parser,
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity on stderr (logs never carry identifiers)",
-    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="check patients against breaches")
@@ -161,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_env_argument(watch, "--notify", action="store_true", help="submit notices per policy")
     add_env_argument(
-        watch, "--max-events", type=int, default=0, help="stop after N breach events (0: never)"
+        watch,
+        "--max-events",
+        type=non_negative_int,
+        default=0,
+        help="stop after N breach events (0: never)",
     )
     _notifier_flags(watch)
     _pipeline_flags(watch)
@@ -175,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="delivery status of submitted notices")
     add_env_argument(status, "--breach", help="only notices about this breach")
-    add_env_argument(status, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
+    _notifier_address(status)
     _connection_flags(status)
     return parser
 
@@ -187,7 +211,7 @@ def _require(args: argparse.Namespace, parser: argparse.ArgumentParser, *flags: 
 
 
 def _client(args: argparse.Namespace) -> Client:
-    backoff = Backoff(attempts=max(1, args.retries))
+    backoff = Backoff(attempts=args.retries)
     pipeline = PipelineOptions(
         batch_size=getattr(args, "batch_size", 1024),
         streams=getattr(args, "concurrency", 2),
@@ -216,14 +240,6 @@ def _patient_source(args: argparse.Namespace) -> PatientSource:
     return PatientSource(args.patients, args.format, args.map, args.facility)
 
 
-def _channels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
-    unknown = sorted(set(channels) - set(CHANNELS))
-    if unknown or not channels:
-        parser.error(f"--channels takes a list from {', '.join(CHANNELS)}")
-    return channels
-
-
 def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--patients", "--tls-dir")
     if args.breach and args.all:
@@ -238,13 +254,11 @@ def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
         write_csv(result, args.csv)
 
 
-def _print_notified(
-    client: Client, result: CheckResult, args: argparse.Namespace, channels: Sequence[str]
-) -> None:
+def _print_notified(client: Client, result: CheckResult, args: argparse.Namespace) -> None:
     done = client.notify(
         result,
         _patient_source(args) if args.patients else None,
-        channels=channels,
+        channels=args.channels,
         min_strength=Strength(args.min_strength),
     )
     print(
@@ -257,7 +271,6 @@ def _print_notified(
 
 def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--patients", "--tls-dir")
-    channels = _channels(args, parser)
     if args.notify:
         _require(args, parser, "--notifier")
     stop = threading.Event()
@@ -277,9 +290,7 @@ def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
             on_result,
             stop=stop,
             notify=(
-                (lambda result: _print_notified(client, result, args, channels))
-                if args.notify
-                else None
+                (lambda result: _print_notified(client, result, args)) if args.notify else None
             ),
             max_events=args.max_events,
         )
@@ -287,10 +298,9 @@ def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 def _run_notify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--from", "--tls-dir", "--notifier")
-    channels = _channels(args, parser)
     result = load_json(getattr(args, "from"))  # "from" is a keyword: no attribute syntax
     with _client(args) as client:
-        _print_notified(client, result, args, channels)
+        _print_notified(client, result, args)
 
 
 def _run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -306,7 +316,7 @@ _COMMANDS = {"check": _run_check, "watch": _run_watch, "notify": _run_notify, "s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure_logging("breachmatch", level=args.log_level)
+    logs.configure_logging("breachmatch", level=args.log_level, fmt=args.log_format)
     try:
         _COMMANDS[args.command](args, parser)
     except ClientError as error:

@@ -33,7 +33,7 @@ from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, load_signing_key
 from breachmatch.readers import ReaderError, inspect
 from breachmatch.server import ServerConfig, Service, watch_nats_health
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, host_port
 from breachmatch.v1 import ingest_pb2_grpc
 from breachmatch_ingest import config
 from breachmatch_ingest.coordinator import Coordinator
@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_common(worker)
 
     serve = commands.add_parser("serve", help="run the gRPC Ingest service and a worker")
-    add_env_argument(serve, "--grpc-addr", default="0.0.0.0:50071", help="mTLS gRPC address")
+    add_env_argument(
+        serve, "--grpc-addr", type=host_port, default="0.0.0.0:50071", help="mTLS gRPC address"
+    )
     add_env_argument(serve, "--tls-dir", type=Path, help="ca.crt, tls.crt, tls.key (required)")
     config.add_keys(serve, signing=True)
     config.add_coordinator(serve)

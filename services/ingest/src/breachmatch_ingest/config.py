@@ -14,7 +14,15 @@ import os
 from pathlib import Path
 
 from breachmatch.readers import FORMATS
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import (
+    add_env_argument,
+    add_log_arguments,
+    nats_url,
+    non_negative_int,
+    optional_host_port,
+    positive_int,
+    positive_seconds,
+)
 from breachmatch_ingest.coordinator import CoordinatorSettings
 from breachmatch_ingest.errors import ConfigError
 from breachmatch_ingest.metadata import BreachInfo, parse_date
@@ -25,15 +33,10 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
-    add_env_argument(parser, "--log-level", default="INFO", help="log level")
     add_env_argument(
-        parser,
-        "--log-format",
-        default="auto",
-        choices=("auto", "json", "console"),
-        help="log format (auto: JSON unless stderr is a terminal)",
+        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
     )
+    add_log_arguments(parser)
 
 
 def add_keys(parser: argparse.ArgumentParser, *, signing: bool) -> None:
@@ -50,43 +53,55 @@ def add_worker(parser: argparse.ArgumentParser, *, default_workers: int | None) 
     add_env_argument(
         parser,
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=default_workers if default_workers is not None else os.cpu_count() or 1,
         help="OPRF processes of the local worker (0: none, leave chunks to other workers)",
     )
     add_env_argument(
         parser,
         "--ack-wait",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         help="seconds before an unacknowledged chunk goes to another worker",
     )
     add_env_argument(
         parser,
         "--max-deliver",
-        type=int,
+        type=positive_int,
         default=5,
         help="deliveries of one chunk before it is given up (the job then stalls)",
     )
 
 
 def add_probes(parser: argparse.ArgumentParser, health: str | None, metrics: str | None) -> None:
-    add_env_argument(parser, "--health-addr", default=health, help="plaintext gRPC health address")
-    add_env_argument(parser, "--metrics-addr", default=metrics, help="Prometheus metrics address")
+    add_env_argument(
+        parser,
+        "--health-addr",
+        type=optional_host_port,
+        default=health,
+        help="plaintext gRPC health address; 'off' disables",
+    )
+    add_env_argument(
+        parser,
+        "--metrics-addr",
+        type=optional_host_port,
+        default=metrics,
+        help="Prometheus metrics address; 'off' disables",
+    )
 
 
 def add_coordinator(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--chunk-pairs",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CHUNK_PAIRS,
         help="(OPRF input, label) pairs per work-queue chunk",
     )
     add_env_argument(
         parser,
         "--stall-timeout",
-        type=float,
+        type=positive_seconds,
         default=600.0,
         help="fail a job when no chunk result arrives for this many seconds",
     )
@@ -147,8 +162,6 @@ def breach_info(args: argparse.Namespace) -> BreachInfo:
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
-    if args.workers < 0 or args.ack_wait <= 0 or args.max_deliver < 1:
-        raise ConfigError("--workers must be >= 0, --ack-wait > 0 and --max-deliver >= 1")
     return WorkerSettings(
         oprf_key_dir=required_path(args, "oprf_key_dir"),
         slots=args.workers,
@@ -158,6 +171,4 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
 
 def coordinator_settings(args: argparse.Namespace) -> CoordinatorSettings:
-    if args.chunk_pairs < 1 or args.stall_timeout <= 0:
-        raise ConfigError("--chunk-pairs must be >= 1 and --stall-timeout > 0")
     return CoordinatorSettings(chunk_pairs=args.chunk_pairs, stall_timeout=args.stall_timeout)

@@ -12,12 +12,19 @@ import sys
 from collections.abc import Sequence
 
 from breachmatch import logs
+from breachmatch.keys import KeyRingError
+from breachmatch.tenants import TenantConfigError
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import add_serve_arguments, config_from_args
 from breachmatch_matcher.keys_cli import add_keys_arguments, run_keys
 
+log = logs.get_logger(__name__)
 
-def _parser() -> argparse.ArgumentParser:
+#: Exit status of a configuration the matcher refuses to run with (as argparse's usage errors).
+CONFIG_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="breachmatch-matcher",
         description="OPRF evaluation, tenant budgets and breach distribution over gRPC.",
@@ -29,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "keys":
         return run_keys(args, sys.stdout, sys.stderr)
@@ -38,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def serve() -> int:
         app = MatcherApp(config)  # grpc.aio binds its server to the running loop
-        await app.start()
+        try:
+            await app.start()
+        except (TenantConfigError, KeyRingError, OSError, ValueError) as exc:
+            # Every file is read before anything connects: these are the operator's to fix.
+            log.error("refusing to start: configuration", problem=f"{type(exc).__name__}: {exc}")
+            return CONFIG_ERROR
         return await app.run()
 
     return asyncio.run(serve())

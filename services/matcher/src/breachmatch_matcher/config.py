@@ -35,9 +35,13 @@ from pathlib import Path
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
     add_env_argument,
+    add_log_arguments,
+    host_port,
+    nats_url,
     non_negative_int,
-    optional_address,
+    optional_host_port,
     positive_int,
+    positive_seconds,
 )
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
@@ -90,7 +94,9 @@ class MatcherConfig:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_env_argument(
+        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
+    )
     add_env_argument(
         parser, "--tls-dir", type=Path, help="server TLS directory (ca.crt, tls.crt, tls.key)"
     )
@@ -103,18 +109,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--grpc-addr",
+        type=host_port,
         default=DEFAULT_GRPC_ADDR,
         help="mTLS gRPC listen address",
     )
     add_env_argument(
         parser,
         "--health-addr",
+        type=optional_host_port,
         default=DEFAULT_HEALTH_ADDR,
         help="plaintext grpc.health.v1 address for probes; 'off' disables",
     )
     add_env_argument(
         parser,
         "--metrics-addr",
+        type=optional_host_port,
         default=DEFAULT_METRICS_ADDR,
         help="Prometheus HTTP address; 'off' disables",
     )
@@ -135,18 +144,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--drain-seconds",
-        type=float,
+        type=positive_seconds,
         default=20.0,
         help="grace for in-flight calls after SIGTERM",
     )
-    add_env_argument(
-        parser,
-        "--log-format",
-        choices=["auto", "json", "console"],
-        default="auto",
-        help="log format: json unless stderr is a terminal",
-    )
-    add_env_argument(parser, "--log-level", default="INFO", help="log level")
+    add_log_arguments(parser)
     add_env_argument(
         parser,
         "--cache-dir",
@@ -169,8 +171,8 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         nats_url=args.nats_url,
         tenants_file=args.tenants_file,
         grpc_addr=args.grpc_addr,
-        health_addr=optional_address(args.health_addr),
-        metrics_addr=optional_address(args.metrics_addr),
+        health_addr=args.health_addr,
+        metrics_addr=args.metrics_addr,
         max_batch=args.max_batch,
         workers=args.workers,
         drain_seconds=args.drain_seconds,

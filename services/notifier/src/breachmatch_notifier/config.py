@@ -34,16 +34,19 @@ flag                     environment                                 default
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
     add_env_argument,
+    add_log_arguments,
+    host_port,
+    nats_url,
     non_negative_int,
-    optional_address,
+    optional_host_port,
     positive_int,
+    positive_seconds,
 )
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.notice import DEFAULT_LANGUAGE
@@ -103,17 +106,10 @@ class NotifierConfig:
         return self.backoff[min(delivered, len(self.backoff)) - 1]
 
 
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
-    return value
-
-
 def _backoff(text: str) -> tuple[float, ...]:
     try:
-        delays = tuple(_positive_seconds(part) for part in text.split(",") if part.strip())
-    except ValueError:
+        delays = tuple(positive_seconds(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError("must be comma-separated seconds, e.g. 5,30,120") from None
     if not delays:
         raise argparse.ArgumentTypeError("needs at least one delay")
@@ -122,7 +118,9 @@ def _backoff(text: str) -> tuple[float, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     """Flags of one subcommand; ``serve`` adds the gRPC ones."""
-    add_env_argument(parser, "--nats-url", default=DEFAULT_NATS_URL, help="NATS server URL")
+    add_env_argument(
+        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
+    )
     add_env_argument(
         parser,
         "--notifier-secret-key",
@@ -143,19 +141,25 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
             parser, "--tls-dir", type=Path, help="server TLS directory (ca.crt, tls.crt, tls.key)"
         )
         add_env_argument(
-            parser, "--grpc-addr", default=DEFAULT_GRPC_ADDR, help="mTLS gRPC listen address"
+            parser,
+            "--grpc-addr",
+            type=host_port,
+            default=DEFAULT_GRPC_ADDR,
+            help="mTLS gRPC listen address",
         )
     add_env_argument(
         parser,
         "--health-addr",
+        type=optional_host_port,
         default=DEFAULT_HEALTH_ADDR,
-        help="plaintext grpc.health.v1 address for probes; empty disables",
+        help="plaintext grpc.health.v1 address for probes; 'off' disables",
     )
     add_env_argument(
         parser,
         "--metrics-addr",
+        type=optional_host_port,
         default=DEFAULT_METRICS_ADDR,
-        help="Prometheus HTTP address; empty disables",
+        help="Prometheus HTTP address; 'off' disables",
     )
     add_env_argument(
         parser,
@@ -177,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--ack-wait",
         env="BREACHMATCH_NOTIFIER_ACK_WAIT",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=30.0,
         help="seconds without a sign of life before a crashed worker's notice is redelivered",
     )
@@ -201,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--drain-seconds",
         env="BREACHMATCH_NOTIFIER_DRAIN_SECONDS",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=20.0,
         help="grace for in-flight calls and sends after SIGTERM",
     )
@@ -219,14 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         default=DEFAULT_LANGUAGE,
         help="language of notices whose recipient's language has no templates",
     )
-    add_env_argument(
-        parser,
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto",
-        help="log output",
-    )
-    add_env_argument(parser, "--log-level", default="INFO", help="log level")
+    add_log_arguments(parser)
 
 
 def config_from_args(
@@ -251,8 +248,8 @@ def config_from_args(
         nats_url=args.nats_url,
         verify_key=args.verify_key,
         grpc_addr=getattr(args, "grpc_addr", DEFAULT_GRPC_ADDR),
-        health_addr=optional_address(args.health_addr),
-        metrics_addr=optional_address(args.metrics_addr),
+        health_addr=args.health_addr,
+        metrics_addr=args.metrics_addr,
         workers_per_process=args.workers_per_process,
         max_deliver=args.max_deliver,
         ack_wait=args.ack_wait,
