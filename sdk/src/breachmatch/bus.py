@@ -12,6 +12,7 @@ Replicas default to 1 (the embedded single-node default) and come from
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -31,6 +32,8 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
+
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT, ConnectionLog
 
 # --- subjects ----------------------------------------------------------------
 
@@ -149,15 +152,27 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 
-async def connect(url: str, name: str) -> tuple[NatsClient, JetStreamContext]:
-    """Connect with reconnects forever: services ride out a NATS restart."""
-    nc = await nats.connect(
-        servers=[url],
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-    )
+async def connect(
+    url: str, name: str, *, give_up_after: float = DEFAULT_CONNECT_TIMEOUT
+) -> tuple[NatsClient, JetStreamContext]:
+    """Connect, or raise `UnreachableError` after `give_up_after` seconds of trying.
+
+    Once connected, reconnects forever: services ride out a NATS restart. Either
+    way failures are logged in a few lines (`reachability.ConnectionLog`).
+    """
+    story = ConnectionLog("NATS", url)
+    try:
+        async with asyncio.timeout(give_up_after):
+            nc = await nats.connect(
+                servers=[url],
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                **story.callbacks(),
+            )
+    except TimeoutError:
+        raise story.gave_up(give_up_after) from None
     return nc, nc.jetstream()
 
 

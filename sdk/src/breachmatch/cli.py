@@ -8,7 +8,8 @@
 Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
 (``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
 them. Reports go to stdout, notices, progress and errors to stderr. Exit
-status: 0 done, 1 a problem the message explains, 2 wrong usage.
+status: 0 done, 1 a problem the message explains, 2 wrong usage, 69 the
+matcher or notifier could not be reached (after ``--retries`` tries).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from breachmatch import __version__, logs
 from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
 from breachmatch.client.api import PatientSource
+from breachmatch.client.errors import ServiceUnavailableError
 from breachmatch.client.outreach import CHANNELS, DEFAULT_CHANNELS
 from breachmatch.client.report import (
     load_json,
@@ -33,6 +35,7 @@ from breachmatch.client.report import (
 )
 from breachmatch.client.state import default_state_dir
 from breachmatch.identifiers import Strength
+from breachmatch.reachability import EXIT_UNREACHABLE
 from breachmatch.readers import FORMATS
 from breachmatch.settings import (
     add_env_argument,
@@ -319,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure_logging("breachmatch", level=args.log_level, fmt=args.log_format)
     try:
         _COMMANDS[args.command](args, parser)
+    except ServiceUnavailableError as error:
+        print(f"breachmatch: error: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except ClientError as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
         return EXIT_PROBLEM

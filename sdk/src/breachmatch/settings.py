@@ -36,6 +36,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT, EXIT_UNREACHABLE
+
 ENV_PREFIX = "BREACHMATCH_"
 
 #: Which environment variable feeds each action (read by `env_variable`).
@@ -204,7 +206,24 @@ def nats_url(text: str) -> str:
     return text.strip()
 
 
-# --- logging flags, the same on every command ------------------------------------------
+# --- NATS and logging flags, the same on every command ------------------------------
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--nats-url``, and ``--connect-timeout``: how long start-up may try to reach it."""
+    add_env_argument(
+        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
+    )
+    add_env_argument(
+        parser,
+        "--connect-timeout",
+        type=positive_seconds,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        help=f"seconds to keep trying to reach NATS at start-up; then exit {EXIT_UNREACHABLE}",
+    )
+
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("auto", "json", "console")

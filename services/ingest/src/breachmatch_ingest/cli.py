@@ -7,7 +7,8 @@
     breachmatch-ingest retract ID --reason R  withdraw a published breach
 
 Every flag can also come from ``BREACHMATCH_<FLAG>`` (see ``--help``). Exit
-codes: 0 done, 1 the job failed, 2 bad configuration or input, 130 interrupted.
+codes: 0 done, 1 the job failed, 2 bad configuration or input, 69 NATS could
+not be reached within ``--connect-timeout``, 130 interrupted.
 Re-running an interrupted ``ingest`` with the same arguments resumes it.
 """
 
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from breachmatch import bus, logs
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, load_signing_key
+from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
 from breachmatch.readers import ReaderError, inspect
 from breachmatch.server import ServerConfig, Service, watch_nats_health
 from breachmatch.settings import add_env_argument, host_port
@@ -113,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, MetadataError, MappingError, ReaderError, KeyRingError) as error:
         print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except UnreachableError as error:
+        print(f"breachmatch-ingest: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except OSError as error:
         if error.filename is None:  # not a file: report it like any other failure
             print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
@@ -161,7 +166,7 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
         mapping_sha256=hashlib.sha256(args.map.read_bytes()).hexdigest() if args.map else "",
         chunk_pairs=coordinator_settings.chunk_pairs,
     )
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME)
+    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME, give_up_after=args.connect_timeout)
     probes = Probes(args.health_addr, args.metrics_addr)
     await probes.start()
     try:
@@ -259,7 +264,9 @@ async def _worker(args: argparse.Namespace, pool: Executor | None) -> int:
     if pool is None:
         raise ConfigError("a worker needs --workers >= 1")
     settings = config.worker_settings(args)
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-worker")
+    nc, js = await bus.connect(
+        args.nats_url, _CLIENT_NAME + "-worker", give_up_after=args.connect_timeout
+    )
     probes = Probes(args.health_addr, args.metrics_addr)
     await probes.start()
     try:
@@ -283,7 +290,9 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
             metrics_addr=args.metrics_addr,
         ),
     )
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-serve")
+    nc, js = await bus.connect(
+        args.nats_url, _CLIENT_NAME + "-serve", give_up_after=args.connect_timeout
+    )
     jobs = await JobStore.open(js)
     coordinator = Coordinator(js, jobs, signing_key, config.coordinator_settings(args))
     servicer = IngestServicer(js, jobs, coordinator, key_dir)
@@ -304,7 +313,9 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
 async def _retract(args: argparse.Namespace, pool: Executor | None) -> int:
     if not args.reason.strip():
         raise ConfigError("--reason is required")
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + "-retract")
+    nc, js = await bus.connect(
+        args.nats_url, _CLIENT_NAME + "-retract", give_up_after=args.connect_timeout
+    )
     try:
         outcome = await retract_breach(js, args.breach_id, args.reason)
     finally:

@@ -17,7 +17,7 @@ from breachmatch.readers import FORMATS
 from breachmatch.settings import (
     add_env_argument,
     add_log_arguments,
-    nats_url,
+    add_nats_arguments,
     non_negative_int,
     optional_host_port,
     positive_int,
@@ -29,13 +29,9 @@ from breachmatch_ingest.metadata import BreachInfo, parse_date
 from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS
 from breachmatch_ingest.worker import WorkerSettings
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(
-        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
-    )
+    add_nats_arguments(parser)
     add_log_arguments(parser)
 
 

@@ -76,7 +76,9 @@ class MatcherApp:
         key_ring = LiveKeyRing(config.oprf_key_dir)
         log.info("oprf key ring loaded", current_key_id=key_ring.get().current.key_id)
 
-        nc, js = await bus.connect(config.nats_url, CLIENT_NAME)
+        nc, js = await bus.connect(
+            config.nats_url, CLIENT_NAME, give_up_after=config.connect_timeout
+        )
         await bus.ensure_streams(js, bus.STREAM_BREACHES, bus.STREAM_AUDIT)
         budget_kv = await bus.key_value(js, bus.KV_BUDGETS)
         filters = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from breachmatch import logs
 from breachmatch.keys import KeyRingError
+from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
 from breachmatch.tenants import TenantConfigError
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import add_serve_arguments, config_from_args
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = MatcherApp(config)  # grpc.aio binds its server to the running loop
         try:
             await app.start()
+        except UnreachableError as exc:
+            log.error("giving up: NATS cannot be reached", problem=str(exc))
+            return EXIT_UNREACHABLE
         except (TenantConfigError, KeyRingError, OSError, ValueError) as exc:
             # Every file is read before anything connects: these are the operator's to fix.
             log.error("refusing to start: configuration", problem=f"{type(exc).__name__}: {exc}")

@@ -8,6 +8,7 @@ process (a pod, or one service of `make demo`) is configured by its own env.
 flag                   environment                          default
 =====================  ===================================  =================
 --nats-url             BREACHMATCH_NATS_URL                 nats://127.0.0.1:4222
+--connect-timeout      BREACHMATCH_CONNECT_TIMEOUT          30 s, then exit 69
 --tls-dir              BREACHMATCH_TLS_DIR                  (required) ca.crt, tls.crt, tls.key
 --oprf-key-dir         BREACHMATCH_OPRF_KEY_DIR             (required) one JSON file per key id
 --verify-key           BREACHMATCH_VERIFY_KEY               (required) operator Ed25519 key, hex
@@ -32,12 +33,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
+    DEFAULT_NATS_URL,
     add_env_argument,
     add_log_arguments,
+    add_nats_arguments,
     host_port,
-    nats_url,
     non_negative_int,
     optional_host_port,
     positive_int,
@@ -45,7 +48,6 @@ from breachmatch.settings import (
 )
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_GRPC_ADDR = "0.0.0.0:50051"
 DEFAULT_HEALTH_ADDR = "0.0.0.0:50052"
 DEFAULT_METRICS_ADDR = "0.0.0.0:9101"
@@ -65,6 +67,8 @@ class MatcherConfig:
     verify_key: Path
     notifier_public_key: Path
     nats_url: str = DEFAULT_NATS_URL
+    #: Seconds start-up keeps trying to reach NATS before it gives up.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     tenants_file: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
@@ -94,9 +98,7 @@ class MatcherConfig:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(
-        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
-    )
+    add_nats_arguments(parser)
     add_env_argument(
         parser, "--tls-dir", type=Path, help="server TLS directory (ca.crt, tls.crt, tls.key)"
     )
@@ -169,6 +171,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         verify_key=args.verify_key,
         notifier_public_key=args.notifier_public_key,
         nats_url=args.nats_url,
+        connect_timeout=args.connect_timeout,
         tenants_file=args.tenants_file,
         grpc_addr=args.grpc_addr,
         health_addr=args.health_addr,

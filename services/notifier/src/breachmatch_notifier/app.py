@@ -91,7 +91,9 @@ class NotifierApp:
         dispatcher = Dispatcher.from_config(config.channels)
         resources.push_async_callback(dispatcher.aclose)
 
-        nc, js = await bus.connect(config.nats_url, CLIENT_NAME)
+        nc, js = await bus.connect(
+            config.nats_url, CLIENT_NAME, give_up_after=config.connect_timeout
+        )
         resources.push_async_callback(_close_nats, nc)
         await bus.ensure_streams(
             js,

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from breachmatch import logs
+from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
 from breachmatch.tenants import TenantConfigError
 from breachmatch_notifier import config as settings
 from breachmatch_notifier.app import NotifierApp
@@ -67,6 +68,9 @@ async def _run(config: settings.NotifierConfig, *, intake: bool) -> int:
     app = NotifierApp(config, intake=intake)
     try:
         await app.start()
+    except UnreachableError as exc:
+        log.error("giving up: NATS cannot be reached", problem=str(exc))
+        return EXIT_UNREACHABLE
     except TemplateValidationError as exc:
         log.error("refusing to start: templates", template=exc.template, problem=exc.problem)
         return CONFIG_ERROR

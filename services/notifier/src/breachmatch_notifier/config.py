@@ -11,6 +11,7 @@ their passwords and tokens must not appear on a command line.
 flag                     environment                                 default
 =======================  ==========================================  ======================
 --nats-url               BREACHMATCH_NATS_URL                        nats://127.0.0.1:4222
+--connect-timeout        BREACHMATCH_CONNECT_TIMEOUT                 30 s, then exit 69
 --notifier-secret-key    BREACHMATCH_NOTIFIER_SECRET_KEY             (required) X25519, hex
 --tenants-file           BREACHMATCH_TENANTS_FILE                    (required)
 --tls-dir                BREACHMATCH_TLS_DIR                         (required for serve)
@@ -37,12 +38,14 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
+    DEFAULT_NATS_URL,
     add_env_argument,
     add_log_arguments,
+    add_nats_arguments,
     host_port,
-    nats_url,
     non_negative_int,
     optional_host_port,
     positive_int,
@@ -51,7 +54,6 @@ from breachmatch.settings import (
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.notice import DEFAULT_LANGUAGE
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 #: A service listens on every interface; the network policies decide who reaches it.
 DEFAULT_GRPC_ADDR = "0.0.0.0:50061"
 DEFAULT_HEALTH_ADDR = "0.0.0.0:50062"
@@ -71,6 +73,8 @@ class NotifierConfig:
     channels: ChannelsConfig
     tls_dir: Path | None = None
     nats_url: str = DEFAULT_NATS_URL
+    #: Seconds start-up keeps trying to reach NATS before it gives up.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     verify_key: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
@@ -118,9 +122,7 @@ def _backoff(text: str) -> tuple[float, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     """Flags of one subcommand; ``serve`` adds the gRPC ones."""
-    add_env_argument(
-        parser, "--nats-url", type=nats_url, default=DEFAULT_NATS_URL, help="NATS server URL"
-    )
+    add_nats_arguments(parser)
     add_env_argument(
         parser,
         "--notifier-secret-key",
@@ -246,6 +248,7 @@ def config_from_args(
         channels=channels,
         tls_dir=getattr(args, "tls_dir", None),
         nats_url=args.nats_url,
+        connect_timeout=args.connect_timeout,
         verify_key=args.verify_key,
         grpc_addr=getattr(args, "grpc_addr", DEFAULT_GRPC_ADDR),
         health_addr=args.health_addr,
