@@ -47,27 +47,37 @@ _UPLOAD_SLICE = 16 * 1024
 
 
 @pytest.fixture
-async def ingest_stub(
+async def ingest_service(
     js: JetStreamContext,
     kit: Kit,
     dev_pki: DevPki,
     coordinator: Callable[[], Awaitable[Coordinator]],
     local_worker: None,
-) -> AsyncIterator[Any]:
-    """An in-process Ingest service on 127.0.0.1 (mTLS) and a client with a CA-issued cert.
-
-    Typed `Any`: the generated stubs describe the synchronous API, not grpc.aio's.
-    """
+) -> AsyncIterator[Service]:
+    """An in-process Ingest service on 127.0.0.1 (mTLS)."""
     service = Service("ingest", ServerConfig(grpc_addr="127.0.0.1:0", tls_dir=dev_pki.server_dir))
     servicer = IngestServicer(js, await JobStore.open(js), await coordinator(), kit.files.oprf_dir)
     ingest_pb2_grpc.add_IngestServicer_to_server(servicer, service.server)
     await service.start([SERVICE_NAME])
-    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(dev_pki.tenant_dir("hospital-a")))
-    channel = grpc.aio.secure_channel(f"localhost:{service.bound_port}", credentials)
-    yield ingest_pb2_grpc.IngestStub(channel)
-    await channel.close(None)
+    yield service
     await service.drain()
     await servicer.stop()
+
+
+def _credentials(dev_pki: DevPki) -> grpc.ChannelCredentials:
+    return tls.channel_credentials(tls.TlsFiles.from_dir(dev_pki.tenant_dir("hospital-a")))
+
+
+@pytest.fixture
+async def ingest_stub(ingest_service: Service, dev_pki: DevPki) -> AsyncIterator[Any]:
+    """A client of `ingest_service` with a CA-issued certificate.
+
+    Typed `Any`: the generated stubs describe the synchronous API, not grpc.aio's.
+    """
+    target = f"localhost:{ingest_service.bound_port}"
+    channel = grpc.aio.secure_channel(target, _credentials(dev_pki))
+    yield ingest_pb2_grpc.IngestStub(channel)
+    await channel.close(None)
 
 
 def _header(breach_id: str, title: str = "Uploaded", filename: str = "dump.jsonl") -> Any:
@@ -209,6 +219,10 @@ async def test_retraction_is_one_event_and_final(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id="0" * 32))
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    for job_id in ("¹" * 32, "../" * 11, "A" * 32):  # "¹" passed isalnum() and broke the KV key
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id=job_id))
+        assert malformed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_retract_command_publishes_a_retraction(
@@ -229,3 +243,16 @@ async def test_retract_command_publishes_a_retraction(
     assert (last.kind, last.reason) == (BreachEvent.KIND_RETRACTED, "duplicate of another breach")
     with pytest.raises(UnknownBreachError):
         await retract_breach(js, "never-published-either", "x")
+
+
+async def test_fuzzed_requests_get_a_status_never_a_crash(
+    ingest_service: Service, dev_pki: DevPki, fuzz_grpc_service: Callable[..., dict[str, list[str]]]
+) -> None:
+    """Every Ingest method, fed valid protobufs with arbitrary field values: a status that
+    says what is wrong, never UNKNOWN or INTERNAL (see `fuzz_grpc_service`)."""
+    service = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"]
+    target = f"localhost:{ingest_service.bound_port}"
+    with grpc.secure_channel(target, _credentials(dev_pki)) as channel:
+        seen = await asyncio.to_thread(fuzz_grpc_service, channel, service, 30)
+    assert set(seen) == {"Upload", "GetJob", "RetractBreach"}
+    assert "INVALID_ARGUMENT" in seen["Upload"]

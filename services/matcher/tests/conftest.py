@@ -48,6 +48,7 @@ TENANTS = (
     "mt-privacy",
     "mt-drain",
     "mt-health",
+    "mt-fuzz",
 )
 BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000}
 
