@@ -1,9 +1,9 @@
 """``breachmatch``: the hospital's command line.
 
-    breachmatch check  --patients FILE [--breach ID[,ID…] | --all] [--json OUT] [--csv OUT]
+    breachmatch check  --patients FILE [--breach ID[,ID…] | --all] [--json OUT|-] [--csv OUT|-]
     breachmatch watch  --patients FILE [--notify] [--out-dir DIR]
     breachmatch notify --from RESULTS.json [--patients FILE] [--channels email,sms,digital_post]
-    breachmatch status [--breach ID]
+    breachmatch status [--breach ID] [--json OUT|-]
 
 Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
 (``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
@@ -21,25 +21,32 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from breachmatch import __version__, logs
+import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
+from breachmatch import logs
 from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
 from breachmatch.client.api import PatientSource
 from breachmatch.client.errors import ServiceUnavailableError
 from breachmatch.client.outreach import CHANNELS, DEFAULT_CHANNELS
 from breachmatch.client.report import (
+    csv_text,
+    json_text,
     load_json,
     render_status,
     render_summary,
-    write_csv,
+    status_document,
+    to_document,
     write_json,
 )
 from breachmatch.client.state import default_state_dir
 from breachmatch.identifiers import Strength
+from breachmatch.keys import write_secret_file
+from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE
 from breachmatch.readers import FORMATS
 from breachmatch.settings import (
     add_env_argument,
     add_log_arguments,
+    add_version_argument,
     env_name,
     host_port,
     non_negative_int,
@@ -48,6 +55,8 @@ from breachmatch.settings import (
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+#: ``--json -``, ``--csv -``: write the document to stdout.
+STDOUT = Path("-")
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -165,15 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check this hospital's patients against published data breaches, "
         "without sending any identifier to anyone.",
     )
-    parser.add_argument("--version", action="version", version=f"breachmatch {__version__}")
+    add_version_argument(parser, "breachmatch")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="check patients against breaches")
     _patient_flags(check, required=True)
     add_env_argument(check, "--breach", help="breach id(s) to check, comma-separated")
     add_env_argument(check, "--all", action="store_true", help="every served breach (default)")
-    add_env_argument(check, "--json", type=Path, help="write the results as JSON (version 1)")
-    add_env_argument(check, "--csv", type=Path, help="write one CSV row per match")
+    add_env_argument(
+        check, "--json", type=Path, help="write the results as JSON (version 1); - for stdout"
+    )
+    add_env_argument(check, "--csv", type=Path, help="write one CSV row per match; - for stdout")
     _pipeline_flags(check)
     _connection_flags(check)
 
@@ -202,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="delivery status of submitted notices")
     add_env_argument(status, "--breach", help="only notices about this breach")
+    add_env_argument(
+        status,
+        "--json",
+        type=Path,
+        help="write the notices as JSON instead of a table; - for stdout",
+    )
     _notifier_address(status)
     _connection_flags(status)
     return parser
@@ -250,11 +267,26 @@ def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     breach_ids = [b.strip() for b in args.breach.split(",") if b.strip()] if args.breach else None
     with _client(args) as client:
         result = client.check(_patient_source(args), breach_ids)
-    print(render_summary(result, show_patients=not args.quiet))
+    if args.json is not None and args.json == args.csv == STDOUT:
+        parser.error("only one of --json and --csv can write to stdout (-)")
+    to_stdout = STDOUT in (args.json, args.csv)
+    # A document on stdout stays parseable: the summary goes to stderr then.
+    print(
+        render_summary(result, show_patients=not args.quiet),
+        file=sys.stderr if to_stdout else sys.stdout,
+    )
     if args.json:
-        write_json(result, args.json)
+        _output(args.json, json_text(to_document(result)))
     if args.csv:
-        write_csv(result, args.csv)
+        _output(args.csv, csv_text(result))
+
+
+def _output(path: Path, text: str) -> None:
+    """Write a report to `path`, or to stdout for ``-``."""
+    if path == STDOUT:
+        sys.stdout.write(text)
+    else:
+        write_secret_file(path, text)
 
 
 def _print_notified(client: Client, result: CheckResult, args: argparse.Namespace) -> None:
@@ -310,12 +342,16 @@ def _run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     _require(args, parser, "--tls-dir", "--notifier")
     with _client(args) as client:
         statuses = client.status(args.breach)
-    print(render_status(statuses))
+    if args.json:
+        _output(args.json, json_text(status_document(statuses)))
+    else:
+        print(render_status(statuses))
 
 
 _COMMANDS = {"check": _run_check, "watch": _run_watch, "notify": _run_notify, "status": _run_status}
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -327,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNREACHABLE
     except ClientError as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except OSError as error:
+        if error.filename is None:  # not a file of ours (a closed stdout among them)
+            raise
+        print(f"breachmatch: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:
         print("breachmatch: interrupted; a re-run continues from the token cache", file=sys.stderr)

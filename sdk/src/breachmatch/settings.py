@@ -29,6 +29,7 @@ what is expected.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import weakref
@@ -246,3 +247,9 @@ def add_log_arguments(parser: argparse.ArgumentParser, *, default_level: str = "
         default="auto",
         help="log format (auto: JSON lines unless stderr is a terminal)",
     )
+
+
+def add_version_argument(parser: argparse.ArgumentParser, distribution: str) -> None:
+    """``--version``: the installed distribution's version (one source: its pyproject)."""
+    version = importlib.metadata.version(distribution)
+    parser.add_argument("--version", action="version", version=f"{parser.prog} {version}")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from breachmatch import oprf
+from breachmatch import oprf, tls
 from breachmatch.v1 import matcher_pb2
 
 RPC_TIMEOUT = 20.0
@@ -111,3 +112,30 @@ async def test_a_nats_outage_is_a_few_log_lines_and_the_matcher_recovers(
     assert len(reply.evaluated_elements) == 1
     process.terminate()
     assert await process.exit_code() == 0
+
+
+async def test_json_logs_stay_json_when_grpc_core_has_something_to_say(
+    matcher_files, nats_url, spawn_matcher, monkeypatch
+):
+    """A foreign certificate and a plaintext client make gRPC's C core log handshake
+    failures of its own; with --log-format json every line must still be one JSON object."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)  # the command must see to it itself
+    process = await spawn_matcher(matcher_files.config(nats_url, workers=1))
+    target = f"localhost:{process.grpc_port}"
+    foreign = tls.channel_credentials(tls.TlsFiles.from_dir(matcher_files.pki.foreign_dir))
+    for channel in (
+        grpc.aio.secure_channel(target, foreign),
+        grpc.aio.insecure_channel(target),
+    ):
+        async with channel:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(channel.channel_ready(), 2.0)
+    process.terminate()
+    assert await process.exit_code() == 0
+    not_json = []
+    for line in process.output:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == []

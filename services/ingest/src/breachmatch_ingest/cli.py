@@ -29,13 +29,15 @@ from typing import Never, TypeVar
 from nats.js import JetStreamContext
 from tqdm import tqdm
 
+import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
 from breachmatch import bus, logs
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, load_signing_key
+from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
 from breachmatch.readers import ReaderError, inspect
 from breachmatch.server import ServerConfig, Service, watch_nats_health
-from breachmatch.settings import add_env_argument, host_port
+from breachmatch.settings import add_env_argument, add_version_argument, host_port
 from breachmatch.v1 import ingest_pb2_grpc
 from breachmatch_ingest import config
 from breachmatch_ingest.coordinator import Coordinator
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="breachmatch-ingest",
         description="Turn a leak dump into a signed breach filter and publish it.",
     )
+    add_version_argument(parser, "breachmatch-ingest")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="ingest one dump (the default command)")
@@ -99,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] not in (*SUBCOMMANDS, "-h", "--help"):
+    if args_list and args_list[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
         args_list.insert(0, "ingest")
     args = build_parser().parse_args(args_list)
     logs.configure_logging("ingest", args.log_level, args.log_format)
@@ -131,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("breachmatch-ingest: interrupted; run again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # stdout's reader left: `quiet_on_closed_pipe` ends the command quietly
     except Exception as error:  # a traceback could quote dump content: describe it instead
         print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
         return EXIT_FAILED

@@ -11,9 +11,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
 from breachmatch import logs
 from breachmatch.keys import KeyRingError
+from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
+from breachmatch.settings import add_version_argument
 from breachmatch.tenants import TenantConfigError
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import add_serve_arguments, config_from_args
@@ -30,12 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="breachmatch-matcher",
         description="OPRF evaluation, tenant budgets and breach distribution over gRPC.",
     )
+    add_version_argument(parser, "breachmatch-matcher")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_arguments(commands.add_parser("serve", help="run the matcher service"))
     add_keys_arguments(commands.add_parser("keys", help="rotate and inspect OPRF keys"))
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
