@@ -49,8 +49,10 @@ TENANTS = (
     "mt-drain",
     "mt-health",
     "mt-fuzz",
+    "mt-storm",
+    "mt-budget-kill",
 )
-BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000}
+BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000, "mt-budget-kill": 2000}
 
 
 @dataclass(frozen=True)
