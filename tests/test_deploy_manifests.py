@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 VALIDATE = DEPLOY / "validate.sh"
 
-# What the services listen on (DESIGN.md / issue 7): the manifests must agree.
+# What the services listen on (docs/architecture.md / issue 7): the manifests must agree.
 PORTS = {
     "matcher": {"grpc": 50051, "health": 50052, "metrics": 9101},
     "notifier": {"grpc": 50061, "health": 50062, "metrics": 9102},

@@ -1,4 +1,4 @@
-"""The whole flow as separate processes, and every promise of DESIGN.md checked at the end.
+"""The whole flow as separate processes, and every promise of docs/architecture.md checked.
 
 Runs exactly what `make demo` runs (`breachmatch.dev.demo.run_flow`): a real
 nats-server, the matcher, notifier and ingest services as processes, an SMTP

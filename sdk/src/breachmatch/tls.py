@@ -1,6 +1,6 @@
 """mTLS for every gRPC endpoint: the one place that loads certificates and names the tenant.
 
-A hospital is its client certificate (DESIGN.md, promise 6): the tenant id is
+A hospital is its client certificate (docs/architecture.md, promise 6): the tenant id is
 the certificate's common name, verified by gRPC's TLS handshake against the
 operator's CA. Certificates from another CA, expired certificates and missing
 certificates are refused by the handshake itself when the server requires

@@ -1,7 +1,7 @@
 """A throw-away PKI for mTLS in tests and `make demo`.
 
 Hospitals authenticate with client certificates and the tenant id *is* the
-certificate's common name (DESIGN.md, promise 6), so every test of that promise
+certificate's common name (docs/architecture.md, promise 6), so every test of that promise
 needs a CA, a server certificate, tenant certificates, and the two certificates
 that must be refused: one expired, one issued by a CA the operator never trusted.
 

@@ -2,7 +2,7 @@
 
 A hospital that may query any identifier could enumerate a breach (or the CPR
 space) through the OPRF; the budget caps how many elements it can have
-evaluated per UTC day (DESIGN.md, promise 4). The count lives in the JetStream
+evaluated per UTC day (docs/architecture.md, promise 4). The count lives in the JetStream
 KV bucket `bus.KV_BUDGETS` under ``<tenant>.<YYYYMMDD>`` and is changed only by
 compare-and-set (create for the day's first charge, update against the
 revision read otherwise). Two replicas racing for the last elements cannot
