@@ -51,6 +51,7 @@ TENANTS = (
     "mt-fuzz",
     "mt-storm",
     "mt-budget-kill",
+    "mt-metrics",
 )
 BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000, "mt-budget-kill": 2000}
 

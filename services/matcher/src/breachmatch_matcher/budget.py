@@ -42,6 +42,7 @@ from nats.js.kv import KeyValue
 
 from breachmatch import bus, logs
 from breachmatch.tenants import Tenants
+from breachmatch_matcher import metrics
 
 log = logs.get_logger(__name__)
 
@@ -82,6 +83,8 @@ class _Reserve:
     units: int = 0
     #: `time.monotonic()` after which the unused units go back.
     until: float = 0.0
+    #: Room left in the shared count at the last refill (for the remaining allowance).
+    room: int = 0
 
 
 def budget_key(tenant: str, day: date) -> str:
@@ -134,25 +137,35 @@ class BudgetLedger:
 
     async def charge(self, tenant: str, count: int) -> BudgetDecision:
         """Charge `count` elements to today's budget if they fit, else refuse them all."""
+        async with self._locks[tenant]:
+            decision = await self._charge(tenant, count)
+            reserve = self._reserves.get(tenant)
+        metrics.BUDGET_LIMIT.labels(tenant).set(decision.limit)
+        metrics.BUDGET_REMAINING.labels(tenant).set(decision.remaining)
+        metrics.BUDGET_RESERVED.labels(tenant).set(reserve.units if reserve else 0)
+        return decision
+
+    async def _charge(self, tenant: str, count: int) -> BudgetDecision:
+        """`charge`, with the tenant's lock held."""
         limit = self._tenants.get(tenant).daily_budget
         day = self._clock().astimezone(UTC).date()
-        async with self._locks[tenant]:
-            reserve = self._reserves.get(tenant)
-            if reserve is None or reserve.day != day:  # yesterday's reserve counts for nothing
-                reserve = self._reserves[tenant] = _Reserve(day)
-            if count <= reserve.units:
-                reserve.units -= count
-                return BudgetDecision(True, limit, reserve.units, day)
-            taken, room = await self._take(tenant, day, count - reserve.units, limit)
-            if not taken:
-                # Refused: what this replica holds goes back, so the remainder reported
-                # is the tenant's whole allowance, not this replica's share of it.
-                held = await self._give_back(tenant)
-                return BudgetDecision(False, limit, room + held, day)
-            if reserve.units == 0:
-                reserve.until = time.monotonic() + self._hold
-            reserve.units += taken - count
-            return BudgetDecision(True, limit, room - taken + reserve.units, day)
+        reserve = self._reserves.get(tenant)
+        if reserve is None or reserve.day != day:  # yesterday's reserve counts for nothing
+            reserve = self._reserves[tenant] = _Reserve(day)
+        if count <= reserve.units:
+            reserve.units -= count
+            return BudgetDecision(True, limit, reserve.room + reserve.units, day)
+        taken, room = await self._take(tenant, day, count - reserve.units, limit)
+        if not taken:
+            # Refused: what this replica holds goes back, so the remainder reported
+            # is the tenant's whole allowance, not this replica's share of it.
+            held = await self._give_back(tenant)
+            return BudgetDecision(False, limit, room + held, day)
+        if reserve.units == 0:
+            reserve.until = time.monotonic() + self._hold
+        reserve.units += taken - count
+        reserve.room = room - taken
+        return BudgetDecision(True, limit, reserve.room + reserve.units, day)
 
     async def _take(self, tenant: str, day: date, need: int, limit: int) -> tuple[int, int]:
         """Move between `need` and a block from the shared count into this replica's hands.
