@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from breachmatch import bus
 from breachmatch import cli as hospital_cli
 from breachmatch.settings import (
     env_variable,
@@ -218,3 +219,14 @@ def test_switch_words(word: str, expected: bool, monkeypatch: pytest.MonkeyPatch
 def test_log_level_is_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BREACHMATCH_LOG_LEVEL", "debug")
     assert hospital_cli.build_parser().parse_args(["status"]).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("value", ["three", "0", "7", "-1"])
+def test_a_bad_stream_replica_count_is_refused_before_any_stream_is_made(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BREACHMATCH_NATS_REPLICAS is read where streams are declared, not by a parser;
+    it is checked there, and services report the ValueError as a configuration error."""
+    monkeypatch.setenv("BREACHMATCH_NATS_REPLICAS", value)
+    with pytest.raises(ValueError, match="BREACHMATCH_NATS_REPLICAS"):
+        bus.STREAMS[bus.STREAM_BREACHES].config()

@@ -78,7 +78,11 @@ _DAY = 24 * 3600.0
 
 
 def replicas() -> int:
-    return int(os.environ.get("BREACHMATCH_NATS_REPLICAS", "1"))
+    """Stream replicas, 1 to 5 (JetStream's range); a bad value is a configuration error."""
+    text = os.environ.get("BREACHMATCH_NATS_REPLICAS", "").strip() or "1"
+    if text not in {"1", "2", "3", "4", "5"}:
+        raise ValueError("BREACHMATCH_NATS_REPLICAS must be a number of replicas from 1 to 5")
+    return int(text)
 
 
 def subject_for(prefix: str, token: str) -> str:
