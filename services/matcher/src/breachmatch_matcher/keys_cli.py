@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from breachmatch.keys import KeyRing, KeyRingError, OprfKey
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, non_negative_number
 
 DEFAULT_GRACE_DAYS = 30.0
 
@@ -27,7 +27,7 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
     new = actions.add_parser("new", help="make a new current key; the old one enters grace")
     new.add_argument(
         "--grace-days",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_GRACE_DAYS,
         help=f"how long the previous key stays valid (default {DEFAULT_GRACE_DAYS:g})",
     )
