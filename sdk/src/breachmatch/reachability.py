@@ -1,7 +1,7 @@
 """Peers that cannot be reached: give up in bounded time, and say so in one line.
 
 An operator who points a command at the wrong NATS address must hear "cannot
-reach NATS at nats://…" within seconds, not watch it wait forever or scroll
+reach NATS at tls://…" within seconds, not watch it wait forever or scroll
 through a traceback per retry. Two rules, used by `bus.connect`:
 
 * Start-up gives up after a bounded time (``--connect-timeout``, default

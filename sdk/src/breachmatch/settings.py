@@ -206,7 +206,7 @@ NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 
 
 def nats_url(text: str) -> str:
-    """argparse `type=` for a NATS server URL (``nats://host:port``)."""
+    """argparse `type=` for a NATS server URL (``tls://host:port``: NATS requires TLS)."""
     try:
         parts = urlsplit(text.strip())
         port = parts.port  # raises ValueError when not a number or out of range
@@ -214,7 +214,7 @@ def nats_url(text: str) -> str:
         port, parts = -1, urlsplit("")
     if parts.scheme not in NATS_SCHEMES or not parts.hostname or port == -1:
         schemes = "/".join(NATS_SCHEMES)
-        raise argparse.ArgumentTypeError(f"must be a URL like nats://HOST:4222 ({schemes})")
+        raise argparse.ArgumentTypeError(f"must be a URL like tls://HOST:4222 ({schemes})")
     return text.strip()
 
 
