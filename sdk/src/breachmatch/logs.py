@@ -162,6 +162,22 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+def _not_tls_upgrade_noise(record: logging.LogRecord) -> bool:
+    """False for asyncio's warning about a NATS connection closing after its TLS upgrade.
+
+    nats-py connects in plaintext and upgrades to TLS after NATS's INFO line
+    (`asyncio.start_tls`), so asyncio's stream protocol does not know it runs
+    over TLS and, when the server goes away, answers EOF in a way the TLS layer
+    ignores with a warning. The connection is closed either way; the warning
+    says nothing an operator can act on, and during an outage it would add a
+    line to the story `breachmatch.reachability` tells in a few lines.
+    """
+    return not (
+        record.name == "asyncio"
+        and str(record.msg).startswith("returning true from eof_received() has no effect")
+    )
+
+
 def configure_logging(
     service: str,
     level: str | int = "INFO",
@@ -193,6 +209,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(_not_tls_upgrade_noise)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())

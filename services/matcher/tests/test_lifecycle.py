@@ -89,6 +89,7 @@ async def test_a_nats_outage_is_a_few_log_lines_and_the_matcher_recovers(
 ):
     """The real process: NOT_SERVING while NATS is gone, one line per doubling of failed
     reconnects (no traceback), SERVING and evaluating again once NATS is back."""
+    await fresh_nats_server.provision("ingest")  # the matcher waits for ingest's streams
     process = await spawn_matcher(matcher_files.config(fresh_nats_server.url, workers=1))
     before = len(process.output)
     fresh_nats_server.kill9()
