@@ -42,7 +42,7 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	@tmp=$$(mktemp -d) && mkdir -p $$tmp/breachmatch/v1 && \
 	$(MAKE) --no-print-directory _gen OUT=$$tmp && \
-	diff -r -q $$tmp/breachmatch/v1 $(STUBS_DIR)/breachmatch/v1 || \
+	diff -r -q -x __pycache__ $$tmp/breachmatch/v1 $(STUBS_DIR)/breachmatch/v1 || \
 	{ echo "generated stubs are stale: run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 
 _gen:

@@ -16,10 +16,17 @@ are NATS users of the shared server too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 
@@ -47,3 +54,147 @@ def fresh_nats_server(tmp_path: Path, dev_pki: DevPki) -> Iterator[NatsServer]:
     """A private nats-server for fault tests (kill9, restart) that must not disturb the others."""
     with NatsServer(tmp_path / "nats", dev_pki) as server:
         yield server
+
+
+# --- protobuf request fuzzing ----------------------------------------------------------
+
+#: Known good values of string or bytes fields, by field name (see `fuzz_grpc_service`).
+Hints = dict[str, list[Any]]
+
+_INTEGER_RANGES = {
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+}
+
+
+def _integers(low: int, high: int) -> st.SearchStrategy[int]:
+    """Any value in range, with the edges (where overflows hide) drawn often."""
+    edges = sorted(e for e in {low, low + 1, 0, 1, high - 1, high} if low <= e <= high)
+    return st.one_of(st.sampled_from(edges), st.integers(low, high))
+
+
+def _scalar(field: Any, depth: int, hints: Hints) -> st.SearchStrategy[Any]:
+    if field.type in _INTEGER_RANGES:
+        return _integers(*_INTEGER_RANGES[field.type])
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if field.type == FieldDescriptor.TYPE_STRING:
+        odd = ["", ".", "..", "*", ">", "a.b", "x" * 300, *hints.get(field.name, ())]
+        return st.text(max_size=64) | st.sampled_from(odd)
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        known = hints.get(field.name, [])
+        return st.binary(max_size=96) | (st.sampled_from(known) if known else st.nothing())
+    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+        return st.floats(width=32 if field.type == FieldDescriptor.TYPE_FLOAT else 64)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        known = [value.number for value in field.enum_type.values]
+        return st.sampled_from(known) | _integers(-(2**31), 2**31 - 1)  # proto3 enums are open
+    return _message(field.message_type, depth + 1, hints)
+
+
+def _message(descriptor: Any, depth: int, hints: Hints) -> st.SearchStrategy[Message]:
+    cls = message_factory.GetMessageClass(descriptor)
+    if depth > 3:
+        return st.just(cls())
+    fields: dict[str, st.SearchStrategy[Any]] = {}
+    for field in descriptor.fields:
+        entry = field.message_type
+        if field.containing_oneof is not None:
+            continue
+        if entry is not None and entry.GetOptions().map_entry:
+            keys, values = (
+                _scalar(entry.fields_by_name[n], depth, hints) for n in ("key", "value")
+            )
+            fields[field.name] = st.dictionaries(keys, values, max_size=4)
+        elif field.is_repeated:
+            fields[field.name] = st.lists(_scalar(field, depth, hints), max_size=6)
+        else:
+            fields[field.name] = _scalar(field, depth, hints)
+    # At most one field of each oneof, as (name, value).
+    oneofs = [
+        st.none() | st.sampled_from(list(oneof.fields)).flatmap(lambda f: _named(f, depth, hints))
+        for oneof in descriptor.oneofs
+    ]
+
+    def build(values: dict[str, Any], chosen: tuple[tuple[str, Any] | None, ...]) -> Message:
+        return cls(**values, **dict(pick for pick in chosen if pick is not None))
+
+    return st.builds(build, st.fixed_dictionaries({}, optional=fields), st.tuples(*oneofs))
+
+
+def _named(field: Any, depth: int, hints: Hints) -> st.SearchStrategy[tuple[str, Any]]:
+    return _scalar(field, depth, hints).map(lambda value: (field.name, value))
+
+
+#: What no request, however odd, may get: they mean the service crashed on it.
+CRASH_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
+#: Deadlines of one fuzzed call: streams that follow events (watches) never end by themselves.
+_UNARY_SECONDS = 10.0
+_STREAM_SECONDS = 0.3
+
+
+def _fuzz_method(
+    channel: grpc.Channel, method: Any, examples: int, hints: Hints, seen: dict[str, list[str]]
+) -> None:
+    cls = message_factory.GetMessageClass(method.input_type)
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    kind = (
+        ("stream" if method.client_streaming else "unary")
+        + "_"
+        + ("stream" if method.server_streaming else "unary")
+    )
+    call = getattr(channel, kind)(path, cls.SerializeToString, lambda raw: raw)
+    requests = _message(method.input_type, 0, hints)
+
+    @settings(max_examples=examples, deadline=None, database=None)
+    @given(st.lists(requests, min_size=1, max_size=3) if method.client_streaming else requests)
+    def one(request: Any) -> None:
+        timeout = _STREAM_SECONDS if method.server_streaming else _UNARY_SECONDS
+        try:
+            if method.client_streaming:
+                result = call(iter(request), timeout=timeout)
+            else:
+                result = call(request, timeout=timeout)
+            if method.server_streaming:
+                for _ in result:
+                    pass
+            code = grpc.StatusCode.OK
+            details = ""
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details() or ""
+        seen.setdefault(method.name, []).append(code.name)
+        assert code not in CRASH_CODES, f"{method.name}: {code.name} {details!r} for {request!r}"
+        assert "nats" not in details.lower(), f"{method.name}: internal error leaked: {details!r}"
+
+    one()
+
+
+@pytest.fixture(scope="session")
+def fuzz_grpc_service() -> Callable[..., dict[str, list[str]]]:
+    """``fuzz(channel, service_descriptor, examples, hints)``: every method, fuzzed requests.
+
+    Requests are valid messages with arbitrary field values, edges (0, 2^64-1,
+    "..", ...) drawn often; string and bytes fields named in `hints` also draw those
+    known good values (a real key id, a served breach), so the fuzz gets past
+    the first lookup. Blocking (a sync channel): run it with `asyncio.to_thread`
+    when the service lives on the test's event loop. Returns the status codes
+    seen per method.
+    """
+
+    def fuzz(
+        channel: grpc.Channel, service: Any, examples: int = 40, hints: Hints | None = None
+    ) -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {}
+        for method in service.methods:
+            _fuzz_method(channel, method, examples, hints or {}, seen)
+        return seen
+
+    return fuzz

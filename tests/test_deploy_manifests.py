@@ -9,6 +9,7 @@ no committed secrets, pinned images) hold even if a linter's rules change.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from breachmatch.dev import DevPki
 from breachmatch.identity import Role, spiffe_uri
 from breachmatch.nats_auth import PRODUCTION_USERS, render_authorization
 
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 VALIDATE = DEPLOY / "validate.sh"
 
-# What the services listen on (DESIGN.md / issue 7): the manifests must agree.
+# What the services listen on (docs/architecture.md / issue 7): the manifests must agree.
 PORTS = {
     "matcher": {"grpc": 50051, "health": 50052, "metrics": 9101},
     "notifier": {"grpc": 50061, "health": 50062, "metrics": 9102},
@@ -552,3 +554,131 @@ def test_dockerfile(service: str) -> None:
 
 def test_validate_script_is_executable() -> None:
     assert os.access(VALIDATE, os.X_OK)
+
+
+# --- the configuration each pod would read, parsed by the service's own code -----------
+
+SECRET_PLACEHOLDER = "from-a-secret"
+_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _container_env(docs: list[Doc], container: Doc) -> dict[str, str]:
+    """Everything the container's environment holds; Secret values become a placeholder."""
+    env = _config_env(docs, container)
+    for var in container.get("env", []):
+        source = var.get("valueFrom", {})
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[var["name"]] = _find(docs, "ConfigMap", ref["name"])["data"][ref["key"]]
+        elif "secretKeyRef" in source:
+            env[var["name"]] = SECRET_PLACEHOLDER
+    return env
+
+
+def _expand(arg: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` substitution in container args."""
+    return _REFERENCE.sub(lambda match: env[match.group(1)], arg)
+
+
+def _mounted_config_file(docs: list[Doc], pod: Doc, container: Doc, path: str) -> str:
+    """The text of a file the container reads from a mounted ConfigMap."""
+    directory, _, name = path.rpartition("/")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    text: str = _find(docs, "ConfigMap", volume["configMap"]["name"])["data"][name]
+    return text
+
+
+#: Settings whose parser checks the disk (a certificate directory must hold its three
+#: files, `settings.tls_directory`): the pod's mounted Secret is stood in for by the dev
+#: PKI's directory of the same service (that the mount exists is checked above).
+CHECKED_ON_DISK = frozenset({"BREACHMATCH_NATS_TLS_DIR"})
+
+
+def _load_service_config(
+    service: str,
+    argv: list[str],
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    certificates: Path,
+) -> object:
+    """What the service's `main` builds from `argv` and `env` before it connects anywhere."""
+    for name in [n for n in os.environ if n.startswith("BREACHMATCH_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(certificates) if name in CHECKED_ON_DISK else value)
+    if service == "matcher":
+        from breachmatch_matcher import cli as matcher_cli
+        from breachmatch_matcher.config import config_from_args as matcher_config
+
+        parser = matcher_cli.build_parser()
+        return matcher_config(parser, parser.parse_args(argv))
+    if service == "notifier":
+        from breachmatch_notifier import cli as notifier_cli
+        from breachmatch_notifier.channels import ChannelsConfig
+        from breachmatch_notifier.config import config_from_args as notifier_config
+
+        args = notifier_cli.build_parser().parse_args(argv)
+        return notifier_config(args.subparser, args, ChannelsConfig.from_env())
+    from breachmatch_ingest import cli as ingest_cli
+    from breachmatch_ingest import config as ingest_config
+
+    args = ingest_cli.build_parser().parse_args(argv)
+    loaded: list[object] = [ingest_config.worker_settings(args)]
+    if args.command == "ingest":
+        info = ingest_config.breach_info(args)
+        info.check()
+        loaded += [info, ingest_config.coordinator_settings(args)]
+    return loaded
+
+
+def test_every_pod_configuration_loads_with_the_services_own_parsers(
+    rendered: dict[str, list[Doc]], monkeypatch: pytest.MonkeyPatch, dev_pki: DevPki
+) -> None:
+    """Each container's env (ConfigMaps, literals; Secrets as placeholders), args and
+    mounted tenants file go through the parsers and loaders its `main` uses, so an
+    overlay that would crash-loop on a setting fails here instead."""
+    from breachmatch.tenants import Tenants
+
+    loaded: dict[str, set[str]] = {}
+    for where, workload in _all_workloads(rendered):
+        service = workload["metadata"]["labels"]["app.kubernetes.io/name"]
+        if service == "nats":
+            continue
+        pod = _pod(workload)
+        (container,) = pod["containers"]
+        env = _container_env(rendered[where], container)
+        argv = [_expand(arg, env) for arg in container["args"]]
+        label = f"{where}: {workload['kind']}/{workload['metadata']['name']}"
+        try:
+            config = _load_service_config(
+                service, argv, env, monkeypatch, dev_pki.service_dir(service)
+            )
+        except SystemExit as exited:
+            pytest.fail(f"{label}: the command line or environment is refused ({exited.code})")
+        assert config, label
+        if "BREACHMATCH_TENANTS_FILE" in env:
+            text = _mounted_config_file(
+                rendered[where], pod, container, env["BREACHMATCH_TENANTS_FILE"]
+            )
+            assert Tenants.from_dict(json.loads(text)).known, label
+        loaded.setdefault(where, set()).add(service)
+    assert loaded == {
+        "dev": {"matcher", "notifier", "ingest"},
+        "prod": {"matcher", "notifier", "ingest"},
+        "dev-ingest-dump": {"ingest"},
+        "prod-ingest-dump": {"ingest"},
+    }
+
+
+def test_every_config_file_under_deploy_is_used_by_a_kustomization() -> None:
+    """So the test above, which reads what the overlays render, sees every one of them."""
+    named: set[Path] = set()
+    for kfile in DEPLOY.rglob("kustomization.yaml"):
+        doc = yaml.safe_load(kfile.read_text())
+        for gen in doc.get("configMapGenerator") or []:
+            for entry in [*gen.get("envs", []), *gen.get("files", [])]:
+                named.add((kfile.parent / entry.split("=", 1)[-1]).resolve())
+    configs = [*DEPLOY.rglob("*.env"), *DEPLOY.rglob("tenants.json")]
+    assert len(configs) >= 7
+    assert [p for p in configs if p.resolve() not in named] == []

@@ -1,4 +1,4 @@
-"""The whole flow as separate processes, and every promise of DESIGN.md checked at the end.
+"""The whole flow as separate processes, and every promise of docs/architecture.md checked.
 
 Runs exactly what `make demo` runs (`breachmatch.dev.demo.run_flow`): a real
 nats-server, the matcher, notifier and ingest services as processes, an SMTP
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import email
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -73,3 +74,18 @@ def test_no_identifier_in_any_stored_file_or_log(outcome: Outcome) -> None:
         if any(p.search(content) for p in patterns)
     ]
     assert leaks == []
+
+
+def test_stack_env_names_where_each_service_serves_metrics(outcome: Outcome) -> None:
+    """`make up` writes the Prometheus addresses beside the others; they are the ones the
+    services reported listening on."""
+    for name in ("matcher", "notifier", "ingest"):
+        address = outcome.info.env[f"{name.upper()}_METRICS_ADDR"]
+        log = (outcome.info.root / "logs" / f"{name}.log").read_text()
+        started = [
+            json.loads(line)
+            for line in log.splitlines()
+            if line.startswith("{") and '"service started"' in line
+        ]
+        assert started, name
+        assert address.endswith(f":{started[0]['metrics_port']}"), name

@@ -487,6 +487,16 @@ async def test_cli_check_writes_reports_without_any_identifier(stack: Stack, tmp
     }
     assert leaked == set()
 
+    # `--json -`: the same document on stdout, the human summary on stderr.
+    code, out, err = await _cli(
+        stack, "sdk-cli", state, "check", "--patients", str(stack.hospital),
+        "--breach", "leak-1,leak-2", "--json", "-",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["matches"] == document["matches"]
+    assert "Breach leak-1" in err
+    assert not (tmp_path / "-").exists()
+
 
 async def test_cli_errors_say_what_to_fix(stack: Stack, tmp_path: Path):
     odd = tmp_path / "odd.csv"
@@ -499,7 +509,7 @@ async def test_cli_errors_say_what_to_fix(stack: Stack, tmp_path: Path):
         stack, "sdk-cli", tmp_path, "check", "--patients", str(stack.hospital),
         "--matcher", "127.0.0.1:1", "--retries", "2",
     )  # fmt: skip
-    assert code == 1
+    assert code == 69  # EX_UNAVAILABLE: distinct from a problem the hospital must fix
     assert "cannot reach the matcher at 127.0.0.1:1: is the matcher running? check --matcher" in err
     code, _, err = await _cli(stack, "sdk-cli", tmp_path, "check")
     assert code == 2, err
@@ -689,6 +699,14 @@ async def test_cli_notify_submits_each_strong_match_once_and_shows_status(
     assert out.rstrip().endswith("3 notices")
     leaked = {f for f in identifier_forms(stack.hospital_rows) if f.decode() in out + err}
     assert leaked == set()
+    code, out, err = await _cli(
+        stack, "sdk-notify", tmp_path, "status", "--notifier", notifier, "--breach", "leak-1",
+        "--json", "-",
+    )  # fmt: skip
+    assert code == 0, err
+    notices = json.loads(out)["notices"]
+    assert {n["patient_id"] for n in notices} == {"H-cpr", "H-mrn", "H-multi"}
+    assert {n["breach_id"] for n in notices} == {"leak-1"}
     code, out, err = await _cli(
         stack, "sdk-notify", tmp_path, "watch", "--patients", str(stack.hospital),
         "--notify", "--notifier", notifier, "--channels", "email", "--max-events", "1",

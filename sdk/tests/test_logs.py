@@ -91,3 +91,19 @@ def test_counts_and_ids_survive_redaction(captured):
     [line] = lines(captured)
     assert line["breach_id"] == "alles-2025"
     assert line["entries"] == 57000
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "nats://10.0.0.12:4222", "10.255.255.1:50061", "192.168.1.1", "12.34.56.78:80"],
+)
+def test_network_addresses_are_kept(address: str) -> None:
+    """A line saying which address cannot be reached is useless with the address redacted."""
+    assert logs.scrub_text(f"cannot reach NATS at {address}") == f"cannot reach NATS at {address}"
+
+
+@pytest.mark.parametrize(
+    "phone", ["70.20.30.40", "+45 70 20 30 40", "12.34.56.78", "3.12.45.67.89"]
+)
+def test_phone_numbers_written_like_addresses_are_still_redacted(phone: str) -> None:
+    assert logs.scrub_text(f"call {phone} today") == f"call {logs.REDACTED} today"

@@ -43,6 +43,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from breachmatch.identity import Identity, identity_from_pem
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT, ConnectionLog
 from breachmatch.tls import TlsFiles
 
 # --- subjects ----------------------------------------------------------------
@@ -88,7 +89,11 @@ _DAY = 24 * 3600.0
 
 
 def replicas() -> int:
-    return int(os.environ.get("BREACHMATCH_NATS_REPLICAS", "1"))
+    """Stream replicas, 1 to 5 (JetStream's range); a bad value is a configuration error."""
+    text = os.environ.get("BREACHMATCH_NATS_REPLICAS", "").strip() or "1"
+    if text not in {"1", "2", "3", "4", "5"}:
+        raise ValueError("BREACHMATCH_NATS_REPLICAS must be a number of replicas from 1 to 5")
+    return int(text)
 
 
 def subject_for(prefix: str, token: str) -> str:
@@ -180,29 +185,42 @@ def client_tls(files: TlsFiles) -> ssl.SSLContext:
 
 
 async def connect(
-    url: str, name: str, tls: TlsFiles, **options: Any
+    url: str,
+    name: str,
+    tls: TlsFiles,
+    *,
+    give_up_after: float = DEFAULT_CONNECT_TIMEOUT,
+    **options: Any,
 ) -> tuple[NatsClient, JetStreamContext]:
-    """Connect as the identity of `tls` (its certificate is the NATS user), reconnecting forever.
+    """Connect as the identity of `tls` (its certificate is the NATS user).
 
-    Services ride out a NATS restart. The inbox prefix is the identity's own
-    (`inbox_prefix`): the only reply subjects its user may read. `options`
-    override nats-py's connect options (tests pass ``error_cb`` to see the
-    server's refusals).
+    Start-up raises `UnreachableError` after `give_up_after` seconds of trying;
+    once connected, reconnects forever: services ride out a NATS restart.
+    Either way failures are logged in a few lines (`reachability.ConnectionLog`).
+    The inbox prefix is the identity's own (`inbox_prefix`): the only reply
+    subjects its user may read. `options` override nats-py's connect options
+    (tests pass ``error_cb`` to see the server's refusals).
     """
     identity = identity_from_pem(tls.cert.read_bytes())
+    story = ConnectionLog("NATS", url)
     settings: dict[str, Any] = {
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "connect_timeout": 5,
+        **story.callbacks(),
         **options,
     }
-    nc = await nats.connect(
-        servers=[url],
-        name=name,
-        tls=client_tls(tls),
-        inbox_prefix=inbox_prefix(identity),
-        **settings,
-    )
+    try:
+        async with asyncio.timeout(give_up_after):
+            nc = await nats.connect(
+                servers=[url],
+                name=name,
+                tls=client_tls(tls),
+                inbox_prefix=inbox_prefix(identity),
+                **settings,
+            )
+    except TimeoutError:
+        raise story.gave_up(give_up_after) from None
     return nc, nc.jetstream()
 
 

@@ -25,7 +25,7 @@ from breachmatch.enrolment import (
     install_bundle,
     write_request,
 )
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, add_log_arguments
 
 EXIT_PROBLEM = 1
 
@@ -46,6 +46,7 @@ def add_certificate_arguments(parser: argparse.ArgumentParser) -> None:
             default=Path("tls"),
             help="directory for tls.key, request.csr and later ca.crt, tls.crt",
         )
+        add_log_arguments(action, default_level="WARNING")
 
 
 def run_certificate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -1,17 +1,19 @@
 """``breachmatch``: the hospital's command line.
 
-    breachmatch check  --patients FILE [--breach ID[,ID…] | --all] [--json OUT] [--csv OUT]
+    breachmatch check  --patients FILE [--breach ID[,ID…] | --all] [--json OUT|-] [--csv OUT|-]
     breachmatch watch  --patients FILE [--notify] [--out-dir DIR]
     breachmatch notify --from RESULTS.json [--patients FILE] [--channels email,sms,digital_post]
-    breachmatch status [--breach ID]
+    breachmatch status [--breach ID] [--json OUT|-]
     breachmatch certificate request --tenant ID | install BUNDLE   (joining as a hospital)
 
 Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
 (``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
 them. Reports go to stdout, notices, progress and errors to stderr. Exit
-status: 0 done, 1 a problem the message explains, 2 wrong usage, 70 an
+status: 0 done, 1 a problem the message explains, 2 wrong usage, 69 the
+matcher or notifier could not be reached (after ``--retries`` tries), 70 an
 internal error (a bug: one line naming where; ``--debug`` prints the
-traceback, identifier-shaped text scrubbed).
+traceback, identifier-shaped text scrubbed), 141 the reader of stdout went
+away (``breachmatch status | head``).
 """
 
 from __future__ import annotations
@@ -23,30 +25,51 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from breachmatch import __version__, logs
+import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
+from breachmatch import logs
 from breachmatch.certificate_cli import add_certificate_arguments, run_certificate
 from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
 from breachmatch.client.api import PatientSource
+from breachmatch.client.errors import ServiceUnavailableError
 from breachmatch.client.outreach import CHANNELS, DEFAULT_CHANNELS
 from breachmatch.client.report import (
+    csv_text,
+    json_text,
     load_json,
     render_status,
     render_summary,
-    write_csv,
+    status_document,
+    to_document,
     write_json,
 )
 from breachmatch.client.state import default_state_dir
 from breachmatch.identifiers import Strength
+from breachmatch.keys import write_secret_file
+from breachmatch.pipes import quiet_on_closed_pipe
+from breachmatch.reachability import EXIT_UNREACHABLE
 from breachmatch.readers import FORMATS
-from breachmatch.settings import add_env_argument, env_name
+from breachmatch.settings import (
+    add_env_argument,
+    add_log_arguments,
+    add_version_argument,
+    env_name,
+    host_port,
+    non_negative_int,
+    positive_int,
+    text_encoding,
+)
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE
+#: ``--json -``, ``--csv -``: write the document to stdout.
+STDOUT = Path("-")
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--matcher", default="localhost:50051", help="matcher HOST:PORT")
+    add_env_argument(
+        parser, "--matcher", type=host_port, default="localhost:50051", help="matcher HOST:PORT"
+    )
     add_env_argument(
         parser,
         "--tls-dir",
@@ -76,13 +99,14 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--retries",
-        type=int,
+        type=positive_int,
         default=Backoff().attempts,
         help="tries per call while the service is unreachable (exponential backoff)",
     )
     add_env_argument(
         parser, "--quiet", action="store_true", help="no progress bar, no list of matched patients"
     )
+    add_log_arguments(parser, default_level="WARNING")
 
 
 def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -97,7 +121,10 @@ def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
         parser, "--format", default="auto", choices=FORMATS, help="format of the patient export"
     )
     add_env_argument(
-        parser, "--encoding", help="text encoding of the export (default: sniffed from its bytes)"
+        parser,
+        "--encoding",
+        type=text_encoding,
+        help="text encoding of the export (default: sniffed from its bytes)",
     )
     add_env_argument(
         parser, "--map", type=Path, help="JSON column mapping for headers the synonyms miss"
@@ -105,8 +132,20 @@ def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     add_env_argument(parser, "--facility", help="facility whose MRNs the export holds")
 
 
+def _channel_list(text: str) -> list[str]:
+    """argparse `type=`: channel names, comma-separated, each one we know."""
+    channels = [c.strip() for c in text.split(",") if c.strip()]
+    if not channels or set(channels) - set(CHANNELS):
+        raise argparse.ArgumentTypeError(f"takes a list from {', '.join(CHANNELS)}")
+    return channels
+
+
+def _notifier_address(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(parser, "--notifier", type=host_port, help="notifier (Outreach) HOST:PORT")
+
+
 def _notifier_flags(parser: argparse.ArgumentParser) -> None:
-    add_env_argument(parser, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
+    _notifier_address(parser)
     add_env_argument(
         parser,
         "--notifier-key",
@@ -116,6 +155,7 @@ def _notifier_flags(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--channels",
+        type=_channel_list,
         default=",".join(DEFAULT_CHANNELS),
         help=f"notice channels in order of preference, from {', '.join(CHANNELS)}",
     )
@@ -130,10 +170,14 @@ def _notifier_flags(parser: argparse.ArgumentParser) -> None:
 
 def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
-        parser, "--batch-size", type=int, default=1024, help="blinded elements per Evaluate batch"
+        parser,
+        "--batch-size",
+        type=positive_int,
+        default=1024,
+        help="blinded elements per Evaluate batch",
     )
     add_env_argument(
-        parser, "--concurrency", type=int, default=2, help="Evaluate streams run at once"
+        parser, "--concurrency", type=positive_int, default=2, help="Evaluate streams run at once"
     )
 
 
@@ -143,14 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check this hospital's patients against published data breaches, "
         "without sending any identifier to anyone.",
     )
-    parser.add_argument("--version", action="version", version=f"breachmatch {__version__}")
-    add_env_argument(
-        parser,
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity on stderr (logs never carry identifiers)",
-    )
+    add_version_argument(parser, "breachmatch")
     add_env_argument(
         parser,
         "--debug",
@@ -163,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     _patient_flags(check, required=True)
     add_env_argument(check, "--breach", help="breach id(s) to check, comma-separated")
     add_env_argument(check, "--all", action="store_true", help="every served breach (default)")
-    add_env_argument(check, "--json", type=Path, help="write the results as JSON (version 1)")
-    add_env_argument(check, "--csv", type=Path, help="write one CSV row per match")
+    add_env_argument(
+        check, "--json", type=Path, help="write the results as JSON (version 1); - for stdout"
+    )
+    add_env_argument(check, "--csv", type=Path, help="write one CSV row per match; - for stdout")
     _pipeline_flags(check)
     _connection_flags(check)
 
@@ -175,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_env_argument(watch, "--notify", action="store_true", help="submit notices per policy")
     add_env_argument(
-        watch, "--max-events", type=int, default=0, help="stop after N breach events (0: never)"
+        watch,
+        "--max-events",
+        type=non_negative_int,
+        default=0,
+        help="stop after N breach events (0: never)",
     )
     _notifier_flags(watch)
     _pipeline_flags(watch)
@@ -189,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="delivery status of submitted notices")
     add_env_argument(status, "--breach", help="only notices about this breach")
-    add_env_argument(status, "--notifier", default="", help="notifier (Outreach) HOST:PORT")
+    add_env_argument(
+        status,
+        "--json",
+        type=Path,
+        help="write the notices as JSON instead of a table; - for stdout",
+    )
+    _notifier_address(status)
     _connection_flags(status)
 
     certificate = commands.add_parser(
@@ -206,7 +255,7 @@ def _require(args: argparse.Namespace, parser: argparse.ArgumentParser, *flags: 
 
 
 def _client(args: argparse.Namespace) -> Client:
-    backoff = Backoff(attempts=max(1, args.retries))
+    backoff = Backoff(attempts=args.retries)
     pipeline = PipelineOptions(
         batch_size=getattr(args, "batch_size", 1024),
         streams=getattr(args, "concurrency", 2),
@@ -235,14 +284,6 @@ def _patient_source(args: argparse.Namespace) -> PatientSource:
     return PatientSource(args.patients, args.format, args.map, args.facility, args.encoding)
 
 
-def _channels(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    channels = [c.strip() for c in args.channels.split(",") if c.strip()]
-    unknown = sorted(set(channels) - set(CHANNELS))
-    if unknown or not channels:
-        parser.error(f"--channels takes a list from {', '.join(CHANNELS)}")
-    return channels
-
-
 def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--patients", "--tls-dir")
     if args.breach and args.all:
@@ -250,20 +291,33 @@ def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     breach_ids = [b.strip() for b in args.breach.split(",") if b.strip()] if args.breach else None
     with _client(args) as client:
         result = client.check(_patient_source(args), breach_ids)
-    print(render_summary(result, show_patients=not args.quiet))
+    if args.json is not None and args.json == args.csv == STDOUT:
+        parser.error("only one of --json and --csv can write to stdout (-)")
+    to_stdout = STDOUT in (args.json, args.csv)
+    # A document on stdout stays parseable: the summary goes to stderr then.
+    print(
+        render_summary(result, show_patients=not args.quiet),
+        file=sys.stderr if to_stdout else sys.stdout,
+    )
     if args.json:
-        write_json(result, args.json)
+        _output(args.json, json_text(to_document(result)))
     if args.csv:
-        write_csv(result, args.csv)
+        _output(args.csv, csv_text(result))
 
 
-def _print_notified(
-    client: Client, result: CheckResult, args: argparse.Namespace, channels: Sequence[str]
-) -> None:
+def _output(path: Path, text: str) -> None:
+    """Write a report to `path`, or to stdout for ``-``."""
+    if path == STDOUT:
+        sys.stdout.write(text)
+    else:
+        write_secret_file(path, text)
+
+
+def _print_notified(client: Client, result: CheckResult, args: argparse.Namespace) -> None:
     done = client.notify(
         result,
         _patient_source(args) if args.patients else None,
-        channels=channels,
+        channels=args.channels,
         min_strength=Strength(args.min_strength),
     )
     print(
@@ -276,7 +330,6 @@ def _print_notified(
 
 def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--patients", "--tls-dir")
-    channels = _channels(args, parser)
     if args.notify:
         _require(args, parser, "--notifier")
     stop = threading.Event()
@@ -296,9 +349,7 @@ def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
             on_result,
             stop=stop,
             notify=(
-                (lambda result: _print_notified(client, result, args, channels))
-                if args.notify
-                else None
+                (lambda result: _print_notified(client, result, args)) if args.notify else None
             ),
             max_events=args.max_events,
         )
@@ -306,45 +357,63 @@ def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
 def _run_notify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--from", "--tls-dir", "--notifier")
-    channels = _channels(args, parser)
     result = load_json(getattr(args, "from"))  # "from" is a keyword: no attribute syntax
     with _client(args) as client:
-        _print_notified(client, result, args, channels)
+        _print_notified(client, result, args)
 
 
 def _run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require(args, parser, "--tls-dir", "--notifier")
     with _client(args) as client:
         statuses = client.status(args.breach)
-    print(render_status(statuses))
+    if args.json:
+        _output(args.json, json_text(status_document(statuses)))
+    else:
+        print(render_status(statuses))
 
 
 _COMMANDS = {"check": _run_check, "watch": _run_watch, "notify": _run_notify, "status": _run_status}
 
 
+def _internal_error(error: BaseException, debug: bool) -> int:
+    """A bug: one line saying where (its message could quote a patient row), not what."""
+    print(
+        f"breachmatch: internal error: {logs.describe_unexpected(error)} "
+        "(a bug; --debug prints the traceback)",
+        file=sys.stderr,
+    )
+    if debug:
+        print(logs.scrubbed_traceback(error), file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure_logging("breachmatch", level=args.log_level)
+    logs.configure_logging("breachmatch", level=args.log_level, fmt=args.log_format)
     try:
         if args.command == "certificate":
             return run_certificate(args, sys.stdout, sys.stderr)
         _COMMANDS[args.command](args, parser)
+    except ServiceUnavailableError as error:
+        print(f"breachmatch: error: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except ClientError as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except OSError as error:
+        if error.filename is None:  # not a file of ours: a closed stdout, or a bug
+            if isinstance(error, BrokenPipeError):
+                raise  # `quiet_on_closed_pipe` exits 141
+            return _internal_error(error, args.debug)
+        print(f"breachmatch: error: {error.filename}: {error.strerror}", file=sys.stderr)
         return EXIT_PROBLEM
     except KeyboardInterrupt:
         print("breachmatch: interrupted; a re-run continues from the token cache", file=sys.stderr)
         return EXIT_PROBLEM
-    except Exception as error:  # its message could quote a patient row: say where, not what
-        print(
-            f"breachmatch: internal error: {logs.describe_unexpected(error)} "
-            "(a bug; --debug prints the traceback)",
-            file=sys.stderr,
-        )
-        if args.debug:
-            print(logs.scrubbed_traceback(error), file=sys.stderr)
-        return EXIT_INTERNAL
+    except Exception as error:
+        return _internal_error(error, args.debug)
     return 0
 
 

@@ -88,10 +88,36 @@ def _normalise_key(key: object) -> str:
     return re.sub(r"[^a-z]", "", str(key).lower())
 
 
+# An IPv4 address (with an optional port) is what a log line about a connection
+# must show, and it is digit-run shaped. It is kept when it cannot be a phone
+# number written with dots: a port follows it, or not every group has exactly
+# two digits ("10.0.0.12:4222" and "127.0.0.1" stay, "70.20.30.40" goes).
+_IPV4 = re.compile(r"(?<![\w.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(:\d{1,5})?(?![\w.])")
+_KEPT = "\x00{}\x00"
+
+
+def _is_address(match: re.Match[str]) -> bool:
+    octets = match.groups()[:4]
+    if any(int(octet) > 255 for octet in octets):
+        return False
+    return match.group(5) is not None or any(len(octet) != 2 for octet in octets)
+
+
 def scrub_text(text: str) -> str:
-    """Replace identifier-shaped substrings of `text`."""
+    """Replace identifier-shaped substrings of `text` (network addresses excepted)."""
+    kept: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        if not _is_address(match):
+            return match.group(0)
+        kept.append(match.group(0))
+        return _KEPT.format(len(kept) - 1)
+
+    text = _IPV4.sub(keep, text)
     for pattern in _PATTERNS:
         text = pattern.sub(REDACTED, text)
+    for index, address in enumerate(kept):
+        text = text.replace(_KEPT.format(index), address, 1)
     return text
 
 
@@ -136,6 +162,22 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+def _not_tls_upgrade_noise(record: logging.LogRecord) -> bool:
+    """False for asyncio's warning about a NATS connection closing after its TLS upgrade.
+
+    nats-py connects in plaintext and upgrades to TLS after NATS's INFO line
+    (`asyncio.start_tls`), so asyncio's stream protocol does not know it runs
+    over TLS and, when the server goes away, answers EOF in a way the TLS layer
+    ignores with a warning. The connection is closed either way; the warning
+    says nothing an operator can act on, and during an outage it would add a
+    line to the story `breachmatch.reachability` tells in a few lines.
+    """
+    return not (
+        record.name == "asyncio"
+        and str(record.msg).startswith("returning true from eof_received() has no effect")
+    )
+
+
 def configure_logging(
     service: str,
     level: str | int = "INFO",
@@ -167,6 +209,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(_not_tls_upgrade_noise)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())

@@ -250,6 +250,10 @@ async def test_retraction_is_one_event_and_final(
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id="0" * 32))
     assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+    for job_id in ("¹" * 32, "../" * 11, "A" * 32):  # "¹" passed isalnum() and broke the KV key
+        with pytest.raises(grpc.aio.AioRpcError) as malformed:
+            await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id=job_id))
+        assert malformed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_retract_command_publishes_a_retraction(
@@ -270,3 +274,18 @@ async def test_retract_command_publishes_a_retraction(
     assert (last.kind, last.reason) == (BreachEvent.KIND_RETRACTED, "duplicate of another breach")
     with pytest.raises(UnknownBreachError):
         await retract_breach(js, "never-published-either", "x")
+
+
+async def test_fuzzed_requests_get_a_status_never_a_crash(
+    ingest_address: str, dev_pki: DevPki, fuzz_grpc_service: Callable[..., dict[str, list[str]]]
+) -> None:
+    """Every Ingest method, fed valid protobufs with arbitrary field values by the operator
+    (the one role that gets past the allow-list): a status that says what is wrong, never
+    UNKNOWN or INTERNAL (see `fuzz_grpc_service`)."""
+    service = ingest_pb2.DESCRIPTOR.services_by_name["Ingest"]
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(dev_pki.operator_dir))
+    with grpc.secure_channel(ingest_address, credentials) as channel:
+        seen = await asyncio.to_thread(fuzz_grpc_service, channel, service, 30)
+    assert not any("PERMISSION_DENIED" in codes for codes in seen.values()), "fuzzed the door"
+    assert set(seen) == {"Upload", "GetJob", "RetractBreach"}
+    assert "INVALID_ARGUMENT" in seen["Upload"]

@@ -52,8 +52,12 @@ TENANTS = (
     "mt-privacy",
     "mt-drain",
     "mt-health",
+    "mt-fuzz",
+    "mt-storm",
+    "mt-budget-kill",
+    "mt-metrics",
 )
-BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000}
+BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000, "mt-budget-kill": 2000}
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ class MatcherProcess:
     health_port: int = 0
     output: list[str] = field(default_factory=list)
     _reader: asyncio.Task[None] | None = None
+    _new_line: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def start(cls, config: MatcherConfig) -> MatcherProcess:
@@ -249,6 +254,7 @@ class MatcherProcess:
         assert self.process.stderr is not None
         async for raw in self.process.stderr:
             self.output.append(raw.decode(errors="replace"))
+            self._new_line.set()
             with contextlib.suppress(ValueError):
                 line = json.loads(raw)
                 if line.get("event") == "service started" and not started.done():
@@ -256,6 +262,19 @@ class MatcherProcess:
         if not started.done():
             tail = "".join(self.output[-20:])
             started.set_exception(RuntimeError(f"matcher exited during start-up:\n{tail}"))
+
+    async def wait_for_line(self, wanted: Callable[[dict[str, Any]], bool]) -> int:
+        """Wait (bounded) for a JSON log line that `wanted` accepts; its index in `output`."""
+        seen = 0
+        async with asyncio.timeout(PROCESS_START_TIMEOUT):
+            while True:
+                for index in range(seen, len(self.output)):
+                    with contextlib.suppress(ValueError):
+                        if wanted(json.loads(self.output[index])):
+                            return index
+                seen = len(self.output)
+                self._new_line.clear()
+                await self._new_line.wait()
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""Daily budgets: exact under concurrency, in one process and across two matcher processes."""
+"""Daily budgets: exact under concurrency, storms and a kill, in one and across two processes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from breachmatch import bus, oprf
 from breachmatch.tenants import Tenant, Tenants
 from breachmatch.v1 import matcher_pb2
-from breachmatch_matcher.budget import BudgetLedger, budget_key
+from breachmatch_matcher.budget import BudgetLedger, block_for, budget_key
 from breachmatch_matcher.budget_status import LIMIT_KEY, REMAINING_KEY, RESETS_AT_KEY
 
 
@@ -130,3 +130,95 @@ async def test_budget_is_exact_across_two_matcher_processes(
     )
     assert sum(granted for granted, _ in results) == 1000
     assert {status for _, status in results} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+async def test_a_storm_of_one_element_calls_is_served_and_counted_exactly(
+    matcher_files, nats_url, spawn_matcher, connect, key_info, js
+):
+    """Issue 14: 1,200 concurrent one-element Evaluate calls over 2 matcher processes got
+    468 UNAVAILABLE from compare-and-set retries. Reserved blocks: none, and once both
+    processes have stopped (returning what they reserved) the count is exactly 1,200."""
+    tenant = "mt-storm"  # default budget, 10 million: the blocks are full size
+    config = matcher_files.config(nats_url, workers=1)
+    processes = await asyncio.gather(spawn_matcher(config), spawn_matcher(config))
+    stubs = [connect(process.grpc_port, tenant) for process in processes]
+    key_id = (await key_info(stubs[0])).current_key_id
+    _, (element,) = oprf.blind_batch([b"storm"])
+    request = matcher_pb2.EvaluateRequest(key_id=key_id, blinded_elements=[element])
+
+    async def one(index: int) -> grpc.StatusCode:
+        call: Any = stubs[index % 2].Evaluate(iter([request]), timeout=120)
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    codes = await asyncio.gather(*(one(i) for i in range(1200)))
+    assert {code.name: codes.count(code) for code in set(codes)} == {"OK": 1200}
+    for process in processes:
+        process.terminate()
+    assert [await process.exit_code() for process in processes] == [0, 0]
+    kv = await bus.key_value(js, bus.KV_BUDGETS)
+    assert (await kv.get(budget_key(tenant, datetime.now(UTC).date()))).value == b"1200"
+
+
+async def test_budget_stays_exact_when_a_replica_is_killed(
+    matcher_files, nats_url, spawn_matcher, connect, key_info, evaluate, js
+):
+    """2 processes share a budget of 2,000; one is killed -9 while holding a reserve. No
+    element beyond the limit is ever granted, and the killed replica's unused reserve —
+    at most one block — is all that is lost, for the rest of the day."""
+    tenant, limit = "mt-budget-kill", 2000
+    config = matcher_files.config(nats_url, workers=1)
+    doomed, survivor = await asyncio.gather(spawn_matcher(config), spawn_matcher(config))
+    doomed_stub, survivor_stub = (connect(p.grpc_port, tenant) for p in (doomed, survivor))
+    key_id = (await key_info(survivor_stub)).current_key_id
+    _, pool = oprf.blind_batch([b"kill:%d" % i for i in range(7)])
+    granted = 0
+    for index in range(40):  # both replicas reserve a block and use part of it
+        for stub in (doomed_stub, survivor_stub):
+            count = 1 + index % len(pool)
+            request = matcher_pb2.EvaluateRequest(key_id=key_id, blinded_elements=pool[:count])
+            granted += len((await evaluate(stub, [request]))[0].evaluated_elements)
+    await doomed.kill()
+    results = await asyncio.gather(
+        *(_caller(evaluate, survivor_stub, key_id, pool, seed=i) for i in range(4))
+    )
+    granted += sum(n for n, _ in results)
+    kv = await bus.key_value(js, bus.KV_BUDGETS)
+    counted = int((await kv.get(budget_key(tenant, datetime.now(UTC).date()))).value or b"")
+    assert counted == limit  # the shared count never passes the limit
+    assert granted <= limit
+    assert limit - granted <= block_for(limit)  # lost: the killed replica's unused reserve
+    survivor.terminate()
+    assert await survivor.exit_code() == 0
+
+
+async def test_an_idle_replicas_reserve_goes_back_to_the_shared_count(nats_server):
+    """Replica A reserves a block for one element and goes quiet; within its hold period
+    the unused part returns, and replica B can have the whole rest of the budget."""
+    tenant = f"ledger-{random.randrange(1 << 30)}"
+    limit = 64 * 100  # blocks of 100
+    tenants = Tenants(known={tenant: Tenant(tenant, daily_budget=limit)})
+    connections = [await nats_server.connect("matcher", f"replica-{i}") for i in range(2)]
+    a, b = [
+        BudgetLedger(await bus.key_value(js, bus.KV_BUDGETS), tenants, hold_seconds=0.5)
+        for _, js in connections
+    ]
+    a.start()
+    assert (await a.charge(tenant, 1)).granted
+    kv = await bus.key_value(connections[0][1], bus.KV_BUDGETS)
+    key = budget_key(tenant, datetime.now(UTC).date())
+    assert (await kv.get(key)).value == str(block_for(limit)).encode()  # one CAS, one block
+    watcher = await kv.watch(key)
+    async with asyncio.timeout(30):
+        while (update := await watcher.updates(timeout=30)) is None or update.value != b"1":
+            pass
+    await watcher.stop()
+    assert (await b.charge(tenant, limit - 1)).granted
+    assert not (await b.charge(tenant, 1)).granted
+    await a.close()
+    for nc, _ in connections:
+        await nc.drain()

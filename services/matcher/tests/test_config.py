@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,36 @@ def test_serve_refuses_to_start_without_required_paths(flag, capsys, monkeypatch
         main(args)
     assert exited.value.code == 2
     assert f"{flag} is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag", ["--tenants-file", "--verify-key", "--notifier-public-key", "--oprf-key-dir"]
+)
+def test_an_unreadable_file_stops_start_up_with_status_2(
+    flag, matcher_files, tmp_path, capsys, monkeypatch
+):
+    """Files are read before anything connects: the dead NATS port below is never tried."""
+    for name in ("BREACHMATCH_LOG_FORMAT", "BREACHMATCH_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    config = matcher_files.config("nats://127.0.0.1:1")
+    paths = {
+        "--tls-dir": config.tls_dir,
+        "--tenants-file": config.tenants_file,
+        "--verify-key": config.verify_key,
+        "--notifier-public-key": config.notifier_public_key,
+        "--oprf-key-dir": config.oprf_key_dir,
+    }
+    paths[flag] = tmp_path / "missing"
+    argv = ["serve", "--nats-url", config.nats_url, "--log-format", "json"]
+    argv += ["--grpc-addr", "127.0.0.1:0", "--health-addr", "off", "--metrics-addr", "off"]
+    for name, path in paths.items():
+        argv += [name, str(path)]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main(argv) == 2
+    finally:
+        root.handlers, root.level = handlers, level
+    err = capsys.readouterr().err
+    assert "refusing to start: configuration" in err
+    assert "Traceback" not in err

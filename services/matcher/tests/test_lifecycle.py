@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from breachmatch import oprf
+from breachmatch import oprf, tls
 from breachmatch.v1 import matcher_pb2
 
 RPC_TIMEOUT = 20.0
@@ -75,3 +76,68 @@ async def test_not_serving_while_nats_is_down(matcher_files, fresh_nats_server, 
     await _wait_for_status(app.service.health_port, NOT_SERVING)
     await asyncio.to_thread(fresh_nats_server.restart)
     await _wait_for_status(app.service.health_port, SERVING)
+
+
+def _retrying(line: dict[str, object], attempts: int) -> bool:
+    return (
+        line.get("event") == "cannot reach NATS; retrying" and line["failed_attempts"] == attempts
+    )
+
+
+async def test_a_nats_outage_is_a_few_log_lines_and_the_matcher_recovers(
+    matcher_files, fresh_nats_server, spawn_matcher, connect, key_info, evaluate
+):
+    """The real process: NOT_SERVING while NATS is gone, one line per doubling of failed
+    reconnects (no traceback), SERVING and evaluating again once NATS is back."""
+    await fresh_nats_server.provision("ingest")  # the matcher waits for ingest's streams
+    process = await spawn_matcher(matcher_files.config(fresh_nats_server.url, workers=1))
+    before = len(process.output)
+    fresh_nats_server.kill9()
+    await _wait_for_status(process.health_port, NOT_SERVING)
+    # 16 failed reconnects (about 8 s of outage) ...
+    last = await process.wait_for_line(lambda line: _retrying(line, 16))
+    during = process.output[before : last + 1]
+    # ... are five "retrying" lines (attempts 1, 2, 4, 8, 16), one "lost the
+    # connection" and one health change: no line per attempt, no traceback.
+    assert len(during) <= 8, "".join(during)
+    assert not [line for line in during if "Traceback" in line or '"exception"' in line]
+    assert all(fresh_nats_server.url in line for line in during if "retrying" in line)
+
+    await asyncio.to_thread(fresh_nats_server.restart)
+    await _wait_for_status(process.health_port, SERVING)
+    await process.wait_for_line(lambda line: line.get("event") == "connected to NATS again")
+    stub = connect(process.grpc_port, "mt-health")
+    key_id = (await key_info(stub)).current_key_id
+    _, elements = oprf.blind_batch([b"after the outage"])
+    request = matcher_pb2.EvaluateRequest(key_id=key_id, blinded_elements=elements, batch_id=1)
+    (reply,) = await evaluate(stub, [request])  # charges the budget in NATS KV
+    assert len(reply.evaluated_elements) == 1
+    process.terminate()
+    assert await process.exit_code() == 0
+
+
+async def test_json_logs_stay_json_when_grpc_core_has_something_to_say(
+    matcher_files, nats_url, spawn_matcher, monkeypatch
+):
+    """A foreign certificate and a plaintext client make gRPC's C core log handshake
+    failures of its own; with --log-format json every line must still be one JSON object."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)  # the command must see to it itself
+    process = await spawn_matcher(matcher_files.config(nats_url, workers=1))
+    target = f"localhost:{process.grpc_port}"
+    foreign = tls.channel_credentials(tls.TlsFiles.from_dir(matcher_files.pki.foreign_dir))
+    for channel in (
+        grpc.aio.secure_channel(target, foreign),
+        grpc.aio.insecure_channel(target),
+    ):
+        async with channel:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(channel.channel_ready(), 2.0)
+    process.terminate()
+    assert await process.exit_code() == 0
+    not_json = []
+    for line in process.output:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == []

@@ -124,6 +124,8 @@ def test_from_env_with_only_sms() -> None:
         ),
         ({"BREACHMATCH_RATE_LIMIT_EMAIL": "-3"}, "BREACHMATCH_RATE_LIMIT_EMAIL"),
         ({"BREACHMATCH_RATE_LIMIT_SMS": "nan"}, "BREACHMATCH_RATE_LIMIT_SMS"),
+        # An unknown word used to mean "no": a demo switch must not silently send for real.
+        ({"BREACHMATCH_NOTIFIER_DRY_RUN": "maybe"}, "BREACHMATCH_NOTIFIER_DRY_RUN"),
     ],
 )
 def test_bad_environment_names_the_variable_not_the_value(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from breachmatch.dev import DevPki
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.cli import build_parser
 from breachmatch_notifier.config import DEFAULT_BACKOFF, NotifierConfig, config_from_args
@@ -32,13 +33,16 @@ def test_serve_defaults_are_the_deployments_ports(monkeypatch: pytest.MonkeyPatc
     assert config.server_config().tls_dir == Path("tls")
 
 
-def test_environment_fills_in_flags_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_fills_in_flags_and_flags_win(
+    monkeypatch: pytest.MonkeyPatch, dev_pki: DevPki
+) -> None:
     monkeypatch.setenv("BREACHMATCH_NOTIFIER_MAX_DELIVER", "7")
     monkeypatch.setenv("BREACHMATCH_NOTIFIER_BACKOFF", "1, 2.5,10")
     monkeypatch.setenv("BREACHMATCH_METRICS_ADDR", "off")
-    config = parse(["worker", *REQUIRED, "--nats-tls-dir", "tls", "--max-deliver", "9"])
+    identity = dev_pki.service_dir("notifier")  # checked on parsing: it must hold the files
+    config = parse(["worker", *REQUIRED, "--nats-tls-dir", str(identity), "--max-deliver", "9"])
     assert config.max_deliver == 9
-    assert config.nats_tls().cert == Path("tls/tls.crt")
+    assert config.nats_tls().cert == identity / "tls.crt"
     assert config.backoff == (1.0, 2.5, 10.0)
     assert config.metrics_addr is None
     assert [config.retry_delay(n) for n in (1, 2, 3, 8)] == [1.0, 2.5, 10.0, 10.0]

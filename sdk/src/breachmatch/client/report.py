@@ -98,11 +98,21 @@ def to_document(result: CheckResult) -> dict[str, Any]:
     }
 
 
+def json_text(document: object) -> str:
+    """A JSON document as the CLI writes it (to a file or stdout)."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json(result: CheckResult, path: Path) -> None:
-    write_secret_file(path, json.dumps(to_document(result), indent=2, ensure_ascii=False) + "\n")
+    write_secret_file(path, json_text(to_document(result)))
 
 
 def write_csv(result: CheckResult, path: Path) -> None:
+    write_secret_file(path, csv_text(result))
+
+
+def csv_text(result: CheckResult) -> str:
+    """One row per match (`CSV_COLUMNS`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -116,7 +126,7 @@ def write_csv(result: CheckResult, path: Path) -> None:
                 ";".join(m.categories),
             ]
         )
-    write_secret_file(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_json(path: Path) -> CheckResult:
@@ -239,6 +249,25 @@ def render_summary(result: CheckResult, show_patients: bool = True) -> str:
                 )
             )
     return "\n".join(out)
+
+
+def status_document(statuses: Sequence[outreach_pb2.OutreachStatus]) -> dict[str, Any]:
+    """`breachmatch status --json`: the same notices as the table, one object each."""
+    return {
+        "version": FORMAT_VERSION,
+        "notices": [
+            {
+                "patient_id": s.patient_ref or None,
+                "breach_id": s.breach_id,
+                "state": state_name(s),
+                "channel": s.channel or None,
+                "updated_at": s.updated_at,
+                "detail": s.detail,
+                "idempotency_key": s.idempotency_key,
+            }
+            for s in statuses
+        ],
+    }
 
 
 def render_status(statuses: Sequence[outreach_pb2.OutreachStatus]) -> str:

@@ -2,7 +2,7 @@
 
 Starts the local stack (`breachmatch.dev.stack`), writes a synthetic Danish
 hospital and a leak that overlaps it, and then does what the people in
-DESIGN.md do — with the same command-line tools they use:
+docs/architecture.md do — with the same command-line tools they use:
 
 1. the operator ingests the leak (``breachmatch-ingest``),
 2. the hospital checks its patients (``breachmatch check``),

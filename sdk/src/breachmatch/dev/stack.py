@@ -144,7 +144,9 @@ class Stack:
             "BREACHMATCH_TENANTS_FILE": str(tenants_file),
             "BREACHMATCH_LOG_FORMAT": "json",
         }
-        ports = {name: (free_port(), free_port()) for name in ("matcher", "notifier", "ingest")}
+        names = ("matcher", "notifier", "ingest")
+        ports = {name: (free_port(), free_port()) for name in names}
+        metrics = {name: f"127.0.0.1:{free_port()}" for name in names}
 
         def service(name: str, extra: dict[str, str]) -> ServiceProcess:
             grpc_port, health_port = ports[name]
@@ -152,7 +154,7 @@ class Stack:
                 **common,
                 "BREACHMATCH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
                 "BREACHMATCH_HEALTH_ADDR": f"127.0.0.1:{health_port}",
-                "BREACHMATCH_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+                "BREACHMATCH_METRICS_ADDR": metrics[name],
                 # The service's identity: its gRPC server certificate and NATS user.
                 "BREACHMATCH_TLS_DIR": str(pki.service_dir(name)),
                 **extra,
@@ -234,6 +236,8 @@ class Stack:
             "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
             "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
             "MATCHER_HEALTH_ADDR": info.matcher_health_addr,
+            # Prometheus endpoints: curl http://$MATCHER_METRICS_ADDR/metrics
+            **{f"{name.upper()}_METRICS_ADDR": address for name, address in metrics.items()},
         }
         self.env_file.write_text(
             "# Written by `make up`: `source .var/stack.env`, then use the CLIs.\n"

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class MatcherStub:
     """The only service a hospital talks to for matching. It sees blinded group
-    elements and nothing else (DESIGN.md, promise 1).
+    elements and nothing else (docs/architecture.md, promise 1).
     """
 
     def __init__(self, channel):
@@ -65,7 +65,7 @@ class MatcherStub:
 
 class MatcherServicer:
     """The only service a hospital talks to for matching. It sees blinded group
-    elements and nothing else (DESIGN.md, promise 1).
+    elements and nothing else (docs/architecture.md, promise 1).
     """
 
     def Evaluate(self, request_iterator, context):
@@ -144,7 +144,7 @@ def add_MatcherServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Matcher:
     """The only service a hospital talks to for matching. It sees blinded group
-    elements and nothing else (DESIGN.md, promise 1).
+    elements and nothing else (docs/architecture.md, promise 1).
     """
 
     @staticmethod

@@ -28,7 +28,7 @@ GRPC_VERSION: str
 
 class MatcherStub:
     """The only service a hospital talks to for matching. It sees blinded group
-    elements and nothing else (DESIGN.md, promise 1).
+    elements and nothing else (docs/architecture.md, promise 1).
     """
 
     @_typing.overload
@@ -54,7 +54,7 @@ class MatcherStub:
 @_typing.type_check_only
 class MatcherAsyncStub(MatcherStub):
     """The only service a hospital talks to for matching. It sees blinded group
-    elements and nothing else (DESIGN.md, promise 1).
+    elements and nothing else (docs/architecture.md, promise 1).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -76,7 +76,7 @@ class MatcherAsyncStub(MatcherStub):
 
 class MatcherServicer(metaclass=_abc_1.ABCMeta):
     """The only service a hospital talks to for matching. It sees blinded group
-    elements and nothing else (DESIGN.md, promise 1).
+    elements and nothing else (docs/architecture.md, promise 1).
     """
 
     @_abc_1.abstractmethod

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class OutreachStub:
-    """Hospital-facing intake for patient notices (DESIGN.md, promise 5).
+    """Hospital-facing intake for patient notices (docs/architecture.md, promise 5).
     """
 
     def __init__(self, channel):
@@ -53,7 +53,7 @@ class OutreachStub:
 
 
 class OutreachServicer:
-    """Hospital-facing intake for patient notices (DESIGN.md, promise 5).
+    """Hospital-facing intake for patient notices (docs/architecture.md, promise 5).
     """
 
     def SubmitOutreach(self, request, context):
@@ -103,7 +103,7 @@ def add_OutreachServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Outreach:
-    """Hospital-facing intake for patient notices (DESIGN.md, promise 5).
+    """Hospital-facing intake for patient notices (docs/architecture.md, promise 5).
     """
 
     @staticmethod

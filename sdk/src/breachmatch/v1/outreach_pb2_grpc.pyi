@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OutreachStub:
-    """Hospital-facing intake for patient notices (DESIGN.md, promise 5)."""
+    """Hospital-facing intake for patient notices (docs/architecture.md, promise 5)."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -41,7 +41,7 @@ class OutreachStub:
 
 @_typing.type_check_only
 class OutreachAsyncStub(OutreachStub):
-    """Hospital-facing intake for patient notices (DESIGN.md, promise 5)."""
+    """Hospital-facing intake for patient notices (docs/architecture.md, promise 5)."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitOutreach: _aio.UnaryUnaryMultiCallable[_outreach_pb2.SubmitOutreachRequest, _outreach_pb2.SubmitOutreachResponse]  # type: ignore[assignment]
@@ -51,7 +51,7 @@ class OutreachAsyncStub(OutreachStub):
     """Status events for the calling tenant, resumable from a sequence."""
 
 class OutreachServicer(metaclass=_abc_1.ABCMeta):
-    """Hospital-facing intake for patient notices (DESIGN.md, promise 5)."""
+    """Hospital-facing intake for patient notices (docs/architecture.md, promise 5)."""
 
     @_abc_1.abstractmethod
     def SubmitOutreach(

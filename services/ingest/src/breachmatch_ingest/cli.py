@@ -7,10 +7,11 @@
     breachmatch-ingest retract ID --reason R  withdraw a published breach
 
 Every flag can also come from ``BREACHMATCH_<FLAG>`` (see ``--help``). Exit
-codes: 0 done, 1 the job failed, 2 bad configuration or input, 70 an internal
-error (a bug: one line naming where, the traceback only with ``--debug``),
-130 interrupted. Re-running an interrupted ``ingest`` with the same arguments
-resumes it.
+codes: 0 done, 1 the job failed, 2 bad configuration or input, 69 NATS could
+not be reached within ``--connect-timeout``, 70 an internal error (a bug: one
+line naming where, the traceback only with ``--debug``), 130 interrupted, 141
+stdout's reader went away. Re-running an interrupted ``ingest`` with the same
+arguments resumes it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from tqdm import tqdm
 
+import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
 from breachmatch import bus, logs
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.keys import KeyRing, KeyRingError, load_signing_key
-from breachmatch.readers import ReaderError, check_encoding, inspect
+from breachmatch.pipes import quiet_on_closed_pipe
+from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
+from breachmatch.readers import ReaderError, inspect
 from breachmatch.server import ServerConfig, Service, watch_nats_health
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, add_version_argument, host_port
 from breachmatch.v1 import ingest_pb2_grpc
 from breachmatch_ingest import config
 from breachmatch_ingest.coordinator import Coordinator
@@ -66,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="breachmatch-ingest",
         description="Turn a leak dump into a signed breach filter and publish it.",
     )
+    add_version_argument(parser, "breachmatch-ingest")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ingest = commands.add_parser("ingest", help="ingest one dump (the default command)")
@@ -84,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_common(worker)
 
     serve = commands.add_parser("serve", help="run the gRPC Ingest service and a worker")
-    add_env_argument(serve, "--grpc-addr", default="0.0.0.0:50071", help="mTLS gRPC address")
+    add_env_argument(
+        serve, "--grpc-addr", type=host_port, default="0.0.0.0:50071", help="mTLS gRPC address"
+    )
     add_env_argument(serve, "--tls-dir", type=Path, help="ca.crt, tls.crt, tls.key (required)")
     config.add_keys(serve, signing=True)
     config.add_coordinator(serve)
@@ -99,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] not in (*SUBCOMMANDS, "-h", "--help"):
+    if args_list and args_list[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
         args_list.insert(0, "ingest")
     args = build_parser().parse_args(args_list)
     logs.configure_logging("ingest", args.log_level, args.log_format)
@@ -115,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, MetadataError, MappingError, ReaderError, KeyRingError) as error:
         print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except UnreachableError as error:
+        print(f"breachmatch-ingest: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except BrokenPipeError:
+        raise  # stdout's reader left: `quiet_on_closed_pipe` ends the command quietly
     except OSError as error:
         if error.filename is None:  # not a file: report it like any other failure
             print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
@@ -153,7 +166,12 @@ async def _connect(args: argparse.Namespace, role: str) -> tuple[NatsClient, Jet
     worker Deployment, a one-dump Job, serve): the matcher and the notifier
     wait for stream BREACHES and the filter store, and may not create them.
     """
-    nc, js = await bus.connect(args.nats_url, _CLIENT_NAME + role, config.nats_client_tls(args))
+    nc, js = await bus.connect(
+        args.nats_url,
+        _CLIENT_NAME + role,
+        config.nats_client_tls(args),
+        give_up_after=args.connect_timeout,
+    )
     await bus.ensure_owned(js, "ingest")
     return nc, js
 
@@ -163,7 +181,7 @@ async def _connect(args: argparse.Namespace, role: str) -> tuple[NatsClient, Jet
 
 async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
     mapping = ColumnMapping.load(args.map) if args.map else None
-    encoding = check_encoding(args.encoding) if args.encoding else None
+    encoding: str | None = args.encoding  # a canonical codec name (`text_encoding`)
     if args.inspect:
         return await _inspect(args, mapping, encoding)
     info = config.breach_info(args)

@@ -14,7 +14,17 @@ import os
 from pathlib import Path
 
 from breachmatch.readers import FORMATS
-from breachmatch.settings import add_env_argument, add_nats_arguments, nats_tls
+from breachmatch.settings import (
+    add_env_argument,
+    add_log_arguments,
+    add_nats_arguments,
+    nats_tls,
+    non_negative_int,
+    optional_host_port,
+    positive_int,
+    positive_seconds,
+    text_encoding,
+)
 from breachmatch.tls import TlsFiles
 from breachmatch_ingest.coordinator import CoordinatorSettings
 from breachmatch_ingest.errors import ConfigError
@@ -25,14 +35,7 @@ from breachmatch_ingest.worker import WorkerSettings
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     add_nats_arguments(parser)
-    add_env_argument(parser, "--log-level", default="INFO", help="log level")
-    add_env_argument(
-        parser,
-        "--log-format",
-        default="auto",
-        choices=("auto", "json", "console"),
-        help="log format (auto: JSON unless stderr is a terminal)",
-    )
+    add_log_arguments(parser)
     add_env_argument(
         parser,
         "--debug",
@@ -56,43 +59,55 @@ def add_worker(parser: argparse.ArgumentParser, *, default_workers: int | None) 
     add_env_argument(
         parser,
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=default_workers if default_workers is not None else os.cpu_count() or 1,
         help="OPRF processes of the local worker (0: none, leave chunks to other workers)",
     )
     add_env_argument(
         parser,
         "--ack-wait",
-        type=float,
+        type=positive_seconds,
         default=30.0,
         help="seconds before an unacknowledged chunk goes to another worker",
     )
     add_env_argument(
         parser,
         "--max-deliver",
-        type=int,
+        type=positive_int,
         default=5,
         help="deliveries of one chunk before it is given up (the job then stalls)",
     )
 
 
 def add_probes(parser: argparse.ArgumentParser, health: str | None, metrics: str | None) -> None:
-    add_env_argument(parser, "--health-addr", default=health, help="plaintext gRPC health address")
-    add_env_argument(parser, "--metrics-addr", default=metrics, help="Prometheus metrics address")
+    add_env_argument(
+        parser,
+        "--health-addr",
+        type=optional_host_port,
+        default=health,
+        help="plaintext gRPC health address; 'off' disables",
+    )
+    add_env_argument(
+        parser,
+        "--metrics-addr",
+        type=optional_host_port,
+        default=metrics,
+        help="Prometheus metrics address; 'off' disables",
+    )
 
 
 def add_coordinator(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--chunk-pairs",
-        type=int,
+        type=positive_int,
         default=DEFAULT_CHUNK_PAIRS,
         help="(OPRF input, label) pairs per work-queue chunk",
     )
     add_env_argument(
         parser,
         "--stall-timeout",
-        type=float,
+        type=positive_seconds,
         default=600.0,
         help="fail a job when no chunk result arrives for this many seconds",
     )
@@ -102,7 +117,10 @@ def add_dump(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the dump (plain, .gz, .bz2, .xz or .zip)")
     add_env_argument(parser, "--format", default="auto", choices=FORMATS, help="dump format")
     add_env_argument(
-        parser, "--encoding", help="text encoding of the dump (default: sniffed from its bytes)"
+        parser,
+        "--encoding",
+        type=text_encoding,
+        help="text encoding of the dump (default: sniffed from its bytes)",
     )
     add_env_argument(parser, "--map", type=Path, help="column mapping file (JSON)")
     add_env_argument(
@@ -156,8 +174,6 @@ def breach_info(args: argparse.Namespace) -> BreachInfo:
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:
-    if args.workers < 0 or args.ack_wait <= 0 or args.max_deliver < 1:
-        raise ConfigError("--workers must be >= 0, --ack-wait > 0 and --max-deliver >= 1")
     return WorkerSettings(
         oprf_key_dir=required_path(args, "oprf_key_dir"),
         slots=args.workers,
@@ -167,8 +183,6 @@ def worker_settings(args: argparse.Namespace) -> WorkerSettings:
 
 
 def coordinator_settings(args: argparse.Namespace) -> CoordinatorSettings:
-    if args.chunk_pairs < 1 or args.stall_timeout <= 0:
-        raise ConfigError("--chunk-pairs must be >= 1 and --stall-timeout > 0")
     return CoordinatorSettings(chunk_pairs=args.chunk_pairs, stall_timeout=args.stall_timeout)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,6 +43,11 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
+#: Job ids are hex digits: a digest prefix (`DumpIdentity.job_id`) or random (`random_job_id`).
+JOB_ID_LENGTH = 32
+_JOB_ID = re.compile(f"[0-9a-f]{{{JOB_ID_LENGTH}}}")
+
+
 @dataclass(frozen=True)
 class DumpIdentity:
     """What makes two runs the same job (see the module docstring)."""
@@ -61,7 +67,12 @@ class DumpIdentity:
         if not self.encoding:
             del fields["encoding"]  # ids of jobs started before --encoding existed stay valid
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:JOB_ID_LENGTH]
+
+
+def is_job_id(text: str) -> bool:
+    """Shaped like a `DumpIdentity.job_id` (and so safe as a KV key)."""
+    return _JOB_ID.fullmatch(text) is not None
 
 
 def digest_file(path: Path) -> tuple[str, int]:
@@ -76,7 +87,7 @@ def digest_file(path: Path) -> tuple[str, int]:
 
 
 def random_job_id() -> str:
-    return secrets.token_hex(16)
+    return secrets.token_hex(JOB_ID_LENGTH // 2)
 
 
 def _now() -> str:

@@ -40,7 +40,7 @@ from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
 from breachmatch_ingest.bridge import UploadPipe
 from breachmatch_ingest.coordinator import Coordinator, JobStart
 from breachmatch_ingest.errors import describe
-from breachmatch_ingest.jobs import JobState, JobStore, random_job_id
+from breachmatch_ingest.jobs import JobState, JobStore, is_job_id, random_job_id
 from breachmatch_ingest.metadata import BreachInfo, MetadataError
 from breachmatch_ingest.pipeline import DumpItem, read_dump
 from breachmatch_ingest.publish import (
@@ -171,7 +171,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
     async def GetJob(
         self, request: ingest_pb2.GetJobRequest, context: _Context
     ) -> ingest_pb2.GetJobResponse:
-        record = await self._jobs.get(request.job_id) if request.job_id.isalnum() else None
+        if not is_job_id(request.job_id):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "job_id must be the 32 hex digits Upload returned"
+            )
+        record = await self._jobs.get(request.job_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
         job = ingest_pb2.Job(

@@ -49,6 +49,7 @@ class _Running:
     breaches: BreachIndex
     evaluator: Evaluator
     audit: AuditPublisher
+    budget: BudgetLedger
     health: asyncio.Task[None]
 
 
@@ -87,7 +88,12 @@ class MatcherApp:
                 key_id=current.key_id,
             )
 
-        nc, js = await bus.connect(config.nats_url, CLIENT_NAME, config.nats_tls())
+        nc, js = await bus.connect(
+            config.nats_url,
+            CLIENT_NAME,
+            config.nats_tls(),
+            give_up_after=config.connect_timeout,
+        )
         await bus.ensure_owned(js, "matcher")
         # Breach events and bodies are ingest's: wait for them, never create them.
         async with asyncio.timeout(config.replay_timeout):
@@ -103,10 +109,12 @@ class MatcherApp:
         audit = AuditPublisher(js)
         async with asyncio.timeout(config.replay_timeout):
             await asyncio.gather(breaches.start(), evaluator.start())
+        budget = BudgetLedger(budget_kv, tenants)
+        budget.start()
         servicer = MatcherServicer(
             keys=key_ring,
             evaluator=evaluator,
-            budget=BudgetLedger(budget_kv, tenants),
+            budget=budget,
             audit=audit,
             breaches=breaches,
             bodies=bodies,
@@ -117,7 +125,7 @@ class MatcherApp:
         matcher_pb2_grpc.add_MatcherServicer_to_server(servicer, self.service.server)
         await self.service.start([SERVICE_NAME])
         health = asyncio.create_task(watch_nats_health(self.service, lambda: bool(nc.is_connected)))
-        self._running = _Running(nc, bodies, breaches, evaluator, audit, health)
+        self._running = _Running(nc, bodies, breaches, evaluator, audit, budget, health)
         breaches.following.add_done_callback(self._on_index_stopped)
         log.info(
             "matcher ready",
@@ -151,6 +159,7 @@ class MatcherApp:
         await self.service.drain()
         await running.health
         await running.audit.flush()
+        await running.budget.close()  # unused reserved budget goes back to the shared count
         await running.breaches.stop()
         await asyncio.to_thread(running.evaluator.close)
         running.bodies.close()

@@ -9,6 +9,7 @@ flag                   environment                          default
 =====================  ===================================  =================
 --nats-url             BREACHMATCH_NATS_URL                 tls://127.0.0.1:4222
 --nats-tls-dir         BREACHMATCH_NATS_TLS_DIR             --tls-dir (NATS client certificate)
+--connect-timeout      BREACHMATCH_CONNECT_TIMEOUT          30 s, then exit 69
 --tls-dir              BREACHMATCH_TLS_DIR                  (required) ca.crt, tls.crt, tls.key
 --oprf-key-dir         BREACHMATCH_OPRF_KEY_DIR             (required) one JSON file per key id
 --verify-key           BREACHMATCH_VERIFY_KEY               (required) operator Ed25519 key, hex
@@ -33,15 +34,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
     DEFAULT_NATS_URL,
     add_env_argument,
+    add_log_arguments,
     add_nats_arguments,
+    host_port,
     nats_tls,
     non_negative_int,
-    optional_address,
+    optional_host_port,
     positive_int,
+    positive_seconds,
 )
 from breachmatch.tls import TlsFiles
 from breachmatch_matcher.bodies import CHUNK_SIZE
@@ -68,6 +73,8 @@ class MatcherConfig:
     nats_url: str = DEFAULT_NATS_URL
     #: NATS client certificate; None: the gRPC one (`tls_dir`), the matcher's service identity.
     nats_tls_dir: Path | None = None
+    #: Seconds start-up keeps trying to reach NATS before it gives up.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     tenants_file: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
@@ -116,18 +123,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--grpc-addr",
+        type=host_port,
         default=DEFAULT_GRPC_ADDR,
         help="mTLS gRPC listen address",
     )
     add_env_argument(
         parser,
         "--health-addr",
+        type=optional_host_port,
         default=DEFAULT_HEALTH_ADDR,
         help="plaintext grpc.health.v1 address for probes; 'off' disables",
     )
     add_env_argument(
         parser,
         "--metrics-addr",
+        type=optional_host_port,
         default=DEFAULT_METRICS_ADDR,
         help="Prometheus HTTP address; 'off' disables",
     )
@@ -148,18 +158,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add_env_argument(
         parser,
         "--drain-seconds",
-        type=float,
+        type=positive_seconds,
         default=20.0,
         help="grace for in-flight calls after SIGTERM",
     )
-    add_env_argument(
-        parser,
-        "--log-format",
-        choices=["auto", "json", "console"],
-        default="auto",
-        help="log format: json unless stderr is a terminal",
-    )
-    add_env_argument(parser, "--log-level", default="INFO", help="log level")
+    add_log_arguments(parser)
     add_env_argument(
         parser,
         "--cache-dir",
@@ -181,10 +184,11 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         notifier_statement=args.notifier_statement,
         nats_url=args.nats_url,
         nats_tls_dir=args.nats_tls_dir,
+        connect_timeout=args.connect_timeout,
         tenants_file=args.tenants_file,
         grpc_addr=args.grpc_addr,
-        health_addr=optional_address(args.health_addr),
-        metrics_addr=optional_address(args.metrics_addr),
+        health_addr=args.health_addr,
+        metrics_addr=args.metrics_addr,
         max_batch=args.max_batch,
         workers=args.workers,
         drain_seconds=args.drain_seconds,

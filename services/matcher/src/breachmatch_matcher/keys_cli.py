@@ -32,7 +32,7 @@ from breachmatch.keys import (
     load_signing_key,
     notifier_statement,
 )
-from breachmatch.settings import add_env_argument
+from breachmatch.settings import add_env_argument, non_negative_number
 from breachmatch.statements import StatementError, format_time
 
 DEFAULT_GRACE_DAYS = 30.0
@@ -48,7 +48,7 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
     new = actions.add_parser("new", help="make a new current key; the old one enters grace")
     new.add_argument(
         "--grace-days",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_GRACE_DAYS,
         help=f"how long the previous key stays valid (default {DEFAULT_GRACE_DAYS:g})",
     )
@@ -69,7 +69,7 @@ def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_statement_days(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--statement-days",
-        type=float,
+        type=non_negative_number,
         default=DEFAULT_STATEMENT_DAYS,
         help=f"validity of a current key's statement (default {DEFAULT_STATEMENT_DAYS})",
     )

@@ -43,6 +43,21 @@ BREACHES_SERVED = Gauge(
     "breachmatch_matcher_breaches_served",
     "Breaches currently listed (published and not retracted)",
 )
+BUDGET_LIMIT = Gauge(
+    "breachmatch_matcher_budget_limit",
+    "Daily evaluation budget of a tenant (tenants file)",
+    ["tenant"],
+)
+BUDGET_REMAINING = Gauge(
+    "breachmatch_matcher_budget_remaining",
+    "Elements the tenant may still have evaluated today, as of this replica's last charge",
+    ["tenant"],
+)
+BUDGET_RESERVED = Gauge(
+    "breachmatch_matcher_budget_reserved",
+    "Budget this replica has reserved from the shared count and not used yet",
+    ["tenant"],
+)
 AUDIT_PUBLISH_FAILURES = Counter(
     "breachmatch_matcher_audit_publish_failures_total",
     "Evaluation audit events that could not be published to NATS",

@@ -91,7 +91,12 @@ class NotifierApp:
         dispatcher = Dispatcher.from_config(config.channels)
         resources.push_async_callback(dispatcher.aclose)
 
-        nc, js = await bus.connect(config.nats_url, CLIENT_NAME, config.nats_tls())
+        nc, js = await bus.connect(
+            config.nats_url,
+            CLIENT_NAME,
+            config.nats_tls(),
+            give_up_after=config.connect_timeout,
+        )
         resources.push_async_callback(_close_nats, nc)
         await bus.ensure_owned(js, "notifier")
         # Breach events are ingest's: wait for the stream, never create it.

@@ -21,7 +21,11 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
 from breachmatch import logs
+from breachmatch.pipes import quiet_on_closed_pipe
+from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
+from breachmatch.settings import add_version_argument
 from breachmatch.tenants import TenantConfigError
 from breachmatch_notifier import config as settings
 from breachmatch_notifier.app import NotifierApp
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="breachmatch-notifier",
         description="breachmatch notifier: one clear notice per affected patient",
     )
+    add_version_argument(parser, "breachmatch-notifier")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="outreach intake (gRPC) and delivery workers")
     settings.add_arguments(serve, serve=True)
@@ -49,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -67,6 +73,9 @@ async def _run(config: settings.NotifierConfig, *, intake: bool) -> int:
     app = NotifierApp(config, intake=intake)
     try:
         await app.start()
+    except UnreachableError as exc:
+        log.error("giving up: NATS cannot be reached", problem=str(exc))
+        return EXIT_UNREACHABLE
     except TemplateValidationError as exc:
         log.error("refusing to start: templates", template=exc.template, problem=exc.problem)
         return CONFIG_ERROR

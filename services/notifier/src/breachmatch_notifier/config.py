@@ -12,6 +12,7 @@ flag                     environment                                 default
 =======================  ==========================================  ======================
 --nats-url               BREACHMATCH_NATS_URL                        tls://127.0.0.1:4222
 --nats-tls-dir           BREACHMATCH_NATS_TLS_DIR                    --tls-dir (required for worker)
+--connect-timeout        BREACHMATCH_CONNECT_TIMEOUT                 30 s, then exit 69
 --notifier-secret-key    BREACHMATCH_NOTIFIER_SECRET_KEY             (required) X25519, hex
 --tenants-file           BREACHMATCH_TENANTS_FILE                    (required)
 --tls-dir                BREACHMATCH_TLS_DIR                         (required for serve)
@@ -35,19 +36,22 @@ flag                     environment                                 default
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
     DEFAULT_NATS_URL,
     add_env_argument,
+    add_log_arguments,
     add_nats_arguments,
+    host_port,
     nats_tls,
     non_negative_int,
-    optional_address,
+    optional_host_port,
     positive_int,
+    positive_seconds,
 )
 from breachmatch.tls import TlsFiles
 from breachmatch_notifier.channels import ChannelsConfig
@@ -74,6 +78,8 @@ class NotifierConfig:
     nats_url: str = DEFAULT_NATS_URL
     #: NATS client certificate; None: the gRPC one (`tls_dir`), the notifier's service identity.
     nats_tls_dir: Path | None = None
+    #: Seconds start-up keeps trying to reach NATS before it gives up.
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     verify_key: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
@@ -112,17 +118,10 @@ class NotifierConfig:
         return self.backoff[min(delivered, len(self.backoff)) - 1]
 
 
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
-    return value
-
-
 def _backoff(text: str) -> tuple[float, ...]:
     try:
-        delays = tuple(_positive_seconds(part) for part in text.split(",") if part.strip())
-    except ValueError:
+        delays = tuple(positive_seconds(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError("must be comma-separated seconds, e.g. 5,30,120") from None
     if not delays:
         raise argparse.ArgumentTypeError("needs at least one delay")
@@ -152,19 +151,25 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
             parser, "--tls-dir", type=Path, help="server TLS directory (ca.crt, tls.crt, tls.key)"
         )
         add_env_argument(
-            parser, "--grpc-addr", default=DEFAULT_GRPC_ADDR, help="mTLS gRPC listen address"
+            parser,
+            "--grpc-addr",
+            type=host_port,
+            default=DEFAULT_GRPC_ADDR,
+            help="mTLS gRPC listen address",
         )
     add_env_argument(
         parser,
         "--health-addr",
+        type=optional_host_port,
         default=DEFAULT_HEALTH_ADDR,
-        help="plaintext grpc.health.v1 address for probes; empty disables",
+        help="plaintext grpc.health.v1 address for probes; 'off' disables",
     )
     add_env_argument(
         parser,
         "--metrics-addr",
+        type=optional_host_port,
         default=DEFAULT_METRICS_ADDR,
-        help="Prometheus HTTP address; empty disables",
+        help="Prometheus HTTP address; 'off' disables",
     )
     add_env_argument(
         parser,
@@ -186,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--ack-wait",
         env="BREACHMATCH_NOTIFIER_ACK_WAIT",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=30.0,
         help="seconds without a sign of life before a crashed worker's notice is redelivered",
     )
@@ -210,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--drain-seconds",
         env="BREACHMATCH_NOTIFIER_DRAIN_SECONDS",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=20.0,
         help="grace for in-flight calls and sends after SIGTERM",
     )
@@ -228,14 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         default=DEFAULT_LANGUAGE,
         help="language of notices whose recipient's language has no templates",
     )
-    add_env_argument(
-        parser,
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default="auto",
-        help="log output",
-    )
-    add_env_argument(parser, "--log-level", default="INFO", help="log level")
+    add_log_arguments(parser)
 
 
 def config_from_args(
@@ -261,10 +259,11 @@ def config_from_args(
         tls_dir=getattr(args, "tls_dir", None),
         nats_url=args.nats_url,
         nats_tls_dir=args.nats_tls_dir,
+        connect_timeout=args.connect_timeout,
         verify_key=args.verify_key,
         grpc_addr=getattr(args, "grpc_addr", DEFAULT_GRPC_ADDR),
-        health_addr=optional_address(args.health_addr),
-        metrics_addr=optional_address(args.metrics_addr),
+        health_addr=args.health_addr,
+        metrics_addr=args.metrics_addr,
         workers_per_process=args.workers_per_process,
         max_deliver=args.max_deliver,
         ack_wait=args.ack_wait,

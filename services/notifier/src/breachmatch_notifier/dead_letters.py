@@ -7,7 +7,7 @@ JetStream stops redelivering it) and an `OutreachStatus` saying why goes to
 ``breachmatch.outreach.dead.<tenant>`` in stream OUTREACH_DEAD.
 
 The sealed contact is *not* copied there: a dead letter is kept for weeks and
-must not become a store of contact details (DESIGN.md, promise 5). The
+must not become a store of contact details (docs/architecture.md, promise 5). The
 hospital can submit the same item again, which re-queues a dead entry.
 """
 

@@ -6,7 +6,7 @@ with create-if-absent before anything is queued, workers read it before they
 send and write SENT to it (compare-and-set) before they acknowledge the
 message. Because every replica shares the bucket, none keeps state of its own.
 
-The ledger must not become a list of patients (DESIGN.md, promises 2 and 5):
+The ledger must not become a list of patients (docs/architecture.md, promises 2 and 5):
 
 * a key is ``outreach.<tenant>.<breach>.<ref>`` where ``<ref>`` is an
   HMAC-SHA256 of the hospital's patient reference under a key derived from the

@@ -126,6 +126,18 @@ class OutreachServicer(outreach_pb2_grpc.OutreachServicer):
         self, request: outreach_pb2.WatchStatusRequest, context: _Context
     ) -> AsyncIterator[outreach_pb2.WatchStatusResponse]:
         tenant = await self._caller(context)
+        try:
+            newest = await self._statuses.newest_sequence()
+        except nats.errors.Error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "status events are unavailable; retry")
+        if request.after_sequence > newest:
+            # A cursor from another deployment (or a made-up one): no event can
+            # ever follow it, so waiting would silently show nothing.
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"after_sequence {request.after_sequence} is beyond the newest status event "
+                f"({newest}); watch from a sequence this service sent, or from 0",
+            )
         async for sequence, status in self._statuses.watch(
             tenant, request.after_sequence, self._closing
         ):

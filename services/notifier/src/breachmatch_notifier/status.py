@@ -78,6 +78,11 @@ class StatusEvents:
             headers={_DEDUP_HEADER: msg_id},
         )
 
+    async def newest_sequence(self) -> int:
+        """The stream sequence of the newest status event (0 when there is none)."""
+        info = await self._js.stream_info(bus.STREAM_OUTREACH_STATUS)
+        return int(info.state.last_seq)
+
     async def watch(
         self, tenant: str, after_sequence: int, until: asyncio.Event
     ) -> AsyncIterator[tuple[int, OutreachStatus]]:

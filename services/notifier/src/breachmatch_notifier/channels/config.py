@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import os
+from argparse import ArgumentTypeError
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from breachmatch.settings import switch
 from breachmatch_notifier.channels.base import DIGITAL_POST, DRY_RUN, EMAIL, SMS, Channel
 from breachmatch_notifier.channels.digital_post import DigitalPostChannel, DigitalPostConfig
 from breachmatch_notifier.channels.dry_run import DryRunChannel, DryRunLog
@@ -68,7 +70,7 @@ class ChannelsConfig:
                 if get("BREACHMATCH_DIGITAL_POST_OUTBOX")
                 else None
             ),
-            dry_run=get(DRY_RUN_VARIABLE).lower() in {"1", "true", "yes", "on"},
+            dry_run=_switch(DRY_RUN_VARIABLE, get),
             rate_limits={
                 name: _positive_float(RATE_LIMIT_PREFIX + name.upper(), get)
                 for name in (EMAIL, SMS, DIGITAL_POST, DRY_RUN)
@@ -130,6 +132,14 @@ def _smtp_from_env(get: _Getter) -> SmtpConfig:
         username=username,
         password=password,
     )
+
+
+def _switch(variable: str, get: _Getter) -> bool:
+    """A yes/no variable; unset is no, and an unknown word is an error, not a silent no."""
+    try:
+        return bool(get(variable)) and switch(get(variable))
+    except ArgumentTypeError as error:
+        raise ChannelConfigError(f"{variable}: {error}") from None
 
 
 def _positive_float(variable: str, get: _Getter) -> float:
