@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nacl.signing
 import pytest
 
 from breachmatch.keys import KeyRing
@@ -35,8 +36,9 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     BrokenPipeError traceback. 200 keys print more than stdout's buffer, so the failing
     write happens mid-listing, as with a long report."""
     ring = KeyRing.load(tmp_path)
+    signing_key = nacl.signing.SigningKey.generate()
     for _ in range(200):
-        ring.new_key()
+        ring.new_key(signing_key)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first byte is written
     try:

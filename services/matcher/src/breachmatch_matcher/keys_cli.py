@@ -120,6 +120,8 @@ def run_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             for key in ring.all():
                 out.write(_describe(key) + "\n")
+    except BrokenPipeError:
+        raise  # a reader that went away (`| head`): `quiet_on_closed_pipe` exits 141
     except (KeyRingError, OSError, ValueError, nacl.exceptions.CryptoError) as exc:
         err.write(f"{exc}\n")
         return 1
