@@ -69,7 +69,8 @@ class Run:
     peak_tree_rss: int = 0
 
     def line(self) -> str:
-        extra = f"{'-':>8} {'-':>9} {'-':>9}"
+        cpu = f"{self.cpu_seconds:>8.1f}" if self.cpu_seconds else f"{'-':>8}"
+        extra = f"{cpu} {'-':>9} {'-':>9}"
         if self.peak_rss:
             extra = (
                 f"{self.cpu_seconds:>8.1f} {self.peak_rss / _MIB:>9.0f}"
@@ -82,28 +83,31 @@ class Run:
 
 
 def _raw_bound(secret: bytes) -> tuple[Run, Run]:
+    """Both bounds in CPU seconds of this process, so other load on the box does not count."""
     uniform = [os.urandom(64) for _ in range(_RAW_SAMPLES)]
-    started = time.perf_counter()
+    started = time.process_time()
     for data in uniform:
         rbcl.crypto_scalarmult_ristretto255(secret, rbcl.crypto_core_ristretto255_from_hash(data))
-    libsodium = time.perf_counter() - started
+    libsodium = time.process_time() - started
     inputs = [b"breachmatch:v1:cpr:%010d" % i for i in range(_RAW_SAMPLES)]
-    started = time.perf_counter()
+    started = time.process_time()
     oprf.evaluate_batch(secret, inputs)
-    full = time.perf_counter() - started
+    full = time.process_time() - started
     per_row = _RAW_SAMPLES / _KEYS_PER_ROW
     return (
-        Run("bound: rbcl h2g+scalarmult, 1 core", libsodium, int(per_row), _RAW_SAMPLES),
-        Run("bound: oprf.evaluate, 1 core", full, int(per_row), _RAW_SAMPLES),
-    )
+        Run("bound: rbcl h2g+scalarmult, 1 core", libsodium, int(per_row), _RAW_SAMPLES,
+            libsodium),
+        Run("bound: oprf.evaluate, 1 core", full, int(per_row), _RAW_SAMPLES, full),
+    )  # fmt: skip
 
 
 def _coordinator_only(dump: Path) -> Run:
     report = Report()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _chunk in chunks_of(read_dump(dump), report):
         pass
-    return Run("coordinator only (read+keys)", time.perf_counter() - started, report.rows_read, 0)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Run("coordinator only (read+keys)", seconds, report.rows_read, 0, cpu)
 
 
 def _writer_alone(rows: int) -> Run:
@@ -160,6 +164,19 @@ def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -
     return Run(label, seconds, report["rows_read"], tokens, cpu, peak, peak_tree)
 
 
+def _print_ratios(raw: Run, cli: dict[int, Run]) -> None:
+    """Ingest against the raw loop, per core: tokens per CPU second of the whole CLI
+    (coordinator, pool, NATS client) over the raw loop's; and the wall-clock speed-up
+    from one worker to two."""
+    raw_rate = raw.tokens / raw.cpu_seconds
+    for workers, run in cli.items():
+        ratio = run.tokens / run.cpu_seconds / raw_rate
+        print(f"ingest per core, {workers} worker(s): {ratio:.2f}x the raw rbcl loop (CPU time)")
+    if 1 in cli and 2 in cli:
+        speedup = (cli[2].tokens / cli[2].seconds) / (cli[1].tokens / cli[1].seconds)
+        print(f"ingest 1 -> 2 workers: {speedup:.2f}x tokens/s (wall clock)")
+
+
 def _children_cpu() -> float:
     """CPU seconds of every waited-for descendant (the CLI and, through it, its pool)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -197,14 +214,18 @@ def main() -> None:
             "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
             "BREACHMATCH_LOG_FORMAT": "json",
         }
-        for workers in [] if args.writer_only else args.workers:
-            runs.append(_cli_run(dump, workers, env, root / f"report-{workers}.json"))
+        cli_runs = {
+            workers: _cli_run(dump, workers, env, root / f"report-{workers}.json")
+            for workers in ([] if args.writer_only else args.workers)
+        }
+    runs.extend(cli_runs.values())
     print(
         f"{'':<34}{'seconds':>9}{'rows/s':>11}{'tokens/s':>11}"
         f" {'CPU s':>8} {'RSS MiB':>9} {'tree MiB':>9}"
     )
     for run in runs:
         print(run.line())
+    _print_ratios(runs[0], cli_runs)
     if args.keep:
         print(f"kept {root}")
     else:
