@@ -1,6 +1,7 @@
 """Ingest throughput and memory, beside the bound the OPRF itself sets, in one run.
 
     .venv/bin/python bench/bench_ingest.py [--rows 100000] [--workers 1 2] [--keep]
+                                           [--writer-only]
 
 What it does, all on this machine:
 
@@ -10,7 +11,11 @@ What it does, all on this machine:
    ``oprf.evaluate`` (which adds expand_message_xmd and the Finalize hash);
 3. measures the coordinator alone: reading, column mapping and match keys,
    no OPRF (the ceiling of one coordinator however many workers there are);
-4. runs the real CLI (``breachmatch-ingest``) against a private nats-server,
+4. feeds the filter writer alone, in a fresh process, as many random pairs
+   as the dump has match keys (4 per row, none repeated: its worst case) and
+   reports that process's peak RSS — the writer's share of the ingest Job's
+   memory limit, measurable at 10M rows in minutes (``--writer-only`` stops here);
+5. runs the real CLI (``breachmatch-ingest``) against a private nats-server,
    once per ``--workers`` value, sampling the resident memory of the process
    and of its whole tree (pool processes included) with psutil.
 
@@ -34,11 +39,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psutil
 import rbcl
 
 from breachmatch import oprf
 from breachmatch.dev import NatsServer, make_dev_pki
+from breachmatch.filter import FilterWriter, TokenKeys
 from breachmatch.keys import KeyRing, make_operator_keys
 from breachmatch_ingest import synthetic
 from breachmatch_ingest.pipeline import chunks_of, read_dump
@@ -47,6 +54,8 @@ from breachmatch_ingest.report import Report
 _RAW_SAMPLES = 20_000
 _SAMPLE_INTERVAL = 0.1
 _MIB = 1 << 20
+_KEYS_PER_ROW = 4
+_WRITER_BATCH = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,8 @@ class Run:
     peak_tree_rss: int = 0
 
     def line(self) -> str:
-        extra = f"{'-':>8} {'-':>9} {'-':>9}"
+        cpu = f"{self.cpu_seconds:>8.1f}" if self.cpu_seconds else f"{'-':>8}"
+        extra = f"{cpu} {'-':>9} {'-':>9}"
         if self.peak_rss:
             extra = (
                 f"{self.cpu_seconds:>8.1f} {self.peak_rss / _MIB:>9.0f}"
@@ -73,28 +83,56 @@ class Run:
 
 
 def _raw_bound(secret: bytes) -> tuple[Run, Run]:
+    """Both bounds in CPU seconds of this process, so other load on the box does not count."""
     uniform = [os.urandom(64) for _ in range(_RAW_SAMPLES)]
-    started = time.perf_counter()
+    started = time.process_time()
     for data in uniform:
         rbcl.crypto_scalarmult_ristretto255(secret, rbcl.crypto_core_ristretto255_from_hash(data))
-    libsodium = time.perf_counter() - started
+    libsodium = time.process_time() - started
     inputs = [b"breachmatch:v1:cpr:%010d" % i for i in range(_RAW_SAMPLES)]
-    started = time.perf_counter()
+    started = time.process_time()
     oprf.evaluate_batch(secret, inputs)
-    full = time.perf_counter() - started
-    per_row = _RAW_SAMPLES / 4  # four keys per synthetic row
+    full = time.process_time() - started
+    per_row = _RAW_SAMPLES / _KEYS_PER_ROW
     return (
-        Run("bound: rbcl h2g+scalarmult, 1 core", libsodium, int(per_row), _RAW_SAMPLES),
-        Run("bound: oprf.evaluate, 1 core", full, int(per_row), _RAW_SAMPLES),
-    )
+        Run("bound: rbcl h2g+scalarmult, 1 core", libsodium, int(per_row), _RAW_SAMPLES,
+            libsodium),
+        Run("bound: oprf.evaluate, 1 core", full, int(per_row), _RAW_SAMPLES, full),
+    )  # fmt: skip
 
 
 def _coordinator_only(dump: Path) -> Run:
     report = Report()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _chunk in chunks_of(read_dump(dump), report):
         pass
-    return Run("coordinator only (read+keys)", time.perf_counter() - started, report.rows_read, 0)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Run("coordinator only (read+keys)", seconds, report.rows_read, 0, cpu)
+
+
+def _writer_alone(rows: int) -> Run:
+    """`_feed_writer` in a fresh interpreter, so its peak RSS is the writer's own."""
+    pairs = rows * _KEYS_PER_ROW
+    argv = [sys.executable, __file__, "--feed-writer", str(pairs)]
+    seconds, cpu, peak = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)
+    return Run(f"filter writer alone, {pairs:,} pairs", seconds, rows, pairs, cpu, peak, peak)
+
+
+def _feed_writer(pairs: int) -> None:
+    """Random distinct pairs through `FilterWriter` into a temp file; print time and peak RSS."""
+    rng = np.random.default_rng(7)
+    started = time.perf_counter()
+    writer = FilterWriter()
+    for start in range(0, pairs, _WRITER_BATCH):
+        count = min(_WRITER_BATCH, pairs - start)
+        words = rng.integers(0, 1 << 64, size=(count, 2), dtype=np.uint64, endpoint=False)
+        pads = rng.integers(0, 256, size=count, dtype=np.uint8)
+        writer.add_keys(TokenKeys(words, pads), rng.integers(0, 128, size=count))
+    with tempfile.TemporaryFile() as body:
+        writer.finish(body)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    seconds = time.perf_counter() - started
+    print(json.dumps([seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024]))
 
 
 def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -> Run:
@@ -126,6 +164,19 @@ def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -
     return Run(label, seconds, report["rows_read"], tokens, cpu, peak, peak_tree)
 
 
+def _print_ratios(raw: Run, cli: dict[int, Run]) -> None:
+    """Ingest against the raw loop, per core: tokens per CPU second of the whole CLI
+    (coordinator, pool, NATS client) over the raw loop's; and the wall-clock speed-up
+    from one worker to two."""
+    raw_rate = raw.tokens / raw.cpu_seconds
+    for workers, run in cli.items():
+        ratio = run.tokens / run.cpu_seconds / raw_rate
+        print(f"ingest per core, {workers} worker(s): {ratio:.2f}x the raw rbcl loop (CPU time)")
+    if 1 in cli and 2 in cli:
+        speedup = (cli[2].tokens / cli[2].seconds) / (cli[1].tokens / cli[1].seconds)
+        print(f"ingest 1 -> 2 workers: {speedup:.2f}x tokens/s (wall clock)")
+
+
 def _children_cpu() -> float:
     """CPU seconds of every waited-for descendant (the CLI and, through it, its pool)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -137,7 +188,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the dump")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="runs to make")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    parser.add_argument("--writer-only", action="store_true", help="skip the CLI runs")
+    parser.add_argument("--feed-writer", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.feed_writer is not None:
+        _feed_writer(args.feed_writer)
+        return
 
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     dump = root / "dump.csv"
@@ -148,7 +204,7 @@ def main() -> None:
     assert secret is not None
     print(f"dump: {args.rows:,} rows, {dump.stat().st_size / _MIB:.1f} MiB; "
           f"{os.cpu_count()} cores; Python {sys.version.split()[0]}")  # fmt: skip
-    runs = [*_raw_bound(secret), _coordinator_only(dump)]
+    runs = [*_raw_bound(secret), _coordinator_only(dump), _writer_alone(args.rows)]
     pki = make_dev_pki(root / "pki")
     with NatsServer(root / "nats", pki) as nats:
         env = os.environ | {
@@ -158,14 +214,18 @@ def main() -> None:
             "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
             "BREACHMATCH_LOG_FORMAT": "json",
         }
-        for workers in args.workers:
-            runs.append(_cli_run(dump, workers, env, root / f"report-{workers}.json"))
+        cli_runs = {
+            workers: _cli_run(dump, workers, env, root / f"report-{workers}.json")
+            for workers in ([] if args.writer_only else args.workers)
+        }
+    runs.extend(cli_runs.values())
     print(
         f"{'':<34}{'seconds':>9}{'rows/s':>11}{'tokens/s':>11}"
         f" {'CPU s':>8} {'RSS MiB':>9} {'tree MiB':>9}"
     )
     for run in runs:
         print(run.line())
+    _print_ratios(runs[0], cli_runs)
     if args.keep:
         print(f"kept {root}")
     else:

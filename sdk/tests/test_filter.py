@@ -447,6 +447,53 @@ def test_artifact_round_trips_through_protobuf(small, signing_key):
             verify_artifact(forged, signing_key.verify_key)
 
 
+def test_spilled_runs_give_the_same_body_as_memory(tmp_path):
+    """Runs of 997 pairs (so slices split blocks), repeats spread over many runs."""
+    rng = np.random.default_rng(RNG_SEED + 13)
+    outputs = random_outputs(rng, 20_000)
+    labels = rng.integers(0, 128, size=20_000)
+    again = rng.permutation(20_000)[:6000]
+    all_outputs = np.concatenate([outputs, outputs[again]])
+    all_labels = np.concatenate([labels, rng.integers(0, 128, size=6000)])
+    reference, summary = build(all_outputs, all_labels)
+
+    writer = FilterWriter(block_buckets=1 << 12, run_pairs=997, spill_dir=tmp_path)
+    for start in range(0, len(all_outputs), 1500):
+        writer.add_batch(all_outputs[start : start + 1500], all_labels[start : start + 1500])
+    assert writer.spilled_runs == len(all_outputs) // 1500
+    sink = io.BytesIO()
+
+    assert writer.finish(sink) == summary
+    assert sink.getvalue() == reference
+    assert summary.entry_count == 20_000
+    assert writer.spilled_runs == 0
+
+
+def test_first_word_twins_in_different_runs_still_merge(tmp_path):
+    """A, B, A in three runs, A and B sharing the bucket word: A's copies meet in the merge."""
+    a = _keys([[42, 1]], [9])
+    b = _keys([[42, 2]], [9])
+    c = _keys([[43, 0]], [1])
+    bodies = []
+    for run_pairs in (1, 1 << 20):
+        writer = FilterWriter(block_buckets=1 << 12, run_pairs=run_pairs, spill_dir=tmp_path)
+        for keys, label in (
+            (a, Category.CONTACT),
+            (b, Category.DIAGNOSES),
+            (c, Category.REFERRALS),
+            (a, Category.MEDICATION),
+        ):
+            writer.add_keys(keys, [int(label)])
+        sink = io.BytesIO()
+        summary = writer.finish(sink)
+        bodies.append(sink.getvalue())
+    breach = BreachFilter.from_bytes(bodies[0], manifest_for(summary))
+    assert bodies[0] == bodies[1]
+    assert summary.entry_count == 3
+    assert breach.lookup(a) == [Category.CONTACT | Category.MEDICATION]
+    assert breach.lookup(b) == [Category.DIAGNOSES]
+
+
 # --- writer input -------------------------------------------------------------
 
 
@@ -457,6 +504,8 @@ def test_writer_rejects_bad_labels_and_reuse():
         writer.add_batch(output, [128])
     with pytest.raises(ValueError, match="one per output"):
         writer.add_batch(output, [1, 2])
+    with pytest.raises(ValueError, match="run_pairs"):
+        FilterWriter(run_pairs=0)
     assert len(writer) == 0
     writer.finish(io.BytesIO())
     with pytest.raises(RuntimeError, match="finished"):

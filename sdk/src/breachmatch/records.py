@@ -9,6 +9,7 @@ tokens computed by the operator and by a hospital can ever be equal.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 
@@ -34,7 +35,7 @@ class Category(enum.IntFlag):
 
     def names(self) -> list[str]:
         """Lower-case names of the set bits, in bit order."""
-        return [m.name.lower() for m in Category if m.name and m in self]
+        return list(_names_of(int(self)))
 
     @classmethod
     def from_names(cls, names: list[str] | tuple[str, ...]) -> Category:
@@ -42,6 +43,12 @@ class Category(enum.IntFlag):
         for name in names:
             result |= cls[name.upper()]
         return result
+
+
+@functools.cache
+def _names_of(value: int) -> tuple[str, ...]:
+    """`Category.names`, once per label value: ingest asks for every row of a dump."""
+    return tuple(m.name.lower() for m in Category if m.name and m & value)
 
 
 #: Canonical identifier fields a column mapping can target.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -219,11 +219,14 @@ class Coordinator:
             await collector.wait(self._settings.stall_timeout)
         finally:
             await results.unsubscribe()
-        body = io.BytesIO()
-        summary = collector.writer.finish(body)
-        manifest = info.manifest_for(summary, key.key_id, date.fromisoformat(record.added_date))
-        signed = sign_manifest(manifest, self._signing_key)
-        publication = await publish_artifact(self._js, signed, body.getvalue())
+        # The body of a large dump is hundreds of MB: it goes to a file, not to memory,
+        # and is written off the event loop so NATS keeps hearing from this client.
+        with tempfile.TemporaryFile() as body:
+            summary = await asyncio.to_thread(collector.writer.finish, body)
+            added = date.fromisoformat(record.added_date)
+            manifest = info.manifest_for(summary, key.key_id, added)
+            signed = sign_manifest(manifest, self._signing_key)
+            publication = await publish_artifact(self._js, signed, body)
         report.entries = summary.entry_count
         report.elapsed_seconds = time.monotonic() - started
         await checkpoint.update(

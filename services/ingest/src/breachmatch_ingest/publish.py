@@ -32,6 +32,7 @@ import base64
 import contextlib
 from datetime import UTC, datetime
 from enum import StrEnum
+from io import BufferedIOBase
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -105,17 +106,25 @@ def _announces(event: BreachEvent | None, body_sha256: str) -> bool:
     return Manifest.from_bytes(event.artifact.manifest).body_sha256 == body_sha256
 
 
-async def _store_body(store: ObjectStore, breach_id: str, body: bytes, sha256_hex: str) -> None:
+async def _store_body(
+    store: ObjectStore, breach_id: str, body: bytes | BufferedIOBase, sha256_hex: str
+) -> None:
     with contextlib.suppress(NotFoundError):
         if (await store.get_info(breach_id)).digest == _object_digest(sha256_hex):
             return
+    if not isinstance(body, bytes):
+        body.seek(0)
     await store.put(breach_id, body)
 
 
 async def publish_artifact(
-    js: JetStreamContext, signed: SignedManifest, body: bytes
+    js: JetStreamContext, signed: SignedManifest, body: bytes | BufferedIOBase
 ) -> PublishOutcome:
-    """Store the body and announce it, unless exactly this body is already announced."""
+    """Store the body and announce it, unless exactly this body is already announced.
+
+    `body` may be a seekable file (a large filter is never held in memory);
+    it is read from its start.
+    """
     manifest = signed.manifest
     latest = (await latest_events(js)).get(manifest.breach_id)
     if latest is not None and latest.kind == BreachEvent.KIND_RETRACTED:
