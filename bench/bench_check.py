@@ -195,8 +195,8 @@ def stack(root: Path, workers: int) -> Iterator[tuple[DevPki, MatcherProcess]]:
     with NatsServer(root / "nats", pki) as nats:
         run_tool([
             sys.executable, "-m", "breachmatch_ingest.cli", "ingest", str(root / "leak.csv"),
-            "--breach-id", "bench-leak", "--title", "Bench leak", "--nats-url", nats.url,
-            "--nats-tls-dir", str(pki.service_dir("ingest")),
+            "--breach-id", "bench-leak", "--title", "Bench leak", "--organisation", "Bench",
+            "--nats-url", nats.url, "--nats-tls-dir", str(pki.service_dir("ingest")),
             "--oprf-key-dir", str(operator.oprf_dir), "--signing-key", str(operator.signing_key),
         ])  # fmt: skip
         matcher = MatcherProcess([

@@ -273,11 +273,12 @@ def main() -> None:
     manifest = Manifest.for_body(
         summary,
         breach_id="bench",
+        version=1,
         title="bench",
         organisation="bench",
         breach_date=date.today(),
         added_date=date.today(),
-        description="",
+        descriptions={},
         verified=False,
         sensitive=False,
         oprf_key_id="bench",

@@ -139,6 +139,7 @@ def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -
     argv = [
         sys.executable, "-m", "breachmatch_ingest.cli", str(dump),
         "--breach-id", f"bench-{workers}w-{os.urandom(4).hex()}", "--title", "Benchmark",
+        "--organisation", "Benchmark",
         "--workers", str(workers), "--json-report", str(report_file),
     ]  # fmt: skip
     started = time.perf_counter()

@@ -476,6 +476,7 @@ def test_ingest_dump_job_reads_its_dump_read_only(rendered: dict[str, list[Doc]]
         assert container["args"][:2] == ["ingest", "/dumps/$(DUMP_FILE)"]
         assert "--breach-id" in container["args"]
         assert "--title" in container["args"]
+        assert "--organisation" in container["args"]  # every notice names it
         # One Job per dump: the breach id is in the Job's name.
         params = _find(
             rendered[where],

@@ -123,6 +123,11 @@ EXPECTED_2 = {
 EXPECTED_3 = {("H-mrn", ("email",), "medium", ("contact",))}
 
 
+def cache_key_for(state: Path) -> Path:
+    """The cache key of a test's state directory: beside it, never inside it."""
+    return state.with_name(f"{state.name}.cache.key")
+
+
 def background_patients(count: int, seed: int) -> list[str]:
     """Patients who are in no leak: CPRs from 1920-1929, mail and phones of their own."""
     rng = random.Random(seed)
@@ -193,6 +198,7 @@ class Stack:
             self.address,
             self.pki.tenant_dir(tenant),
             state_dir=state,
+            cache_key=cache_key_for(state),
             backoff=FAST,
             pipeline=PipelineOptions(backoff=FAST, **options),
         )
@@ -363,9 +369,10 @@ async def test_only_new_patients_are_evaluated(
     grown = hospital_csv(tmp_path / "grown.csv", (*stack.hospital_rows, *newcomers))
     state = tmp_path / "state"
     state.mkdir()
-    for name in ("tokens.sqlite", "cache.key", "operator-key.pin"):
+    for name in ("tokens.sqlite", "operator-key.pin"):
         (state / name).write_bytes((first_check.state / name).read_bytes())
-    (state / "cache.key").chmod(0o600)
+    cache_key_for(state).write_bytes(cache_key_for(first_check.state).read_bytes())
+    cache_key_for(state).chmod(0o600)
     before = evaluated("sdk-first")
     with stack.client("sdk-first", state) as client:
         result = await asyncio.to_thread(client.check, _facility(grown), ["leak-1"])
@@ -422,6 +429,7 @@ async def test_a_matcher_with_another_operator_key_is_refused(stack: Stack, tmp_
         stack.address,
         stack.pki.tenant_dir("sdk-pin"),
         state_dir=tmp_path / "state",
+        cache_key=cache_key_for(tmp_path / "state"),
         operator_key=wrong,
         backoff=FAST,
     )
@@ -449,6 +457,7 @@ async def _cli(stack: Stack, tenant: str, state: Path, *args: str) -> tuple[int,
         "BREACHMATCH_MATCHER": stack.address,
         "BREACHMATCH_TLS_DIR": str(stack.pki.tenant_dir(tenant)),
         "BREACHMATCH_STATE_DIR": str(state),
+        "BREACHMATCH_CACHE_KEY": str(cache_key_for(state)),
         "BREACHMATCH_FACILITY": FACILITY,
     }
     process = await asyncio.create_subprocess_exec(
@@ -525,6 +534,7 @@ async def test_an_interrupted_run_resumes_where_it_stopped(stack: Stack, tmp_pat
         "BREACHMATCH_MATCHER": stack.address,
         "BREACHMATCH_TLS_DIR": str(stack.pki.tenant_dir("sdk-resume")),
         "BREACHMATCH_STATE_DIR": str(state),
+        "BREACHMATCH_CACHE_KEY": str(cache_key_for(state)),
         "BREACHMATCH_FACILITY": FACILITY,
     }
     before = evaluated("sdk-resume")
@@ -602,7 +612,8 @@ async def test_key_rotation_re_evaluates_exactly_the_retired_entries(stack: Stac
         notices: list[str] = []
         client = Client(
             f"127.0.0.1:{rotating.port}", stack.pki.tenant_dir("sdk-rotate"),
-            state_dir=tmp_path / "state", backoff=FAST, notice=notices.append,
+            state_dir=tmp_path / "state", cache_key=cache_key_for(tmp_path / "state"),
+            backoff=FAST, notice=notices.append,
         )  # fmt: skip
         with client:
             first = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
@@ -646,7 +657,7 @@ async def test_key_rotation_re_evaluates_exactly_the_retired_entries(stack: Stac
 
 
 def client_cache_key(state_root: Path) -> CacheKey:
-    return CacheKey.load_or_create(state_root / "state" / "cache.key")
+    return CacheKey.load_or_create(cache_key_for(state_root / "state"))
 
 
 @pytest.fixture(scope="module")

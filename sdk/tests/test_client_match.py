@@ -83,11 +83,12 @@ def build_breach(
     manifest = Manifest.for_body(
         summary,
         breach_id="unit-leak",
+        version=1,
         title="Unit leak",
         organisation="Clinic",
         breach_date=date(2025, 5, 1),
         added_date=date(2025, 6, 1),
-        description="",
+        descriptions={},
         verified=True,
         sensitive=True,
         oprf_key_id="k-unit",

@@ -55,11 +55,15 @@ def manifest_for(summary, breach_id: str = "alles-laegehus-2025") -> Manifest:
     return Manifest.for_body(
         summary,
         breach_id=breach_id,
+        version=3,
         title="Alles Lægehus patient records",
         organisation="Alles Lægehus",
         breach_date=date(2025, 5, 2),
         added_date=date(2025, 6, 11),
-        description="Patient list, contact details and referrals.\nSome medical records.",
+        descriptions={
+            "da": "Patientliste, kontaktoplysninger og henvisninger.\nNogle journaler.",
+            "en": "Patient list, contact details and referrals.\nSome medical records.",
+        },
         verified=True,
         sensitive=True,
         oprf_key_id="oprf-2025-06",
@@ -393,6 +397,8 @@ def test_manifest_is_canonical_json_and_round_trips(small):
     }
     assert document["entry_count"] == 3000
     assert sum(document["category_counts"].values()) > 0
+    assert (document["manifest_version"], document["version"]) == (2, 3)
+    assert set(document["descriptions"]) == {"da", "en"}
 
 
 def test_validly_signed_but_non_canonical_bytes_are_refused(small, signing_key):
@@ -424,7 +430,15 @@ def _edited(manifest: Manifest, edit) -> bytes:
         (lambda d: d["categories"].update(contact=128), "legend"),
         (lambda d: d["category_counts"].pop("contact"), "every category"),
         (lambda d: d["filter_parameters"].update(m_log2=32), "filter_parameters"),
-        (lambda d: d.update(manifest_version=2), "manifest_version"),
+        (lambda d: d.update(manifest_version=1), "manifest_version"),
+        (lambda d: d.pop("version"), "version is missing"),
+        (lambda d: d.update(version=0), "version must be a positive integer"),
+        (lambda d: d.update(version=2**53), "version must be a positive integer"),
+        (lambda d: d.update(version="2"), "version must be an integer"),
+        (lambda d: d.update(description="one text"), "unknown fields"),
+        (lambda d: d["descriptions"].update(DA="x"), "language codes"),
+        (lambda d: d["descriptions"].update(de=""), "language codes"),
+        (lambda d: d["descriptions"].update(de=1), "descriptions.de must be a string"),
     ],
 )
 def test_malformed_manifests_are_refused(small, edit, reason):

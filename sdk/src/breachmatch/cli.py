@@ -43,6 +43,7 @@ from breachmatch.client.report import (
     write_json,
 )
 from breachmatch.client.state import default_state_dir
+from breachmatch.filter import BreachIdError, path_in
 from breachmatch.identifiers import Strength
 from breachmatch.keys import write_secret_file
 from breachmatch.pipes import quiet_on_closed_pipe
@@ -87,8 +88,8 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "--cache-key",
         type=Path,
-        help="32-byte key file encrypting the token cache; created 0600 if absent "
-        "(default: cache.key in the state dir)",
+        help="32-byte key file encrypting the token cache; created 0600 if absent. Keep it "
+        "outside the state dir (refused inside); default ~/.config/breachmatch/cache.key",
     )
     add_env_argument(
         parser,
@@ -326,6 +327,14 @@ def _print_notified(client: Client, result: CheckResult, args: argparse.Namespac
         f"medium-only matches (--min-strength), {done.plan.missing_patients} patients no "
         "longer in the export."
     )
+    for breach_id, state in sorted(done.submitted.refused.items()):
+        reason = "was retracted by the operator" if state == "retracted" else "is not published"
+        _notice(
+            f"breach {breach_id} {reason}: the notifier refused its notices, none were sent "
+            "for it (the other breaches' were)"
+        )
+    if done.submitted.refused:
+        print(f"Not sent: {done.submitted.not_sent} notices of refused breaches (see above).")
 
 
 def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -341,7 +350,7 @@ def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
 
         def on_result(result: CheckResult) -> None:
             for summary in result.summaries:
-                write_json(result, out_dir / f"{summary.breach_id}.json")
+                write_json(result, path_in(out_dir, summary.breach_id, ".json"))
             print(render_summary(result, show_patients=not args.quiet), flush=True)
 
         client.watch(
@@ -399,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServiceUnavailableError as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    except ClientError as error:
+    except (ClientError, BreachIdError) as error:
         print(f"breachmatch: error: {error}", file=sys.stderr)
         return EXIT_PROBLEM
     except OSError as error:

@@ -138,8 +138,8 @@ class Cli:
     async def ingest(self, dump: Path, breach_id: str, *args: str, **env: str) -> Finished:
         """``ingest DUMP --breach-id ID --title ...``; asserts success."""
         done = await self.run(
-            str(dump), "--breach-id", breach_id, "--title", "Testlæk", "--workers", "1", *args,
-            **env,
+            str(dump), "--breach-id", breach_id, "--title", "Testlæk",
+            "--organisation", "Testklinikken", "--workers", "1", *args, **env,
         )  # fmt: skip
         assert done.code == 0, done.stderr[-3000:]
         return done
@@ -258,7 +258,7 @@ async def ingest_in_process(
     coordinator: Coordinator, kit: Kit, breach_id: str, dump: Path
 ) -> JobOutcome:
     """One job through the in-process coordinator (a `local_worker` must be running)."""
-    info = BreachInfo(breach_id=breach_id, title="Testlæk")
+    info = BreachInfo(breach_id=breach_id, title="Testlæk", organisation="Testklinikken")
     start = await coordinator.begin(random_job_id(), info, kit.key)
     return await coordinator.run(start, info, kit.key, lambda: read_dump(dump))
 
@@ -308,14 +308,20 @@ class Published:
         return BreachFilter.from_bytes(self.body, self.manifest)
 
 
+async def breach_events(js: JetStreamContext, breach_id: str) -> list[BreachEvent]:
+    """Every event on stream BREACHES about `breach_id`, oldest first."""
+    events = [BreachEvent.FromString(data) for _, data in await replay_events(js)]
+    return [event for event in events if event.artifact.breach_id == breach_id]
+
+
 async def published(js: JetStreamContext, breach_id: str, kit: Kit) -> Published:
     """The breach's events, its verified manifest (latest publication) and its body."""
-    events = [e for e in await replay_events(js) if e.artifact.breach_id == breach_id]
+    events = await breach_events(js, breach_id)
     announced = [e for e in events if e.kind == BreachEvent.KIND_PUBLISHED]
     assert announced, "no publication event"
     manifest = verify_artifact(announced[-1].artifact, kit.verify_key)
     store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
-    body = (await store.get(breach_id)).data
+    body = (await store.get(manifest.body_object)).data
     assert body is not None
     return Published(events, manifest, body)
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
 
-from breachmatch.filter import verify_body
+from breachmatch import bus
+from breachmatch.dev.breach_events import make_manifest, publish_event, unsigned_retraction
+from breachmatch.filter import verify_artifact, verify_body
+from breachmatch.keys import load_signing_key
 from breachmatch.v1.breach_pb2 import BreachEvent
 from breachmatch_ingest import synthetic
+from breachmatch_ingest.publish import PublishOutcome, publish_artifact
 
 from .conftest import (
     Cli,
     Kit,
     assert_labels,
+    breach_events,
     expected_body,
     expected_pairs,
     published,
@@ -72,7 +78,7 @@ async def test_reingest_gives_the_same_body_and_no_second_event(
 
     again = await cli.ingest(dump, breach_id, "--workers", "2")
     second = await published(js, breach_id, kit)
-    assert "already_published" in again.stdout
+    assert "already_published (version 1)" in again.stdout
     assert second.body == first.body
     assert second.events == first.events
     assert len(second.events) == 1
@@ -128,3 +134,93 @@ async def test_missing_or_bad_settings_exit_2_naming_the_flag(cli: Cli, tmp_path
     assert "title" in bad_title.stderr
     missing = await cli.run(str(tmp_path / "absent.csv"), "--breach-id", "x2", "--title", "T")
     assert missing.code == 2
+
+
+async def test_a_correction_is_published_as_the_next_version(
+    cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
+) -> None:
+    """Changed metadata, then a changed dump: each a new signed version; unchanged: none."""
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(30, seed=21)))
+    first_run = await cli.ingest(dump, breach_id, "--breach-date", "2025-01-02")
+    assert "published (version 1)" in first_run.stdout
+    first = await published(js, breach_id, kit)
+
+    fixed = ("--organisation", "Alles Lægehus ApS", "--breach-date", "2025-01-02")
+    texts = ("--description-da", "Journaler blev lækket.", "--description-en", "Records leaked.")
+    corrected_run = await cli.ingest(dump, breach_id, *fixed, *texts)
+    assert "published (version 2)" in corrected_run.stdout
+    corrected = await published(js, breach_id, kit)
+    assert corrected.manifest.version == 2
+    assert corrected.manifest.organisation == "Alles Lægehus ApS"
+    assert corrected.manifest.descriptions == {
+        "da": "Journaler blev lækket.",
+        "en": "Records leaked.",
+    }
+    assert corrected.manifest.added_date == first.manifest.added_date
+    assert corrected.body == first.body
+    assert [e.kind for e in corrected.events] == [BreachEvent.KIND_PUBLISHED] * 2
+
+    unchanged = await cli.ingest(dump, breach_id, *fixed, *texts)
+    assert "already_published (version 2)" in unchanged.stdout
+    assert len((await published(js, breach_id, kit)).events) == 2
+
+    bigger = write_dump(tmp_path / "bigger.csv", "csv", list(synthetic.people(31, seed=21)))
+    new_dump = await cli.ingest(bigger, breach_id, *fixed, *texts)
+    assert "published (version 3)" in new_dump.stdout
+    latest = await published(js, breach_id, kit)
+    assert latest.manifest.version == 3
+    assert latest.manifest.entry_count > first.manifest.entry_count
+    # The audit trail keeps every version's manifest and body.
+    store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
+    assert (await store.get(first.manifest.body_object)).data == first.body
+    versions = [verify_artifact(e.artifact, kit.verify_key).version for e in latest.events]
+    assert versions == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (("--organisation", ""), "--organisation: empty; every notice names it"),
+        (("--description-da", "Kun dansk."), "--description-en: missing"),
+        (("--description-en", "See www.example.com", "--description-da", "Se siden."),
+         "--description-en: contains a link"),
+        (("--title", "Bekræft dit CPR-nummer"), "--title: asks the reader for something"),
+        (("--organisation", "O" * 61), "--organisation: longer than 60 characters"),
+    ],
+)  # fmt: skip
+async def test_a_breach_whose_notices_could_not_be_sent_is_refused_before_any_work(
+    cli: Cli,
+    js: JetStreamContext,
+    breach_id: str,
+    tmp_path: Path,
+    flags: tuple[str, ...],
+    says: str,
+) -> None:
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(5, seed=3)))
+    base = ("--breach-id", breach_id, "--title", "Testlæk", "--organisation", "Testklinikken")
+    done = await cli.run(str(dump), *base, *flags)
+    assert done.code == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+    assert await breach_events(js, breach_id) == []
+
+
+async def test_racing_publishers_get_distinct_versions_and_junk_counts_for_nothing(
+    js: JetStreamContext, kit: Kit, breach_id: str
+) -> None:
+    """Two publications of one breach at once: versions 1 and 2, never two version 1s."""
+    signing_key = load_signing_key(kit.files.signing_key)
+    await publish_event(js, unsigned_retraction(breach_id))  # someone else's junk first
+    drafts = [make_manifest(breach_id, body, title=f"Draft {body!r}") for body in (b"a", b"b")]
+    outcomes = await asyncio.gather(
+        *(publish_artifact(js, draft, draft_body, signing_key)
+          for draft, draft_body in zip(drafts, (b"a", b"b"), strict=True))
+    )  # fmt: skip
+    assert sorted(outcome.version for outcome in outcomes) == [1, 2]
+    assert {outcome.outcome for outcome in outcomes} == {PublishOutcome.PUBLISHED}
+    announced = [
+        verify_artifact(e.artifact, kit.verify_key)
+        for e in await breach_events(js, breach_id)
+        if e.kind == BreachEvent.KIND_PUBLISHED
+    ]
+    assert [manifest.version for manifest in announced] == [1, 2]

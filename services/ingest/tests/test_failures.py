@@ -20,9 +20,8 @@ from breachmatch_ingest.jobs import JobState, JobStore, random_job_id
 from breachmatch_ingest.metadata import BreachInfo
 from breachmatch_ingest.payloads import ChunkId
 from breachmatch_ingest.pipeline import read_dump
-from breachmatch_ingest.publish import replay_events
 
-from .conftest import PROCESS_TIMEOUT, Kit, write_dump
+from .conftest import PROCESS_TIMEOUT, Kit, breach_events, write_dump
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -67,7 +66,7 @@ def failing_job(
         record = await jobs.get(start.record.job_id)
         assert record is not None
         assert (record.state, record.error) == (JobState.FAILED, str(failed.value))
-        assert breach_id not in {e.artifact.breach_id for e in await replay_events(js)}
+        assert await breach_events(js, breach_id) == []
         return failed.value
 
     return run

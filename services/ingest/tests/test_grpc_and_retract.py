@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from breachmatch import bus, tls
 from breachmatch.authz import is_allowed
 from breachmatch.dev import DevPki
 from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
-from breachmatch.filter import Manifest, SignedManifest
+from breachmatch.filter import read_breach_event
 from breachmatch.identity import Role
+from breachmatch.keys import load_signing_key
 from breachmatch.server import ServerConfig, Service
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
 from breachmatch.v1.breach_pb2 import BreachEvent
@@ -29,7 +31,6 @@ from breachmatch_ingest.publish import (
     RetractOutcome,
     UnknownBreachError,
     publish_artifact,
-    replay_events,
     retract_breach,
 )
 from breachmatch_ingest.servicer import SERVICE_NAME, IngestServicer
@@ -38,6 +39,7 @@ from .conftest import (
     PROCESS_TIMEOUT,
     Cli,
     Kit,
+    breach_events,
     expected_body,
     ingest_in_process,
     published,
@@ -60,7 +62,13 @@ async def ingest_address(
     """An in-process Ingest service on 127.0.0.1 (mTLS, the ingest service certificate)."""
     config = ServerConfig(grpc_addr="127.0.0.1:0", tls_dir=dev_pki.service_dir("ingest"))
     service = Service("ingest", config)
-    servicer = IngestServicer(js, await JobStore.open(js), await coordinator(), kit.files.oprf_dir)
+    servicer = IngestServicer(
+        js,
+        await JobStore.open(js),
+        await coordinator(),
+        kit.files.oprf_dir,
+        load_signing_key(kit.files.signing_key),
+    )
     ingest_pb2_grpc.add_IngestServicer_to_server(servicer, service.server)
     await service.start([SERVICE_NAME])
     yield f"localhost:{service.bound_port}"
@@ -111,8 +119,20 @@ async def test_each_method_admits_exactly_its_roles(
     assert jobs_after == jobs_before
 
 
-def _header(breach_id: str, title: str = "Uploaded", filename: str = "dump.jsonl") -> Any:
-    metadata = ingest_pb2.BreachMetadata(breach_id=breach_id, title=title, sensitive=True)
+def _header(
+    breach_id: str,
+    title: str = "Uploaded",
+    filename: str = "dump.jsonl",
+    organisation: str = "Testklinikken",
+    descriptions: dict[str, str] | None = None,
+) -> Any:
+    metadata = ingest_pb2.BreachMetadata(
+        breach_id=breach_id,
+        title=title,
+        organisation=organisation,
+        sensitive=True,
+        descriptions=descriptions or {},
+    )
     header = ingest_pb2.UploadHeader(metadata=metadata, format="auto", filename=filename)
     return ingest_pb2.UploadRequest(header=header)
 
@@ -166,13 +186,24 @@ async def test_upload_refuses_bad_headers_and_fails_the_job_of_a_cut_upload(
     async def chunk_first() -> AsyncIterator[ingest_pb2.UploadRequest]:
         yield ingest_pb2.UploadRequest(chunk=b"CPR;Navn\r\n")
 
-    async def untitled() -> AsyncIterator[ingest_pb2.UploadRequest]:
-        yield _header(breach_id, title="")
+    async def header_only(header: Any) -> AsyncIterator[ingest_pb2.UploadRequest]:
+        yield header
 
-    for requests in (chunk_first(), untitled()):
+    for requests, says in (
+        (chunk_first(), "header"),
+        (header_only(_header(breach_id, title="")), "title"),
+        (header_only(_header(breach_id, organisation="")), "organisation: empty"),
+        (
+            header_only(_header(breach_id, descriptions={"da": "Kun på dansk."})),
+            "description.en: missing",
+        ),
+        (header_only(_header(breach_id, title="Klik her for info")), "title: asks the reader"),
+        (header_only(_header("../etc")), "breach_id"),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await ingest_stub.Upload(requests, timeout=PROCESS_TIMEOUT)
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert says in str(refused.value.details())
 
     data = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(500))).read_bytes()
 
@@ -205,8 +236,7 @@ async def test_upload_refuses_bad_headers_and_fails_the_job_of_a_cut_upload(
 
         failed = await _finished(js, failed_job)
         assert failed.error == "upload ended before the dump was complete"
-    published_ids = {e.artifact.breach_id for e in await replay_events(js)}
-    assert not published_ids & {breach_id, cut_id}
+    assert await breach_events(js, breach_id) == await breach_events(js, cut_id) == []
 
 
 async def test_retraction_is_one_event_and_final(
@@ -225,20 +255,23 @@ async def test_retraction_is_one_event_and_final(
         await ingest_stub.RetractBreach(
             ingest_pb2.RetractBreachRequest(breach_id=breach_id, reason="not a real leak")
         )
-    events = [e for e in await replay_events(js) if e.artifact.breach_id == breach_id]
+    events = await breach_events(js, breach_id)
     assert [e.kind for e in events] == [BreachEvent.KIND_PUBLISHED, BreachEvent.KIND_RETRACTED]
     assert events[-1].reason == "not a real leak"
-    assert await retract_breach(js, breach_id, "again") is RetractOutcome.ALREADY_RETRACTED
+    # Signed by the operator key, naming the version it withdraws.
+    checked = read_breach_event(events[-1].SerializeToString(), kit.verify_key)
+    assert checked.retraction is not None
+    assert (checked.retraction.version, checked.retraction.reason) == (1, "not a real leak")
+    signing_key = load_signing_key(kit.files.signing_key)
+    again = await retract_breach(js, breach_id, "again", signing_key)
+    assert again is RetractOutcome.ALREADY_RETRACTED
 
     # The body stays in the store, but the breach id cannot be announced again.
     store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
-    assert (await store.get(breach_id)).data == before.body
-    announced = events[0].artifact
-    signed = SignedManifest(
-        Manifest.from_bytes(announced.manifest), announced.manifest, announced.signature
-    )
+    assert (await store.get(before.manifest.body_object)).data == before.body
+    corrected = dataclasses.replace(before.manifest, title="Corrected after retraction")
     with pytest.raises(BreachRetractedError):
-        await publish_artifact(js, signed, before.body)
+        await publish_artifact(js, corrected, before.body, signing_key)
 
     for request, code in (
         (ingest_pb2.RetractBreachRequest(breach_id="never-published", reason="x"), "NOT_FOUND"),
@@ -270,10 +303,21 @@ async def test_retract_command_publishes_a_retraction(
     done = await cli.run("retract", breach_id, "--reason", "duplicate of another breach")
     assert done.code == 0, done.stderr
     assert f"breach {breach_id}: retracted" in done.stdout
-    last = [e for e in await replay_events(js) if e.artifact.breach_id == breach_id][-1]
+    last = (await breach_events(js, breach_id))[-1]
     assert (last.kind, last.reason) == (BreachEvent.KIND_RETRACTED, "duplicate of another breach")
+    assert read_breach_event(last.SerializeToString(), kit.verify_key).retraction is not None
     with pytest.raises(UnknownBreachError):
-        await retract_breach(js, "never-published-either", "x")
+        await retract_breach(
+            js, "never-published-either", "x", load_signing_key(kit.files.signing_key)
+        )
+    for args, says in (
+        (("retract", "..", "--reason", "x"), "is not a breach id"),
+        (("retract", breach_id, "--reason", "two\nlines"), "one printable line"),
+    ):
+        refused = await cli.run(*args)
+        assert refused.code == 2
+        assert says in refused.stderr
+        assert "Traceback" not in refused.stderr
 
 
 async def test_fuzzed_requests_get_a_status_never_a_crash(

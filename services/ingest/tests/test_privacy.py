@@ -56,7 +56,9 @@ def _files(*roots: Path) -> list[Path]:
 
 async def _upload(port: int, pki: DevPki, breach_id: str, data: bytes) -> str:
     async def requests() -> AsyncIterator[ingest_pb2.UploadRequest]:
-        metadata = ingest_pb2.BreachMetadata(breach_id=breach_id, title="Privacy")
+        metadata = ingest_pb2.BreachMetadata(
+            breach_id=breach_id, title="Privacy", organisation="Privacy clinic"
+        )
         yield ingest_pb2.UploadRequest(header=ingest_pb2.UploadHeader(metadata=metadata))
         for start in range(0, len(data), 8192):
             yield ingest_pb2.UploadRequest(chunk=data[start : start + 8192])
@@ -111,7 +113,8 @@ async def test_no_identifier_survives_in_store_temp_files_or_logs(
 
     # With no worker running, the whole dump waits on the work queue: at rest, sealed.
     coordinator = await Spawned.start(
-        cli, str(csv_dump), "--breach-id", "privacy-cli", "--title", "Privacy", "--workers", "0",
+        cli, str(csv_dump), "--breach-id", "privacy-cli", "--title", "Privacy",
+        "--organisation", "Privacy clinic", "--workers", "0",
         "--chunk-pairs", "50", **debug, TMPDIR=str(temp_dirs["cli"]),
     )  # fmt: skip
     job_id = (await coordinator.wait_for("ingest job started"))["job_id"]

@@ -16,9 +16,17 @@ from breachmatch import bus
 from breachmatch.v1.breach_pb2 import BreachEvent
 from breachmatch_ingest import synthetic
 from breachmatch_ingest.jobs import DumpIdentity, JobRecord, JobState, digest_file
-from breachmatch_ingest.publish import replay_events
 
-from .conftest import PROCESS_TIMEOUT, Cli, Kit, Spawned, expected_body, published, write_dump
+from .conftest import (
+    PROCESS_TIMEOUT,
+    Cli,
+    Kit,
+    Spawned,
+    breach_events,
+    expected_body,
+    published,
+    write_dump,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -68,7 +76,9 @@ async def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_filter(
     jobs = await bus.key_value(js, bus.KV_INGEST_JOBS)
     watcher = await jobs.watch(job_id)
 
-    first = await cli.start(str(dump), "--breach-id", breach_id, "--title", "Kill", *flags)
+    first = await cli.start(
+        str(dump), "--breach-id", breach_id, "--title", "Kill", "--organisation", "Klinik", *flags
+    )
     while True:  # until the job's checkpoint shows a chunk evaluated and collected
         entry = await watcher.updates(timeout=PROCESS_TIMEOUT)
         if entry is not None and entry.value and JobRecord.from_json(entry.value).chunks_collected:
@@ -82,7 +92,7 @@ async def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_filter(
     assert (
         interrupted.chunks_total is None or interrupted.chunks_collected < interrupted.chunks_total
     )
-    assert not [e for e in await replay_events(js) if e.artifact.breach_id == breach_id]
+    assert await breach_events(js, breach_id) == []
 
     done = await cli.ingest(dump, breach_id, "--title", "Kill", *flags)
     assert '"event": "resuming job"' in done.stderr

@@ -9,19 +9,25 @@ come back, List/GetBreach reflect it — no sleeping.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
-from datetime import UTC, date, datetime
 
 import grpc
 import grpc.aio
 import nacl.signing
 import pytest
+from prometheus_client import REGISTRY
 
 from breachmatch import bus, keys
-from breachmatch.filter import FilterParameters, Manifest, sign_manifest, verify_artifact
-from breachmatch.records import Category
+from breachmatch.dev.breach_events import (
+    make_manifest,
+    publication,
+    publish_event,
+    retraction,
+    store_body,
+    unsigned_retraction,
+)
+from breachmatch.filter import verify_artifact
 from breachmatch.v1 import breach_pb2, matcher_pb2
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
@@ -29,48 +35,17 @@ RPC_TIMEOUT = 20.0
 TENANT = "mt-breaches"
 
 
-def _artifact(
-    breach_id: str, body: bytes, signer: nacl.signing.SigningKey
-) -> breach_pb2.BreachArtifact:
-    manifest = Manifest(
-        breach_id=breach_id,
-        title="Test breach",
-        organisation="Test clinic",
-        breach_date=date(2025, 1, 2),
-        added_date=date(2025, 1, 3),
-        description="synthetic",
-        verified=True,
-        sensitive=True,
-        oprf_key_id="k-test",
-        entry_count=0,
-        filter_parameters=FilterParameters(),
-        category_counts=dict.fromkeys(Category.legend(), 0),
-        body_size=len(body),
-        body_sha256=hashlib.sha256(body).hexdigest(),
-    )
-    return sign_manifest(manifest, signer).to_artifact()
-
-
-async def _publish(js, kind, artifact: breach_pb2.BreachArtifact) -> int:
-    subject = (
-        bus.BREACH_PUBLISHED
-        if kind == breach_pb2.BreachEvent.KIND_PUBLISHED
-        else bus.BREACH_RETRACTED
-    )
-    event = breach_pb2.BreachEvent(
-        kind=kind, artifact=artifact, emitted_at=datetime.now(UTC).isoformat()
-    )
-    ack = await js.publish(subject, event.SerializeToString())
-    return int(ack.seq)
-
-
 async def _publish_breach(
-    js, breach_id: str, body: bytes, signer
+    js, breach_id: str, body: bytes, signer, version: int = 1
 ) -> tuple[breach_pb2.BreachArtifact, int]:
-    store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
-    await store.put(breach_id, body)
-    artifact = _artifact(breach_id, body, signer)
-    return artifact, await _publish(js, breach_pb2.BreachEvent.KIND_PUBLISHED, artifact)
+    manifest = make_manifest(breach_id, body, version=version)
+    await store_body(js, manifest, body)
+    event = publication(manifest, signer)
+    return event.artifact, await publish_event(js, event)
+
+
+async def _retract(js, breach_id: str, signer, version: int = 1) -> int:
+    return await publish_event(js, retraction(breach_id, version, signer))
 
 
 async def _last_sequence(js) -> int:
@@ -150,7 +125,7 @@ async def test_publish_download_resume_and_retract(
         await beyond.read()
     assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
 
-    retract_seq = await _publish(js, breach_pb2.BreachEvent.KIND_RETRACTED, good)
+    retract_seq = await _retract(js, good_id, operator_key)
     retraction = await watch.read()
     assert retraction.sequence == retract_seq
     assert retraction.event.kind == breach_pb2.BreachEvent.KIND_RETRACTED
@@ -204,8 +179,8 @@ async def test_a_new_matcher_rebuilds_its_index_from_the_stream(
     matcher_files, nats_url, start_matcher, connect, js, operator_key
 ):
     kept, retracted = _unique("kept"), _unique("retracted")
-    withdrawn, _ = await _publish_breach(js, retracted, b"body", operator_key)
-    await _publish(js, breach_pb2.BreachEvent.KIND_RETRACTED, withdrawn)
+    await _publish_breach(js, retracted, b"body", operator_key)
+    await _retract(js, retracted, operator_key)
     await _publish_breach(js, kept, b"body", operator_key)
 
     fresh = await start_matcher(matcher_files.config(nats_url, workers=1))
@@ -234,3 +209,83 @@ async def test_shutdown_ends_watch_streams_cleanly(
 
     await app.stop()
     assert await watch.code() == grpc.StatusCode.OK  # ended, not cancelled at the grace
+
+
+def _rejected(reason: str) -> float:
+    """The matcher's own count of events it refused for `reason` (it runs in this process)."""
+    value = REGISTRY.get_sample_value(
+        "breachmatch_matcher_breach_events_rejected_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def _listed(stub) -> dict[str, breach_pb2.BreachArtifact]:
+    reply = await stub.ListBreaches(matcher_pb2.ListBreachesRequest(), timeout=RPC_TIMEOUT)
+    return {artifact.breach_id: artifact for artifact in reply.breaches}
+
+
+async def test_a_correction_supersedes_and_replays_change_nothing(
+    matcher, connect, js, operator_key
+):
+    """v2 replaces v1; a replayed v1, an unsigned or replayed retraction are skipped, not served.
+
+    A sentinel publication after the attacks is the synchronisation point: the
+    matcher applies events in order, so once the sentinel comes back on the
+    watch, every attack before it was applied (or refused).
+    """
+    stub = connect(matcher.port, TENANT)
+    start = await _last_sequence(js)
+    breach_id, sentinel = _unique("corrected"), _unique("sentinel")
+    first, _ = await _publish_breach(js, breach_id, b"first body", operator_key, version=1)
+    second, second_seq = await _publish_breach(
+        js, breach_id, b"corrected body", operator_key, version=2
+    )
+    watch = stub.WatchBreaches(
+        matcher_pb2.WatchBreachesRequest(after_sequence=start), timeout=RPC_TIMEOUT
+    )
+    assert [(await watch.read()).event.artifact for _ in range(2)] == [first, second]
+    assert (await _listed(stub))[breach_id] == second
+    _, body = await _download(stub, breach_id)
+    assert body == b"corrected body"
+
+    reasons = (
+        "replayed_publication",
+        "RetractionSignatureError",
+        "replayed_retraction",
+        "unknown_breach",
+    )
+    before = {reason: _rejected(reason) for reason in reasons}
+    replayed_v1 = breach_pb2.BreachEvent(kind=breach_pb2.BreachEvent.KIND_PUBLISHED, artifact=first)
+    await publish_event(js, replayed_v1)  # an older manifest, validly signed
+    await publish_event(js, unsigned_retraction(breach_id))
+    await _retract(js, breach_id, operator_key, version=1)  # signed, but retracts v1 only
+    await publish_event(js, unsigned_retraction(".."))
+    await _retract(js, _unique("never-published"), operator_key)
+    _, sentinel_seq = await _publish_breach(js, sentinel, b"s", operator_key)
+    after = await watch.read()
+    assert (after.sequence, after.event.artifact.breach_id) == (sentinel_seq, sentinel)
+    assert {reason: _rejected(reason) - before[reason] for reason in reasons} == {
+        "replayed_publication": 1,
+        "RetractionSignatureError": 2,
+        "replayed_retraction": 1,
+        "unknown_breach": 1,
+    }
+    assert (await _listed(stub))[breach_id] == second  # still v2, still served
+    _, body = await _download(stub, breach_id)
+    assert body == b"corrected body"
+
+    retract_seq = await _retract(js, breach_id, operator_key, version=2)
+    retracted = await watch.read()
+    assert (retracted.sequence, retracted.event.kind) == (
+        retract_seq,
+        breach_pb2.BreachEvent.KIND_RETRACTED,
+    )
+    replayed_v2 = breach_pb2.BreachEvent(
+        kind=breach_pb2.BreachEvent.KIND_PUBLISHED, artifact=second
+    )
+    await publish_event(js, replayed_v2)  # bring the retracted breach back?
+    _, sentinel_seq = await _publish_breach(js, _unique("sentinel"), b"s", operator_key)
+    assert (await watch.read()).sequence == sentinel_seq
+    watch.cancel()
+    assert breach_id not in await _listed(stub)
+    assert second_seq < retract_seq

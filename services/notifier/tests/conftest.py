@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import hashlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 import nacl.public
+import nacl.signing
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -41,8 +40,13 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, keys
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
-from breachmatch.filter import FilterParameters, Manifest, sign_manifest
-from breachmatch.records import Category
+from breachmatch.dev.breach_events import (
+    DESCRIPTIONS,
+    make_manifest,
+    publication,
+    publish_event,
+    retraction,
+)
 from breachmatch.tls import TlsFiles, channel_credentials
 from breachmatch.v1 import breach_pb2, outreach_pb2_grpc
 from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachItem, WatchStatusResponse
@@ -258,42 +262,28 @@ class Harness:
         title: str = "Alles Lægehus-lækket",
         organisation: str = "Alles Lægehus ApS",
         body_marker: bytes = b"",
-    ) -> None:
-        """Publish a signed breach (empty filter body) on stream BREACHES."""
-        sha = hashlib.sha256(body_marker).hexdigest()
-        manifest = Manifest(
-            breach_id=breach_id,
+        version: int = 1,
+        descriptions: Mapping[str, str] = DESCRIPTIONS,
+    ) -> breach_pb2.BreachEvent:
+        """Publish a signed breach (empty filter body) on stream BREACHES; the event."""
+        manifest = make_manifest(
+            breach_id,
+            body_marker,
+            version=version,
             title=title,
             organisation=organisation,
-            breach_date=date(2025, 3, 14),
-            added_date=date(2025, 3, 20),
-            description="Patient records were copied from the clinic's system.",
-            verified=True,
-            sensitive=True,
-            oprf_key_id="k-test",
-            entry_count=0,
-            filter_parameters=FilterParameters(),
-            category_counts=dict.fromkeys(Category.legend(), 0),
-            body_size=len(body_marker),
-            body_sha256=sha,
+            descriptions=descriptions,
         )
-        signed = sign_manifest(manifest, keys.load_signing_key(self.operator.signing_key))
-        event = breach_pb2.BreachEvent(
-            kind=breach_pb2.BreachEvent.KIND_PUBLISHED, artifact=signed.to_artifact()
-        )
-        await self.js.publish(
-            bus.BREACH_PUBLISHED, event.SerializeToString(), stream=bus.STREAM_BREACHES
-        )
+        event = publication(manifest, self.signing_key)
+        await publish_event(self.js, event)
+        return event
 
-    async def retract_breach(self, breach_id: str) -> None:
-        event = breach_pb2.BreachEvent(
-            kind=breach_pb2.BreachEvent.KIND_RETRACTED,
-            artifact=breach_pb2.BreachArtifact(breach_id=breach_id),
-            reason="withdrawn in a test",
-        )
-        await self.js.publish(
-            bus.BREACH_RETRACTED, event.SerializeToString(), stream=bus.STREAM_BREACHES
-        )
+    async def retract_breach(self, breach_id: str, version: int = 1) -> None:
+        await publish_event(self.js, retraction(breach_id, version, self.signing_key))
+
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        return keys.load_signing_key(self.operator.signing_key)
 
     async def settled(
         self, breach_id: str, count: int, tenant: str = HOSPITAL

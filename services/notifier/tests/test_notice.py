@@ -32,7 +32,10 @@ BREACH = BreachInfo(
     organisation="Alles Lægehus",
     breach_date=date(2025, 3, 1),
     added_date=date(2025, 3, 20),
-    description="Journaldata blev lagt frem på et kriminelt forum.",
+    descriptions={
+        "da": "Journaldata blev lagt frem på et kriminelt forum.",
+        "en": "Medical records were posted on a criminal forum.",
+    },
 )
 SENDER = Sender(
     organisation="Rigshospitalet",
@@ -173,8 +176,8 @@ def test_unknown_category_is_refused_without_echoing_it() -> None:
     ("field", "breach", "sender"),
     [
         (
-            "breach.description",
-            BreachInfo("b", "T", "O", None, date(2025, 1, 1), "Se https://evil.example"),
+            "breach.description.da",
+            BreachInfo("b", "T", "O", None, date(2025, 1, 1), {"da": "Se https://evil.example"}),
             SENDER,
         ),
         ("sender.contact_point", BREACH, Sender("Rigshospitalet", "www.rigshospitalet.dk")),

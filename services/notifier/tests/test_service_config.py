@@ -11,7 +11,14 @@ from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.cli import build_parser
 from breachmatch_notifier.config import DEFAULT_BACKOFF, NotifierConfig, config_from_args
 
-REQUIRED = ["--notifier-secret-key", "notifier.key", "--tenants-file", "tenants.json"]
+REQUIRED = [
+    "--notifier-secret-key",
+    "notifier.key",
+    "--tenants-file",
+    "tenants.json",
+    "--verify-key",
+    "verify.pub",
+]
 
 
 def parse(argv: list[str]) -> NotifierConfig:
@@ -52,6 +59,8 @@ def test_environment_fills_in_flags_and_flags_win(
     "argv",
     [
         ["worker", "--tenants-file", "tenants.json"],  # no secret key
+        # No operator verify key: retractions could not be checked.
+        ["worker", *REQUIRED[:4], "--nats-tls-dir", "tls"],
         ["serve", *REQUIRED],  # no TLS directory
         ["worker", *REQUIRED, "--workers-per-process", "0"],  # a worker that does nothing
         ["worker", *REQUIRED],  # no NATS certificate: NATS admits no anonymous worker
@@ -63,7 +72,8 @@ def test_unusable_settings_are_usage_errors(
     argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in (
-        "NOTIFIER_SECRET_KEY", "TLS_DIR", "NATS_TLS_DIR", "NOTIFIER_BACKOFF", "NOTIFIER_ACK_WAIT",
+        "NOTIFIER_SECRET_KEY", "VERIFY_KEY", "TLS_DIR", "NATS_TLS_DIR", "NOTIFIER_BACKOFF",
+        "NOTIFIER_ACK_WAIT",
     ):  # fmt: skip
         monkeypatch.delenv(f"BREACHMATCH_{name}", raising=False)
     with pytest.raises(SystemExit) as exited:

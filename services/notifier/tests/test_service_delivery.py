@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 import nacl.public
 
 from breachmatch import bus, keys
+from breachmatch.dev.breach_events import DESCRIPTIONS
 from breachmatch.v1.outreach_pb2 import (
     OutreachItem,
     OutreachStatus,
@@ -63,7 +64,7 @@ PUBLISHED = BreachInfo(
     organisation="Alles Lægehus ApS",
     breach_date=date(2025, 3, 14),
     added_date=date(2025, 3, 20),
-    description="Patient records were copied from the clinic's system.",
+    descriptions=DESCRIPTIONS,
 )
 
 DANISH = Patient(
@@ -363,7 +364,7 @@ async def test_each_hospital_is_alerted_once_per_new_breach(harness: Harness) ->
     await harness.smtp.wait_until(lambda sink: len(sink.messages) == 1)
     # Published again (a new body), then a second breach: alerts are handled in order,
     # so once the second breach's alert is here the republication was handled too.
-    await harness.publish_breach("first-2025", title="Første læk", body_marker=b"v2")
+    await harness.publish_breach("first-2025", title="Første læk", body_marker=b"v2", version=2)
     await harness.publish_breach("second-2025", title="Andet læk")
     await harness.smtp.wait_until(lambda sink: len(sink.messages) >= 2)
 

@@ -28,6 +28,7 @@ from types import TracebackType
 import grpc
 import nacl.exceptions
 import nacl.public
+import nacl.signing
 
 from breachmatch import logs
 from breachmatch.client.audit import SecurityAudit
@@ -53,7 +54,9 @@ from breachmatch.client.results import CheckResult
 from breachmatch.client.retry import Backoff
 from breachmatch.client.state import StateDir, default_state_dir
 from breachmatch.client.submitted import SubmittedNotices
+from breachmatch.client.versions import SeenBreaches
 from breachmatch.client.watch import BreachWatch
+from breachmatch.filter import BreachEventError, check_breach_event
 from breachmatch.identifiers import Strength
 from breachmatch.keys import load_sealing_public_key
 from breachmatch.v1 import breach_pb2, outreach_pb2
@@ -108,7 +111,7 @@ class Client:
         self._identity = load_identity(self._tls_dir)
         self.state = StateDir.open(Path(state_dir) if state_dir else default_state_dir())
         self._cache_key = CacheKey.load_or_create(
-            Path(cache_key) if cache_key else self.state.default_cache_key
+            self.state.cache_key_path(Path(cache_key) if cache_key else None)
         )
         self._operator_key = Path(operator_key) if operator_key else None
         self._notifier_key = Path(notifier_key) if notifier_key else None
@@ -262,24 +265,58 @@ class Client:
         """
         source = patients if isinstance(patients, PatientSource) else PatientSource(Path(patients))
         matcher = self._matcher_client()
+        info = matcher.key_info()
+        verify_key = pinned_operator_key(
+            info.operator_verify_key, self._operator_key, self.state.operator_pin, self._notice
+        )
+        seen = SeenBreaches.open(self.state.breach_versions)
         watch = BreachWatch(matcher, self.state.watch_cursor, stop or threading.Event())
         for handled, (sequence, event) in enumerate(watch.events(), start=1):
-            breach_id = event.artifact.breach_id
-            if event.kind == breach_pb2.BreachEvent.KIND_PUBLISHED:
-                try:
-                    result = self.check(source, [breach_id])
-                except BreachNotServedError:
-                    self._notice(f"breach {breach_id} is no longer served; skipped")
-                else:
-                    on_result(result)
-                    if notify is not None:
-                        notify(result)
-            elif event.kind == breach_pb2.BreachEvent.KIND_RETRACTED:
-                self._notice(f"breach {breach_id} was retracted by the operator")
-                forget_breach(self.state.breaches, breach_id)
+            self._on_event(sequence, event, verify_key, seen, source, on_result, notify)
             watch.commit(sequence)
             if max_events and handled >= max_events:
                 return
+
+    def _on_event(
+        self,
+        sequence: int,
+        event: breach_pb2.BreachEvent,
+        verify_key: nacl.signing.VerifyKey,
+        seen: SeenBreaches,
+        source: PatientSource,
+        on_result: Callable[[CheckResult], None],
+        notify: Callable[[CheckResult], None] | None,
+    ) -> None:
+        """Act on one breach event — only if it is signed and newer than what was seen.
+
+        A refused event (unsigned, forged, replayed, for an unknown breach) is
+        named and skipped: it never stops the watch and never touches the state.
+        """
+        try:
+            checked = check_breach_event(event, verify_key)
+            seen.admit(checked)
+        except BreachEventError as exc:
+            self._notice(
+                f"breach event {sequence} ignored ({exc.reason}): it is not signed by "
+                "the operator key, or older than what this installation has seen"
+            )
+            return
+        breach_id = checked.breach_id
+        if checked.retraction is not None:
+            self._notice(
+                f"breach {breach_id} was retracted by the operator "
+                f"(version {checked.retraction.version}): {checked.retraction.reason}"
+            )
+            forget_breach(self.state.breaches, breach_id)
+            return
+        try:
+            result = self.check(source, [breach_id])
+        except BreachNotServedError:
+            self._notice(f"breach {breach_id} is no longer served; skipped")
+            return
+        on_result(result)
+        if notify is not None:
+            notify(result)
 
     # --- lifecycle ------------------------------------------------------------
 

@@ -13,6 +13,11 @@ manifest (`BreachFilter.open` hashes it). A stored copy that fails is refused
 with the path to delete, not silently replaced: the state directory is the
 hospital's, and a change to it is worth a human's look. The bodies hold tags
 and encrypted labels only, nothing about anyone outside the breach.
+
+A breach id from the matcher names a folder here, so every such path is built
+by `breachmatch.filter.path_in`: an id that is not a plain breach id (``..``,
+a slash) or a path that resolves outside ``breaches/`` is refused before
+anything is created or deleted.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ import nacl.signing
 from breachmatch.client.connection import is_retryable
 from breachmatch.client.errors import ArtifactRefusedError, RpcFailedError
 from breachmatch.client.matcher import MatcherClient
-from breachmatch.filter import ArtifactError, BreachFilter, Manifest, verify_artifact, verify_body
+from breachmatch.filter import (
+    ArtifactError,
+    BreachFilter,
+    BreachIdError,
+    Manifest,
+    path_in,
+    verify_artifact,
+    verify_body,
+)
 from breachmatch.v1 import breach_pb2
 
 _READ_CHUNK = 1 << 20
@@ -57,10 +70,18 @@ def _altered(breach_id: str, path: Path, exc: Exception) -> ArtifactRefusedError
     )
 
 
+def breach_folder(directory: Path, breach_id: str) -> Path:
+    """``directory/<breach_id>``, refused (`ArtifactRefusedError`) unless it stays inside."""
+    try:
+        return path_in(directory, breach_id)
+    except BreachIdError as exc:
+        raise ArtifactRefusedError(f"{exc}; nothing was stored or deleted") from None
+
+
 def forget_breach(directory: Path, breach_id: str) -> None:
     """Delete the stored copy of a retracted breach, if there is one."""
-    folder = directory / breach_id
-    if folder.parent == directory and folder.is_dir():
+    folder = breach_folder(directory, breach_id)
+    if folder.is_dir() and not folder.is_symlink():
         shutil.rmtree(folder)
 
 
@@ -86,7 +107,7 @@ class BreachStore:
     def fetch(self, artifact: breach_pb2.BreachArtifact) -> StoredBreach:
         """The verified local copy of a served breach, downloading what is missing."""
         manifest = verify_served(artifact, self._key)
-        folder = self._directory / manifest.breach_id
+        folder = breach_folder(self._directory, manifest.breach_id)
         body = folder / "body"
         saved = self._saved_artifact(folder / "artifact.bin")
         if saved is not None and not _same(saved, artifact):

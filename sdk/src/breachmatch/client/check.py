@@ -7,8 +7,10 @@ will be refused and nothing sensitive leaves the hospital:
    every OPRF key's public key must be in a statement the pinned key signed
    (`key_trust`); cache rows of key ids the matcher no longer evaluates, or
    made under another public key, are deleted;
-2. each selected breach is downloaded (or found in the state directory) and
-   verified — before any OPRF budget is spent on it;
+2. each selected breach is verified, compared with the newest version of it
+   this installation has seen (an older or retracted version is refused:
+   `breachmatch.client.versions`), and downloaded (or found in the state
+   directory) — before any OPRF budget is spent on it;
 3. the patients' distinct match keys (identical OPRF inputs shared by several
    patients are evaluated once) get their OPRF outputs under every key id
    needed — the current one, so the next breach is checked from the cache,
@@ -24,6 +26,7 @@ info and goes on under the new key (bounded); what was cached stays valid.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,7 +35,7 @@ from pathlib import Path
 import nacl.signing
 
 from breachmatch.client.audit import SecurityAudit
-from breachmatch.client.breaches import BreachStore, StoredBreach
+from breachmatch.client.breaches import BreachStore, StoredBreach, verify_served
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.errors import (
     ArtifactRefusedError,
@@ -48,7 +51,8 @@ from breachmatch.client.pinning import pinned_operator_key
 from breachmatch.client.results import BreachSummary, CheckResult, Match
 from breachmatch.client.state import StateDir
 from breachmatch.client.tokens import TokenSource
-from breachmatch.filter import TokenKeys, derive_keys
+from breachmatch.client.versions import SeenBreaches
+from breachmatch.filter import BreachEventError, TokenKeys, derive_keys
 from breachmatch.identifiers import KeyKind, Strength
 from breachmatch.records import Category
 from breachmatch.v1.breach_pb2 import BreachArtifact
@@ -188,8 +192,9 @@ class Checker:
         """Check `patients` against the named breaches, or every served one if None."""
         keys = self._key_info()
         store = BreachStore(self._state.breaches, self._matcher, keys.verify_key)
+        current = self._current(self._select(breach_ids), keys.verify_key, breach_ids)
         breaches = self._usable(
-            keys.info, [store.fetch(artifact) for artifact in self._select(breach_ids)], breach_ids
+            keys.info, [store.fetch(artifact) for artifact in current], breach_ids
         )
         index = KeyIndex.build(patients)
         tokens, evaluations = self._token_keys(keys, breaches, index)
@@ -258,6 +263,40 @@ class Checker:
             raise ClientError(message)
         self._notice(f"{message} (not checked)")
         return [b for b in breaches if b.manifest.breach_id not in stale]
+
+    def _current(
+        self,
+        served: list[BreachArtifact],
+        verify_key: nacl.signing.VerifyKey,
+        asked: Sequence[str] | None,
+    ) -> list[BreachArtifact]:
+        """The served breaches that are the newest versions seen; older ones are named.
+
+        A breach asked for by id is an error if the matcher serves an old or
+        retracted version of it; with ``--all`` the rest are still checked.
+        """
+        seen = SeenBreaches.open(self._state.breach_versions)
+        current = []
+        for artifact in served:
+            manifest = verify_served(artifact, verify_key)
+            digest = hashlib.sha256(artifact.manifest).hexdigest()
+            try:
+                seen.admit_served(manifest, digest)
+            except BreachEventError:
+                known = seen.get(manifest.breach_id)
+                assert known is not None  # only a known breach can be refused
+                state = "was retracted" if known.retracted else "is the newest"
+                message = (
+                    f"the matcher serves breach {manifest.breach_id} as version "
+                    f"{manifest.version}, but version {known.version} {state} (seen before by "
+                    "this installation): an old or replayed version is refused. Tell the operator"
+                )
+                if asked is not None:
+                    raise ArtifactRefusedError(message) from None
+                self._notice(f"{message} (not checked)")
+                continue
+            current.append(artifact)
+        return current
 
     def _token_source(self, info: KeyInfo) -> TokenSource:
         """Cache plus pipeline, with batches no larger than the matcher accepts."""

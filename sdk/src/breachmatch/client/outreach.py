@@ -10,6 +10,12 @@ Each item's idempotency key is ``HMAC-SHA256(outreach subkey of the cache
 key, "outreach|" + tenant + "|" + patient_id + "|" + breach_id)`` in hex: the
 same for every resubmission of the same notice, so the notifier's ledger
 queues it once; and keyed, so the notifier cannot recover patient ids from it.
+
+Items are submitted breach by breach. The notifier refuses a batch naming a
+breach that was retracted (or that it does not know) as a whole; the SDK
+then leaves that breach out, says so in `SubmitSummary.refused`, and goes on
+with the other breaches — one withdrawn breach never keeps the patients of
+the others from being told.
 """
 
 from __future__ import annotations
@@ -17,16 +23,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import nacl.public
 
+from breachmatch import refusals
 from breachmatch.client.cache_key import CacheKey
-from breachmatch.client.connection import Endpoint, call_unary
+from breachmatch.client.connection import Endpoint, call_unary, explain, is_retryable
 from breachmatch.client.patients import PatientSet
 from breachmatch.client.results import CheckResult, Match
-from breachmatch.client.retry import Backoff
+from breachmatch.client.retry import Backoff, call_with_retries
 from breachmatch.identifiers import Strength
 from breachmatch.records import PersonRecord
 from breachmatch.v1 import outreach_pb2, outreach_pb2_grpc
@@ -113,6 +120,10 @@ def plan_outreach(
 class SubmitSummary:
     accepted: int
     already_submitted: int
+    #: Breaches the notifier refused, and why ("retracted", "unknown"); their items were not sent.
+    refused: dict[str, str] = field(default_factory=dict)
+    #: Items of refused breaches that were not sent.
+    not_sent: int = 0
 
 
 class OutreachClient:
@@ -122,19 +133,41 @@ class OutreachClient:
         self._backoff = backoff
 
     def submit(self, items: Sequence[outreach_pb2.OutreachItem]) -> SubmitSummary:
-        """Submit in batches; resubmitting is safe (idempotency keys), so retries are too."""
-        accepted = already = 0
-        for start in range(0, len(items), SUBMIT_BATCH):
-            request = outreach_pb2.SubmitOutreachRequest(items=items[start : start + SUBMIT_BATCH])
-            response = call_unary(
-                self._stub.SubmitOutreach, request, self._endpoint, self._backoff, _DEADLINE
+        """Submit breach by breach, in batches; resubmitting is safe (idempotency keys)."""
+        by_breach: dict[str, list[outreach_pb2.OutreachItem]] = {}
+        for item in items:
+            by_breach.setdefault(item.breach_id, []).append(item)
+        accepted = already = not_sent = 0
+        refused: dict[str, str] = {}
+        for breach_id, breach_items in by_breach.items():
+            for start in range(0, len(breach_items), SUBMIT_BATCH):
+                batch = breach_items[start : start + SUBMIT_BATCH]
+                state, receipts = self._submit_batch(batch)
+                if state is not None:
+                    refused[breach_id] = state
+                    not_sent += len(breach_items) - start
+                    break
+                accepted += sum(receipt.accepted for receipt in receipts)
+                already += sum(not receipt.accepted for receipt in receipts)
+        return SubmitSummary(accepted, already, refused, not_sent)
+
+    def _submit_batch(
+        self, batch: Sequence[outreach_pb2.OutreachItem]
+    ) -> tuple[str | None, list[outreach_pb2.OutreachReceipt]]:
+        """(None, receipts), or (the breach's state, []) when the notifier refused its breach."""
+        request = outreach_pb2.SubmitOutreachRequest(items=batch)
+        try:
+            response = call_with_retries(
+                lambda: self._stub.SubmitOutreach(request, timeout=_DEADLINE),
+                self._backoff,
+                is_retryable,
             )
-            for receipt in response.receipts:
-                if receipt.accepted:
-                    accepted += 1
-                else:
-                    already += 1
-        return SubmitSummary(accepted, already)
+        except grpc.RpcError as error:
+            state = refusals.breach_state(error)
+            if state is None:
+                raise explain(error, self._endpoint) from None
+            return state, []
+        return None, list(response.receipts)
 
     def status(
         self, breach_id: str | None = None, idempotency_keys: Iterable[str] = ()

@@ -1,13 +1,22 @@
 """Where the SDK keeps what it must remember between runs.
 
 One directory per hospital installation holds the token cache, the pinned
-operator key, downloaded breach filters, the record of submitted notices,
-the watch cursor and watch results, and the audit of what was refused.
+operator key, downloaded breach filters, the breach versions seen, the
+record of submitted notices, the watch cursor and watch results, and the
+audit of what was refused.
 Its contents are as sensitive as the patient list (the token cache is what a
 hospital would re-derive matches from), so it is created owner-only.
 
 Default: ``$XDG_STATE_HOME/breachmatch`` (``~/.local/state/breachmatch``), or
 ``./.breachmatch`` when there is no home directory (a service account).
+
+The cache key is *not* kept here. The token cache's index is an HMAC under a
+subkey of it; whoever holds both the cache and the key can test every CPR
+number against the index in about 30 core-minutes. A state directory gets
+copied — backups, a support bundle, a migrated VM — so the key lives
+elsewhere: by default ``$XDG_CONFIG_HOME/breachmatch/cache.key``
+(``~/.config/breachmatch/cache.key``), and a key configured inside the state
+directory is refused with what to do instead (`StateDir.cache_key_path`).
 """
 
 from __future__ import annotations
@@ -17,6 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from breachmatch.client.errors import ConfigurationError
+
+
+def default_cache_key() -> Path | None:
+    """``$XDG_CONFIG_HOME/breachmatch/cache.key``; None when there is no home directory."""
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        return Path(xdg) / "breachmatch" / "cache.key"
+    try:
+        return Path.home() / ".config" / "breachmatch" / "cache.key"
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
 
 
 def default_state_dir() -> Path:
@@ -53,9 +73,38 @@ class StateDir:
     def token_cache(self) -> Path:
         return self.root / "tokens.sqlite"
 
+    def cache_key_path(self, configured: Path | None) -> Path:
+        """The cache key file: `configured` or the default, refused inside this directory."""
+        path = configured or default_cache_key()
+        if path is None:
+            raise ConfigurationError(
+                "there is no home directory for the default cache key "
+                "(~/.config/breachmatch/cache.key): pass --cache-key FILE (or set "
+                f"BREACHMATCH_CACHE_KEY) with a path outside the state directory {self.root}"
+            )
+        if path.resolve().is_relative_to(self.root.resolve()):
+            default = default_cache_key()
+            outside = (
+                default
+                if default is not None and not default.resolve().is_relative_to(self.root.resolve())
+                else None
+            )
+            move = (
+                f"move it (mv {path} {outside}) and pass --cache-key {outside}"
+                if outside is not None
+                else "move it to a path outside the state directory and pass --cache-key FILE"
+            )
+            raise ConfigurationError(
+                f"the cache key {path} is inside the state directory {self.root}: a copy or "
+                "backup of the state directory would then hold the key together with the token "
+                "cache it protects, and the two let anyone test CPR numbers against the cache. "
+                f"Keep the key elsewhere: {move} (or set BREACHMATCH_CACHE_KEY)"
+            )
+        return path
+
     @property
-    def default_cache_key(self) -> Path:
-        return self.root / "cache.key"
+    def breach_versions(self) -> Path:
+        return self.root / "breach-versions.json"
 
     @property
     def audit_log(self) -> Path:

@@ -133,7 +133,9 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
             info, "breachmatch-ingest", str(data.leak_csv), "--breach-id", BREACH_ID,
             "--title", "Alles Lægehus patient records (demo)",
             "--organisation", "Alles Lægehus (synthetic)", "--breach-date", "2025-09-01",
-            "--description", "Patient records with CPR numbers, contact details, referrals "
+            "--description-da", "Patientjournaler med CPR-numre, kontaktoplysninger, "
+            "henvisninger og journalnotater blev offentliggjort på en lækageside.",
+            "--description-en", "Patient records with CPR numbers, contact details, referrals "
             "and journal notes published on a leak site.",
             "--verified", "--sensitive",
         )  # fmt: skip

@@ -231,7 +231,8 @@ class Stack:
             # The operator's `breachmatch-ingest` CLI joins NATS as the ingest service.
             "BREACHMATCH_NATS_TLS_DIR": str(pki.service_dir("ingest")),
             "BREACHMATCH_STATE_DIR": str(info.state_dir),
-            "BREACHMATCH_CACHE_KEY": str(info.state_dir / "cache.key"),
+            # Outside the state directory, as the SDK demands (see breachmatch.client.state).
+            "BREACHMATCH_CACHE_KEY": str(self.root / "hospital-a-secrets" / "cache.key"),
             "BREACHMATCH_OPERATOR_KEY": str(keys.verify_key),
             "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
             "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),

@@ -4,21 +4,36 @@ Ingest builds it (`FilterWriter`, `Manifest.for_body`, `sign_manifest`); the
 matcher serves it (`SignedManifest.to_artifact`); a hospital verifies it
 (`verify_artifact`, `BreachFilter`) and looks its tokens up (`lookup`). See
 `tags` for the false-match bound and `layout` for the byte format.
+
+What happens to a breach after its publication — corrections as new
+versions, signed retractions, refusal of replays — is `retraction` and
+`lifecycle`; `breach_ids` is the one validator of breach ids.
 """
 
+from breachmatch.filter.breach_ids import (
+    BREACH_ID_PATTERN,
+    BreachIdError,
+    check_breach_id,
+    is_breach_id,
+    path_in,
+)
 from breachmatch.filter.errors import (
     ArtifactError,
     BodyDigestError,
     FilterFormatError,
     ManifestFormatError,
     ManifestSignatureError,
+    RetractionFormatError,
+    RetractionSignatureError,
 )
 from breachmatch.filter.events import (
     BreachEventError,
     CheckedBreachEvent,
+    check_breach_event,
     read_breach_event,
 )
 from breachmatch.filter.layout import FilterParameters
+from breachmatch.filter.lifecycle import Admission, BreachVersions, Standing
 from breachmatch.filter.manifest import (
     Manifest,
     SignedManifest,
@@ -28,17 +43,27 @@ from breachmatch.filter.manifest import (
     verify_manifest,
 )
 from breachmatch.filter.reader import NOT_FOUND, BreachFilter, lookup_stream
+from breachmatch.filter.retraction import (
+    Retraction,
+    SignedRetraction,
+    sign_retraction,
+    verify_retraction,
+)
 from breachmatch.filter.stats import FilterStats, filter_stats
 from breachmatch.filter.tags import Tags, TokenKeys, derive_keys, false_match_bound
 from breachmatch.filter.writer import BodySummary, FilterWriter
 
 __all__ = [
+    "BREACH_ID_PATTERN",
     "NOT_FOUND",
+    "Admission",
     "ArtifactError",
     "BodyDigestError",
     "BodySummary",
     "BreachEventError",
     "BreachFilter",
+    "BreachIdError",
+    "BreachVersions",
     "CheckedBreachEvent",
     "FilterFormatError",
     "FilterParameters",
@@ -47,16 +72,27 @@ __all__ = [
     "Manifest",
     "ManifestFormatError",
     "ManifestSignatureError",
+    "Retraction",
+    "RetractionFormatError",
+    "RetractionSignatureError",
     "SignedManifest",
+    "SignedRetraction",
+    "Standing",
     "Tags",
     "TokenKeys",
+    "check_breach_event",
+    "check_breach_id",
     "derive_keys",
     "false_match_bound",
     "filter_stats",
+    "is_breach_id",
     "lookup_stream",
+    "path_in",
     "read_breach_event",
     "sign_manifest",
+    "sign_retraction",
     "verify_artifact",
     "verify_body",
     "verify_manifest",
+    "verify_retraction",
 ]

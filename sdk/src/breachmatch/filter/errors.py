@@ -26,3 +26,11 @@ class BodyDigestError(ArtifactError):
 
 class FilterFormatError(ArtifactError):
     """The body is malformed, or its header disagrees with the manifest."""
+
+
+class RetractionSignatureError(ArtifactError):
+    """A retraction is unsigned, or its signature does not verify."""
+
+
+class RetractionFormatError(ArtifactError):
+    """A retraction statement is not a well-formed, canonical statement of this format."""

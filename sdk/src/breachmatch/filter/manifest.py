@@ -9,21 +9,29 @@ what was signed. The body is bound by its size and SHA-256.
 The signature covers ``SIGNATURE_CONTEXT + manifest bytes``: the context
 string keeps a manifest signature from ever being valid for any other message
 the same key might sign.
+
+Every publication of a breach id carries a ``version``, 1 for the first and
+one more for each correction (changed metadata or a changed dump). Consumers
+keep the newest version they have seen per breach id and refuse anything
+older (`breachmatch.filter.lifecycle`), so a replayed old manifest can never
+bring back what a correction or a retraction replaced. ``descriptions`` holds
+the breach's description per notice language (``da``, ``en``; empty when
+there is none), so each notice quotes the text in its own language.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 import nacl.exceptions
 import nacl.signing
 
+from breachmatch.filter.breach_ids import BREACH_ID_RULE, is_breach_id
+from breachmatch.filter.canonical import canonical_bytes, parse_document
 from breachmatch.filter.digest import BodyDigest
 from breachmatch.filter.errors import FilterFormatError, ManifestFormatError, ManifestSignatureError
 from breachmatch.filter.layout import FilterParameters
@@ -32,14 +40,17 @@ from breachmatch.filter.writer import BodySummary
 from breachmatch.records import Category
 from breachmatch.v1.breach_pb2 import BreachArtifact
 
-MANIFEST_VERSION = 1
+#: The manifest format; 2 added ``version`` and per-language ``descriptions``.
+MANIFEST_VERSION = 2
 SIGNATURE_CONTEXT = b"breachmatch.v1.breach-manifest\x00"
 SIGNATURE_SIZE = 64
+#: Highest publication version (JSON integers beyond 2**53 are not portable).
+MAX_VERSION = 2**53 - 1
 
-#: Breach ids appear in object names and URLs, so they are kept plain.
-_BREACH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-#: Text fields that are one line; `description` may hold several.
+#: Text fields that are one line; descriptions may hold several.
 _LINE_FIELDS = ("title", "organisation", "oprf_key_id")
+#: A description's key: a two- or three-letter ISO 639 language code.
+_LANGUAGE = re.compile(r"[a-z]{2,3}")
 
 #: Anything a body can be verified from: all of it, or its chunks in order.
 BodySource = bytes | bytearray | memoryview | Iterable[bytes]
@@ -48,11 +59,12 @@ BodySource = bytes | bytearray | memoryview | Iterable[bytes]
 @dataclass(frozen=True)
 class Manifest:
     breach_id: str
+    version: int
     title: str
     organisation: str
     breach_date: date
     added_date: date
-    description: str
+    descriptions: dict[str, str]
     verified: bool
     sensitive: bool
     oprf_key_id: str
@@ -64,11 +76,18 @@ class Manifest:
     categories: dict[str, int] = field(default_factory=Category.legend)
 
     def __post_init__(self) -> None:
-        if not _BREACH_ID.fullmatch(self.breach_id):
-            raise ManifestFormatError("breach_id must be 1-128 of [A-Za-z0-9._-]")
+        if not is_breach_id(self.breach_id):
+            raise ManifestFormatError(f"breach_id must be {BREACH_ID_RULE}")
+        if not 1 <= self.version <= MAX_VERSION:
+            raise ManifestFormatError("manifest field version must be a positive integer")
         for name in _LINE_FIELDS:
             if not getattr(self, name).isprintable():
                 raise ManifestFormatError(f"manifest field {name} must be one printable line")
+        for language, text in self.descriptions.items():
+            if not _LANGUAGE.fullmatch(language) or not text.strip():
+                raise ManifestFormatError(
+                    "manifest descriptions map language codes to non-empty texts"
+                )
         if not self.oprf_key_id:
             raise ManifestFormatError("manifest field oprf_key_id is empty")
         if not 0 <= self.entry_count <= MAX_ENTRIES:
@@ -90,11 +109,12 @@ class Manifest:
         summary: BodySummary,
         *,
         breach_id: str,
+        version: int,
         title: str,
         organisation: str,
         breach_date: date,
         added_date: date,
-        description: str,
+        descriptions: dict[str, str],
         verified: bool,
         sensitive: bool,
         oprf_key_id: str,
@@ -102,11 +122,12 @@ class Manifest:
         """The manifest of a body `FilterWriter.finish` just wrote."""
         return cls(
             breach_id=breach_id,
+            version=version,
             title=title,
             organisation=organisation,
             breach_date=breach_date,
             added_date=added_date,
-            description=description,
+            descriptions=descriptions,
             verified=verified,
             sensitive=sensitive,
             oprf_key_id=oprf_key_id,
@@ -123,11 +144,12 @@ class Manifest:
         document = {
             "manifest_version": MANIFEST_VERSION,
             "breach_id": self.breach_id,
+            "version": self.version,
             "title": self.title,
             "organisation": self.organisation,
             "breach_date": self.breach_date.isoformat(),
             "added_date": self.added_date.isoformat(),
-            "description": self.description,
+            "descriptions": self.descriptions,
             "verified": self.verified,
             "sensitive": self.sensitive,
             "oprf_key_id": self.oprf_key_id,
@@ -143,21 +165,22 @@ class Manifest:
             "body_size": self.body_size,
             "body_sha256": self.body_sha256,
         }
-        try:
-            return json.dumps(
-                document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            ).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ManifestFormatError("manifest text is not valid Unicode") from exc
+        return canonical_bytes(document, ManifestFormatError, "manifest")
+
+    @property
+    def body_object(self) -> str:
+        """The body's name in the object store: per breach and content, never overwritten.
+
+        Two versions of a breach with different bodies keep both (the audit
+        trail), and two publishers racing for the same version cannot
+        overwrite each other's body under a manifest that names the other.
+        """
+        return f"{self.breach_id}.{self.body_sha256}"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
         """Parse canonical manifest bytes; anything else raises `ManifestFormatError`."""
-        try:
-            document = json.loads(data.decode("utf-8"), parse_float=_reject_float)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ManifestFormatError("manifest is not UTF-8 JSON of integers and text") from exc
-        fields = _Fields(document, "")
+        fields = parse_document(data, ManifestFormatError, "manifest")
         if fields.integer("manifest_version") != MANIFEST_VERSION:
             raise ManifestFormatError("unsupported manifest_version")
         params = fields.nested("filter_parameters")
@@ -173,11 +196,12 @@ class Manifest:
         params.done()
         manifest = cls(
             breach_id=fields.text("breach_id"),
+            version=fields.integer("version"),
             title=fields.text("title"),
             organisation=fields.text("organisation"),
             breach_date=fields.day("breach_date"),
             added_date=fields.day("added_date"),
-            description=fields.text("description"),
+            descriptions=fields.texts("descriptions"),
             verified=fields.flag("verified"),
             sensitive=fields.flag("sensitive"),
             oprf_key_id=fields.text("oprf_key_id"),
@@ -246,59 +270,3 @@ def verify_body(manifest: Manifest, body: BodySource) -> None:
     for chunk in chunks:
         digest.update(chunk)
     digest.verify(manifest.body_size, manifest.body_sha256)
-
-
-def _reject_float(text: str) -> float:
-    raise ValueError("manifests hold no floating-point numbers")
-
-
-class _Fields:
-    """Typed access to one JSON object; every field must be read exactly once."""
-
-    def __init__(self, value: Any, prefix: str) -> None:
-        if not isinstance(value, dict):
-            raise ManifestFormatError(f"manifest {prefix or 'document'} is not a JSON object")
-        self._value: dict[str, Any] = value
-        self._prefix = prefix
-        self._read: set[str] = set()
-
-    def _get(self, name: str, kind: type | tuple[type, ...], what: str) -> Any:
-        if name not in self._value:
-            raise ManifestFormatError(f"manifest field {self._prefix}{name} is missing")
-        self._read.add(name)
-        value = self._value[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ManifestFormatError(f"manifest field {self._prefix}{name} must be {what}")
-        return value
-
-    def text(self, name: str) -> str:
-        value: str = self._get(name, str, "a string")
-        return value
-
-    def integer(self, name: str) -> int:
-        value: int = self._get(name, int, "an integer")
-        return value
-
-    def flag(self, name: str) -> bool:
-        value: bool = self._get(name, bool, "true or false")
-        return value
-
-    def day(self, name: str) -> date:
-        text = self.text(name)
-        try:
-            return date.fromisoformat(text)
-        except ValueError as exc:
-            raise ManifestFormatError(f"manifest field {name} is not an ISO date") from exc
-
-    def counts(self, name: str) -> dict[str, int]:
-        nested = self.nested(name)
-        result = {key: nested.integer(key) for key in sorted(nested._value)}
-        nested.done()
-        return result
-
-    def nested(self, name: str) -> _Fields:
-        return _Fields(self._get(name, dict, "an object"), f"{self._prefix}{name}.")
-
-    def done(self) -> None:
-        if set(self._value) - self._read:
-            raise ManifestFormatError(f"manifest {self._prefix or 'document'} has unknown fields")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62reachmatch/v1/breach.proto\x12\x0e\x62reachmatch.v1\"[\n\x0e\x42reachArtifact\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\x10\n\x08manifest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x11\n\tbody_size\x18\x04 \x01(\x04\"\xd9\x01\n\x0b\x42reachEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .breachmatch.v1.BreachEvent.Kind\x12\x30\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x1e.breachmatch.v1.BreachArtifact\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nemitted_at\x18\x04 \x01(\t\"D\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_PUBLISHED\x10\x01\x12\x12\n\x0eKIND_RETRACTED\x10\x02\"h\n\x0f\x45valuationAudit\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x12\n\nemitted_at\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62reachmatch/v1/breach.proto\x12\x0e\x62reachmatch.v1\"[\n\x0e\x42reachArtifact\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\x10\n\x08manifest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x11\n\tbody_size\x18\x04 \x01(\x04\"8\n\x10\x42reachRetraction\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x8f\x02\n\x0b\x42reachEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .breachmatch.v1.BreachEvent.Kind\x12\x30\n\x08\x61rtifact\x18\x02 \x01(\x0b\x32\x1e.breachmatch.v1.BreachArtifact\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nemitted_at\x18\x04 \x01(\t\x12\x34\n\nretraction\x18\x05 \x01(\x0b\x32 .breachmatch.v1.BreachRetraction\"D\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eKIND_PUBLISHED\x10\x01\x12\x12\n\x0eKIND_RETRACTED\x10\x02\"h\n\x0f\x45valuationAudit\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x12\n\nemitted_at\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BREACHARTIFACT']._serialized_start=47
   _globals['_BREACHARTIFACT']._serialized_end=138
-  _globals['_BREACHEVENT']._serialized_start=141
-  _globals['_BREACHEVENT']._serialized_end=358
-  _globals['_BREACHEVENT_KIND']._serialized_start=290
-  _globals['_BREACHEVENT_KIND']._serialized_end=358
-  _globals['_EVALUATIONAUDIT']._serialized_start=360
-  _globals['_EVALUATIONAUDIT']._serialized_end=464
+  _globals['_BREACHRETRACTION']._serialized_start=140
+  _globals['_BREACHRETRACTION']._serialized_end=196
+  _globals['_BREACHEVENT']._serialized_start=199
+  _globals['_BREACHEVENT']._serialized_end=470
+  _globals['_BREACHEVENT_KIND']._serialized_start=402
+  _globals['_BREACHEVENT_KIND']._serialized_end=470
+  _globals['_EVALUATIONAUDIT']._serialized_start=472
+  _globals['_EVALUATIONAUDIT']._serialized_end=576
 # @@protoc_insertion_point(module_scope)

@@ -54,8 +54,40 @@ class BreachArtifact(_message.Message):
 Global___BreachArtifact: _TypeAlias = BreachArtifact  # noqa: Y015
 
 @_typing.final
+class BreachRetraction(_message.Message):
+    """An operator-signed retraction. `statement` is canonical JSON naming the
+    breach id, the publication version it withdraws, the reason and the time
+    (see breachmatch.filter.retraction); `signature` is Ed25519 over
+    breachmatch.filter.RETRACTION_CONTEXT followed by these bytes. Consumers
+    refuse a retraction without a valid signature.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    statement: _builtins.bytes
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        statement: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BreachRetraction: _TypeAlias = BreachRetraction  # noqa: Y015
+
+@_typing.final
 class BreachEvent(_message.Message):
-    """Events on the subject breachmatch.breach.<kind> (stream BREACHES)."""
+    """Events on the subject breachmatch.breach.<kind> (stream BREACHES).
+    For KIND_RETRACTED, `artifact` carries only the breach id (it must equal the
+    signed statement's) and `retraction` the signed statement.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -78,13 +110,18 @@ class BreachEvent(_message.Message):
     ARTIFACT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     EMITTED_AT_FIELD_NUMBER: _builtins.int
+    RETRACTION_FIELD_NUMBER: _builtins.int
     kind: Global___BreachEvent.Kind.ValueType
     reason: _builtins.str
-    """Why a breach was retracted; empty for a publication."""
+    """Why a breach was retracted (equal to the signed statement's); empty for a publication."""
     emitted_at: _builtins.str
     """RFC 3339 UTC time the event was emitted."""
     @_builtins.property
     def artifact(self) -> Global___BreachArtifact: ...
+    @_builtins.property
+    def retraction(self) -> Global___BreachRetraction:
+        """The signed retraction; unset for a publication."""
+
     def __init__(
         self,
         *,
@@ -92,10 +129,11 @@ class BreachEvent(_message.Message):
         artifact: Global___BreachArtifact | None = ...,
         reason: _builtins.str = ...,
         emitted_at: _builtins.str = ...,
+        retraction: Global___BreachRetraction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "retraction", b"retraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "emitted_at", b"emitted_at", "kind", b"kind", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "emitted_at", b"emitted_at", "kind", b"kind", "reason", b"reason", "retraction", b"retraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

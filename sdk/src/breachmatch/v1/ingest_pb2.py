@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62reachmatch/v1/ingest.proto\x12\x0e\x62reachmatch.v1\"\xab\x01\n\x0e\x42reachMetadata\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x13\n\x0b\x62reach_date\x18\x04 \x01(\t\x12\x12\n\nadded_date\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x10\n\x08verified\x18\x07 \x01(\x08\x12\x11\n\tsensitive\x18\x08 \x01(\x08\"s\n\x0cUploadHeader\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.breachmatch.v1.BreachMetadata\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0f\n\x07mapping\x18\x04 \x01(\x0c\"X\n\rUploadRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.breachmatch.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\" \n\x0eUploadResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd1\x05\n\x0cIngestReport\x12\x11\n\trows_read\x18\x01 \x01(\x04\x12\x18\n\x10rows_without_key\x18\x02 \x01(\x04\x12\x34\n\x04keys\x18\x03 \x03(\x0b\x32&.breachmatch.v1.IngestReport.KeysEntry\x12@\n\ncategories\x18\x04 \x03(\x0b\x32,.breachmatch.v1.IngestReport.CategoriesEntry\x12;\n\x08\x62\x61\x64_rows\x18\x05 \x03(\x0b\x32).breachmatch.v1.IngestReport.BadRowsEntry\x12\x44\n\x0cplaceholders\x18\x06 \x03(\x0b\x32..breachmatch.v1.IngestReport.PlaceholdersEntry\x12\x0f\n\x07\x65ntries\x18\x07 \x01(\x04\x12\x17\n\x0f\x65lapsed_seconds\x18\x08 \x01(\x01\x12\x17\n\x0frows_per_second\x18\t \x01(\x01\x12\x45\n\rrepaired_rows\x18\n \x03(\x0b\x32..breachmatch.v1.IngestReport.RepairedRowsEntry\x12\x15\n\rsalvaged_rows\x18\x0b \x01(\x04\x1a+\n\tKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a.\n\x0c\x42\x61\x64RowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x33\n\x11PlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x33\n\x11RepairedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xe9\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tbreach_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.breachmatch.v1.Job.State\x12,\n\x06report\x18\x04 \x01(\x0b\x32\x1c.breachmatch.v1.IngestReport\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x0eGetJobResponse\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.breachmatch.v1.Job\"9\n\x14RetractBreachRequest\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x15RetractBreachResponse2\xfa\x01\n\x06Ingest\x12I\n\x06Upload\x12\x1d.breachmatch.v1.UploadRequest\x1a\x1e.breachmatch.v1.UploadResponse(\x01\x12G\n\x06GetJob\x12\x1d.breachmatch.v1.GetJobRequest\x1a\x1e.breachmatch.v1.GetJobResponse\x12\\\n\rRetractBreach\x12$.breachmatch.v1.RetractBreachRequest\x1a%.breachmatch.v1.RetractBreachResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62reachmatch/v1/ingest.proto\x12\x0e\x62reachmatch.v1\"\xa6\x02\n\x0e\x42reachMetadata\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x14\n\x0corganisation\x18\x03 \x01(\t\x12\x13\n\x0b\x62reach_date\x18\x04 \x01(\t\x12\x12\n\nadded_date\x18\x05 \x01(\t\x12\x10\n\x08verified\x18\x07 \x01(\x08\x12\x11\n\tsensitive\x18\x08 \x01(\x08\x12\x46\n\x0c\x64\x65scriptions\x18\t \x03(\x0b\x32\x30.breachmatch.v1.BreachMetadata.DescriptionsEntry\x1a\x33\n\x11\x44\x65scriptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01J\x04\x08\x06\x10\x07R\x0b\x64\x65scription\"s\n\x0cUploadHeader\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.breachmatch.v1.BreachMetadata\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0f\n\x07mapping\x18\x04 \x01(\x0c\"X\n\rUploadRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.breachmatch.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\" \n\x0eUploadResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xd1\x05\n\x0cIngestReport\x12\x11\n\trows_read\x18\x01 \x01(\x04\x12\x18\n\x10rows_without_key\x18\x02 \x01(\x04\x12\x34\n\x04keys\x18\x03 \x03(\x0b\x32&.breachmatch.v1.IngestReport.KeysEntry\x12@\n\ncategories\x18\x04 \x03(\x0b\x32,.breachmatch.v1.IngestReport.CategoriesEntry\x12;\n\x08\x62\x61\x64_rows\x18\x05 \x03(\x0b\x32).breachmatch.v1.IngestReport.BadRowsEntry\x12\x44\n\x0cplaceholders\x18\x06 \x03(\x0b\x32..breachmatch.v1.IngestReport.PlaceholdersEntry\x12\x0f\n\x07\x65ntries\x18\x07 \x01(\x04\x12\x17\n\x0f\x65lapsed_seconds\x18\x08 \x01(\x01\x12\x17\n\x0frows_per_second\x18\t \x01(\x01\x12\x45\n\rrepaired_rows\x18\n \x03(\x0b\x32..breachmatch.v1.IngestReport.RepairedRowsEntry\x12\x15\n\rsalvaged_rows\x18\x0b \x01(\x04\x1a+\n\tKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x31\n\x0f\x43\x61tegoriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a.\n\x0c\x42\x61\x64RowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x33\n\x11PlaceholdersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x1a\x33\n\x11RepairedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xfa\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tbreach_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.breachmatch.v1.Job.State\x12,\n\x06report\x18\x04 \x01(\x0b\x32\x1c.breachmatch.v1.IngestReport\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x04\"X\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n\rSTATE_RUNNING\x10\x01\x12\x13\n\x0fSTATE_SUCCEEDED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x0eGetJobResponse\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.breachmatch.v1.Job\"9\n\x14RetractBreachRequest\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x17\n\x15RetractBreachResponse2\xfa\x01\n\x06Ingest\x12I\n\x06Upload\x12\x1d.breachmatch.v1.UploadRequest\x1a\x1e.breachmatch.v1.UploadResponse(\x01\x12G\n\x06GetJob\x12\x1d.breachmatch.v1.GetJobRequest\x1a\x1e.breachmatch.v1.GetJobResponse\x12\\\n\rRetractBreach\x12$.breachmatch.v1.RetractBreachRequest\x1a%.breachmatch.v1.RetractBreachResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'breachmatch.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_BREACHMETADATA_DESCRIPTIONSENTRY']._loaded_options = None
+  _globals['_BREACHMETADATA_DESCRIPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_INGESTREPORT_KEYSENTRY']._loaded_options = None
   _globals['_INGESTREPORT_KEYSENTRY']._serialized_options = b'8\001'
   _globals['_INGESTREPORT_CATEGORIESENTRY']._loaded_options = None
@@ -42,37 +44,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTREPORT_REPAIREDROWSENTRY']._loaded_options = None
   _globals['_INGESTREPORT_REPAIREDROWSENTRY']._serialized_options = b'8\001'
   _globals['_BREACHMETADATA']._serialized_start=48
-  _globals['_BREACHMETADATA']._serialized_end=219
-  _globals['_UPLOADHEADER']._serialized_start=221
-  _globals['_UPLOADHEADER']._serialized_end=336
-  _globals['_UPLOADREQUEST']._serialized_start=338
-  _globals['_UPLOADREQUEST']._serialized_end=426
-  _globals['_UPLOADRESPONSE']._serialized_start=428
-  _globals['_UPLOADRESPONSE']._serialized_end=460
-  _globals['_INGESTREPORT']._serialized_start=463
-  _globals['_INGESTREPORT']._serialized_end=1184
-  _globals['_INGESTREPORT_KEYSENTRY']._serialized_start=936
-  _globals['_INGESTREPORT_KEYSENTRY']._serialized_end=979
-  _globals['_INGESTREPORT_CATEGORIESENTRY']._serialized_start=981
-  _globals['_INGESTREPORT_CATEGORIESENTRY']._serialized_end=1030
-  _globals['_INGESTREPORT_BADROWSENTRY']._serialized_start=1032
-  _globals['_INGESTREPORT_BADROWSENTRY']._serialized_end=1078
-  _globals['_INGESTREPORT_PLACEHOLDERSENTRY']._serialized_start=1080
-  _globals['_INGESTREPORT_PLACEHOLDERSENTRY']._serialized_end=1131
-  _globals['_INGESTREPORT_REPAIREDROWSENTRY']._serialized_start=1133
-  _globals['_INGESTREPORT_REPAIREDROWSENTRY']._serialized_end=1184
-  _globals['_JOB']._serialized_start=1187
-  _globals['_JOB']._serialized_end=1420
-  _globals['_JOB_STATE']._serialized_start=1332
-  _globals['_JOB_STATE']._serialized_end=1420
-  _globals['_GETJOBREQUEST']._serialized_start=1422
-  _globals['_GETJOBREQUEST']._serialized_end=1453
-  _globals['_GETJOBRESPONSE']._serialized_start=1455
-  _globals['_GETJOBRESPONSE']._serialized_end=1505
-  _globals['_RETRACTBREACHREQUEST']._serialized_start=1507
-  _globals['_RETRACTBREACHREQUEST']._serialized_end=1564
-  _globals['_RETRACTBREACHRESPONSE']._serialized_start=1566
-  _globals['_RETRACTBREACHRESPONSE']._serialized_end=1589
-  _globals['_INGEST']._serialized_start=1592
-  _globals['_INGEST']._serialized_end=1842
+  _globals['_BREACHMETADATA']._serialized_end=342
+  _globals['_BREACHMETADATA_DESCRIPTIONSENTRY']._serialized_start=272
+  _globals['_BREACHMETADATA_DESCRIPTIONSENTRY']._serialized_end=323
+  _globals['_UPLOADHEADER']._serialized_start=344
+  _globals['_UPLOADHEADER']._serialized_end=459
+  _globals['_UPLOADREQUEST']._serialized_start=461
+  _globals['_UPLOADREQUEST']._serialized_end=549
+  _globals['_UPLOADRESPONSE']._serialized_start=551
+  _globals['_UPLOADRESPONSE']._serialized_end=583
+  _globals['_INGESTREPORT']._serialized_start=586
+  _globals['_INGESTREPORT']._serialized_end=1307
+  _globals['_INGESTREPORT_KEYSENTRY']._serialized_start=1059
+  _globals['_INGESTREPORT_KEYSENTRY']._serialized_end=1102
+  _globals['_INGESTREPORT_CATEGORIESENTRY']._serialized_start=1104
+  _globals['_INGESTREPORT_CATEGORIESENTRY']._serialized_end=1153
+  _globals['_INGESTREPORT_BADROWSENTRY']._serialized_start=1155
+  _globals['_INGESTREPORT_BADROWSENTRY']._serialized_end=1201
+  _globals['_INGESTREPORT_PLACEHOLDERSENTRY']._serialized_start=1203
+  _globals['_INGESTREPORT_PLACEHOLDERSENTRY']._serialized_end=1254
+  _globals['_INGESTREPORT_REPAIREDROWSENTRY']._serialized_start=1256
+  _globals['_INGESTREPORT_REPAIREDROWSENTRY']._serialized_end=1307
+  _globals['_JOB']._serialized_start=1310
+  _globals['_JOB']._serialized_end=1560
+  _globals['_JOB_STATE']._serialized_start=1472
+  _globals['_JOB_STATE']._serialized_end=1560
+  _globals['_GETJOBREQUEST']._serialized_start=1562
+  _globals['_GETJOBREQUEST']._serialized_end=1593
+  _globals['_GETJOBRESPONSE']._serialized_start=1595
+  _globals['_GETJOBRESPONSE']._serialized_end=1645
+  _globals['_RETRACTBREACHREQUEST']._serialized_start=1647
+  _globals['_RETRACTBREACHREQUEST']._serialized_end=1704
+  _globals['_RETRACTBREACHRESPONSE']._serialized_start=1706
+  _globals['_RETRACTBREACHRESPONSE']._serialized_end=1729
+  _globals['_INGEST']._serialized_start=1732
+  _globals['_INGEST']._serialized_end=1982
 # @@protoc_insertion_point(module_scope)

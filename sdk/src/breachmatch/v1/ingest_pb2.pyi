@@ -23,23 +23,48 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class BreachMetadata(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DescriptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     BREACH_ID_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     ORGANISATION_FIELD_NUMBER: _builtins.int
     BREACH_DATE_FIELD_NUMBER: _builtins.int
     ADDED_DATE_FIELD_NUMBER: _builtins.int
-    DESCRIPTION_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
     SENSITIVE_FIELD_NUMBER: _builtins.int
+    DESCRIPTIONS_FIELD_NUMBER: _builtins.int
     breach_id: _builtins.str
     title: _builtins.str
     organisation: _builtins.str
     breach_date: _builtins.str
     """ISO 8601 dates."""
     added_date: _builtins.str
-    description: _builtins.str
     verified: _builtins.bool
     sensitive: _builtins.bool
+    @_builtins.property
+    def descriptions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The description per notice language ("da", "en"): every language or none,
+        since each patient's notice quotes the text in its own language.
+        """
+
     def __init__(
         self,
         *,
@@ -48,13 +73,13 @@ class BreachMetadata(_message.Message):
         organisation: _builtins.str = ...,
         breach_date: _builtins.str = ...,
         added_date: _builtins.str = ...,
-        description: _builtins.str = ...,
         verified: _builtins.bool = ...,
         sensitive: _builtins.bool = ...,
+        descriptions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_date", b"added_date", "breach_date", b"breach_date", "breach_id", b"breach_id", "description", b"description", "organisation", b"organisation", "sensitive", b"sensitive", "title", b"title", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_date", b"added_date", "breach_date", b"breach_date", "breach_id", b"breach_id", "descriptions", b"descriptions", "organisation", b"organisation", "sensitive", b"sensitive", "title", b"title", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,10 +351,15 @@ class Job(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     REPORT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     breach_id: _builtins.str
     state: Global___Job.State.ValueType
     error: _builtins.str
+    version: _builtins.int
+    """The publication version of the breach once the job succeeded (1 for the
+    first; a correction of the metadata or the dump publishes the next one).
+    """
     @_builtins.property
     def report(self) -> Global___IngestReport: ...
     def __init__(
@@ -340,10 +370,11 @@ class Job(_message.Message):
         state: Global___Job.State.ValueType = ...,
         report: Global___IngestReport | None = ...,
         error: _builtins.str = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["report", b"report"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "error", b"error", "job_id", b"job_id", "report", b"report", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "error", b"error", "job_id", b"job_id", "report", b"report", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -35,6 +35,8 @@ from tqdm import tqdm
 import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
 from breachmatch import bus, logs
 from breachmatch.columns import ColumnMapping, MappingError
+from breachmatch.filter import RetractionFormatError
+from breachmatch.filter.breach_ids import BREACH_ID_RULE, is_breach_id, shown
 from breachmatch.keys import KeyRing, KeyRingError, load_signing_key
 from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
@@ -49,7 +51,12 @@ from breachmatch_ingest.jobs import DumpIdentity, JobStore, digest_file
 from breachmatch_ingest.metadata import MetadataError
 from breachmatch_ingest.pipeline import read_dump
 from breachmatch_ingest.probes import Probes
-from breachmatch_ingest.publish import BreachRetractedError, UnknownBreachError, retract_breach
+from breachmatch_ingest.publish import (
+    BreachRetractedError,
+    PublishContentionError,
+    UnknownBreachError,
+    retract_breach,
+)
 from breachmatch_ingest.servicer import SERVICE_NAME, IngestServicer
 from breachmatch_ingest.worker import ChunkWorker, WorkerSettings, pool_for
 
@@ -99,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_probes(serve, health="0.0.0.0:50072", metrics="0.0.0.0:9103")
     config.add_common(serve)
 
-    retract = commands.add_parser("retract", help="withdraw a published breach")
+    retract = commands.add_parser("retract", help="withdraw a published breach (signed)")
     retract.add_argument("breach_id", help="the breach to withdraw")
     add_env_argument(retract, "--reason", default="", help="why (required; shown to hospitals)")
+    config.add_signing_key(retract)
     config.add_common(retract)
     return parser
 
@@ -120,7 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             slots = _local_worker_slots(args)
             pool = stack.enter_context(pool_for(slots)) if slots else None
             return asyncio.run(handler[args.command](args, pool))
-    except (ConfigError, MetadataError, MappingError, ReaderError, KeyRingError) as error:
+    except (
+        ConfigError,
+        MetadataError,
+        MappingError,
+        ReaderError,
+        KeyRingError,
+        RetractionFormatError,
+    ) as error:
         print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
         return EXIT_USAGE
     except UnreachableError as error:
@@ -135,7 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The dump, a key or the mapping file cannot be read: its path is the operator's.
         print(f"breachmatch-ingest: {error.filename}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    except (IngestError, BreachRetractedError, UnknownBreachError) as error:
+    except (
+        IngestError,
+        BreachRetractedError,
+        UnknownBreachError,
+        PublishContentionError,
+    ) as error:
         print(f"breachmatch-ingest: {describe(error)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -184,8 +204,7 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
     encoding: str | None = args.encoding  # a canonical codec name (`text_encoding`)
     if args.inspect:
         return await _inspect(args, mapping, encoding)
-    info = config.breach_info(args)
-    info.check()
+    info = config.checked_breach_info(args)
     coordinator_settings = config.coordinator_settings(args)
     worker_settings = config.worker_settings(args)
     key = KeyRing.load(config.required_path(args, "oprf_key_dir")).current
@@ -230,12 +249,16 @@ async def _ingest(args: argparse.Namespace, pool: Executor | None) -> int:
         await nc.close()
     report = outcome.record.report
     print(report.render_text())
-    print(f"job {outcome.record.job_id}: {outcome.publication.value}")
+    publication = outcome.publication
+    print(
+        f"job {outcome.record.job_id}: {publication.outcome.value} (version {publication.version})"
+    )
     if args.json_report:
         document = report.to_dict() | {
             "job_id": outcome.record.job_id,
             "breach_id": info.breach_id,
-            "publication": outcome.publication.value,
+            "publication": publication.outcome.value,
+            "version": publication.version,
             "body_sha256": outcome.record.body_sha256,
         }
         args.json_report.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
@@ -331,7 +354,7 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
     nc, js = await _connect(args, "-serve")
     jobs = await JobStore.open(js)
     coordinator = Coordinator(js, jobs, signing_key, config.coordinator_settings(args))
-    servicer = IngestServicer(js, jobs, coordinator, key_dir)
+    servicer = IngestServicer(js, jobs, coordinator, key_dir, signing_key)
     ingest_pb2_grpc.add_IngestServicer_to_server(servicer, service.server)
     await service.start([SERVICE_NAME])
     service.install_signal_handlers()
@@ -349,9 +372,12 @@ async def _serve(args: argparse.Namespace, pool: Executor | None) -> int:
 async def _retract(args: argparse.Namespace, pool: Executor | None) -> int:
     if not args.reason.strip():
         raise ConfigError("--reason is required")
+    if not is_breach_id(args.breach_id):
+        raise ConfigError(f"{shown(args.breach_id)} is not a breach id ({BREACH_ID_RULE})")
+    signing_key = load_signing_key(config.required_path(args, "signing_key"))
     nc, js = await _connect(args, "-retract")
     try:
-        outcome = await retract_breach(js, args.breach_id, args.reason)
+        outcome = await retract_breach(js, args.breach_id, args.reason, signing_key)
     finally:
         await nc.close()
     print(f"breach {args.breach_id}: {outcome.value}")

@@ -13,6 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
+from breachmatch.notice_rules import NOTICE_LANGUAGES
 from breachmatch.readers import FORMATS
 from breachmatch.settings import (
     add_env_argument,
@@ -28,7 +29,7 @@ from breachmatch.settings import (
 from breachmatch.tls import TlsFiles
 from breachmatch_ingest.coordinator import CoordinatorSettings
 from breachmatch_ingest.errors import ConfigError
-from breachmatch_ingest.metadata import BreachInfo, parse_date
+from breachmatch_ingest.metadata import BreachInfo, MetadataError, parse_date
 from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS
 from breachmatch_ingest.worker import WorkerSettings
 
@@ -50,9 +51,16 @@ def add_keys(parser: argparse.ArgumentParser, *, signing: bool) -> None:
         parser, "--oprf-key-dir", type=Path, help="directory of the OPRF key ring (required)"
     )
     if signing:
-        add_env_argument(
-            parser, "--signing-key", type=Path, help="Ed25519 manifest signing key file (required)"
-        )
+        add_signing_key(parser)
+
+
+def add_signing_key(parser: argparse.ArgumentParser) -> None:
+    add_env_argument(
+        parser,
+        "--signing-key",
+        type=Path,
+        help="operator Ed25519 key signing manifests and retractions (required)",
+    )
 
 
 def add_worker(parser: argparse.ArgumentParser, *, default_workers: int | None) -> None:
@@ -136,9 +144,21 @@ def add_dump(parser: argparse.ArgumentParser) -> None:
 def add_breach(parser: argparse.ArgumentParser) -> None:
     add_env_argument(parser, "--breach-id", help="breach id (required)")
     add_env_argument(parser, "--title", default="", help="breach title (required)")
-    add_env_argument(parser, "--organisation", default="", help="breached organisation")
+    add_env_argument(
+        parser,
+        "--organisation",
+        default="",
+        help="breached organisation (required: notices name it)",
+    )
     add_env_argument(parser, "--breach-date", help="ISO date of the breach (default: today)")
-    add_env_argument(parser, "--description", default="", help="description for hospitals")
+    for language in NOTICE_LANGUAGES:
+        add_env_argument(
+            parser,
+            f"--description-{language}",
+            default="",
+            help=f"what happened, in '{language}', quoted in patients' notices "
+            f"(give every --description-* or none)",
+        )
     add_env_argument(
         parser, "--verified", action="store_true", default=False, help="the breach is verified"
     )
@@ -167,10 +187,33 @@ def breach_info(args: argparse.Namespace) -> BreachInfo:
         title=args.title,
         organisation=args.organisation,
         breach_date=parse_date(args.breach_date, "--breach-date") if args.breach_date else None,
-        description=args.description,
+        descriptions={
+            language: getattr(args, f"description_{language}") for language in NOTICE_LANGUAGES
+        },
         verified=args.verified,
         sensitive=args.sensitive,
     )
+
+
+#: The flag that sets each metadata field, for messages that name what to fix.
+_METADATA_FLAGS = {
+    "title": "--title",
+    "organisation": "--organisation",
+    **{f"description.{language}": f"--description-{language}" for language in NOTICE_LANGUAGES},
+}
+
+
+def checked_breach_info(args: argparse.Namespace) -> BreachInfo:
+    """`breach_info`, checked: a refusal names the flag to fix (``--organisation``)."""
+    info = breach_info(args)
+    try:
+        info.check()
+    except MetadataError as error:
+        flag = _METADATA_FLAGS.get(error.field)
+        if flag is None:
+            raise
+        raise ConfigError(f"{flag}: {str(error).removeprefix(error.field + ': ')}") from None
+    return info
 
 
 def worker_settings(args: argparse.Namespace) -> WorkerSettings:

@@ -8,8 +8,9 @@ adds them to the `FilterWriter`. The writer's output depends only on the set
 of pairs, not on their order or batching, so results are added as they
 arrive and a run with any number of workers gives a byte-identical body.
 
-Once every chunk is in: finish the body, sign the manifest, publish
-(`publish.publish_artifact`, idempotent), mark the job SUCCEEDED, and drop
+Once every chunk is in: finish the body, publish it as the breach's next
+version (`publish.publish_artifact`: signed, idempotent, a no-op when nothing
+changed), mark the job SUCCEEDED with the version, and drop
 the job's queue leftovers. On resume (same job id, job still RUNNING), chunks
 below the checkpoint are not enqueued again and results already on the
 stream are replayed into the writer — only the missing OPRF work is redone.
@@ -31,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from breachmatch import bus, logs
-from breachmatch.filter import FilterWriter, sign_manifest
+from breachmatch.filter import FilterWriter
 from breachmatch.keys import OprfKey
 from breachmatch_ingest import metrics, queue
 from breachmatch_ingest.bridge import iterate_in_thread
@@ -40,7 +41,7 @@ from breachmatch_ingest.jobs import JobRecord, JobState, JobStore
 from breachmatch_ingest.metadata import BreachInfo, today
 from breachmatch_ingest.payloads import ChunkId, decode_result, encode_chunk
 from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS, DumpItem, chunks_of
-from breachmatch_ingest.publish import PublishOutcome, publish_artifact
+from breachmatch_ingest.publish import Publication, publish_artifact
 from breachmatch_ingest.report import Report
 from breachmatch_ingest.sealing import QueueCipher
 
@@ -66,7 +67,7 @@ class JobStart:
 @dataclass(frozen=True)
 class JobOutcome:
     record: JobRecord
-    publication: PublishOutcome
+    publication: Publication
     resumed: bool
 
 
@@ -204,7 +205,7 @@ class Coordinator:
 
     async def _run(
         self, checkpoint: _Checkpoint, info: BreachInfo, key: OprfKey, secret: bytes, items: Items
-    ) -> PublishOutcome:
+    ) -> Publication:
         started = time.monotonic()
         record = checkpoint.record
         cipher = QueueCipher(secret)
@@ -224,18 +225,21 @@ class Coordinator:
         with tempfile.TemporaryFile() as body:
             summary = await asyncio.to_thread(collector.writer.finish, body)
             added = date.fromisoformat(record.added_date)
-            manifest = info.manifest_for(summary, key.key_id, added)
-            signed = sign_manifest(manifest, self._signing_key)
-            publication = await publish_artifact(self._js, signed, body)
+            draft = info.manifest_for(summary, key.key_id, added)
+            publication = await publish_artifact(self._js, draft, body, self._signing_key)
         report.entries = summary.entry_count
         report.elapsed_seconds = time.monotonic() - started
         await checkpoint.update(
-            state=JobState.SUCCEEDED, report=report, body_sha256=summary.body_sha256
+            state=JobState.SUCCEEDED,
+            report=report,
+            body_sha256=summary.body_sha256,
+            version=publication.version,
         )
         await queue.purge_job(self._js, record.job_id)
         log.info(
             "ingest job finished",
-            publication=publication.value,
+            publication=publication.outcome.value,
+            version=publication.version,
             rows=report.rows_read,
             entries=report.entries,
             seconds=round(report.elapsed_seconds, 2),

@@ -10,11 +10,16 @@ exception's type and where it was raised.
 from __future__ import annotations
 
 from breachmatch.columns import MappingError
+from breachmatch.filter import RetractionFormatError
 from breachmatch.keys import KeyRingError
 from breachmatch.logs import describe_unexpected
 from breachmatch.readers.items import ReaderError
 from breachmatch_ingest.metadata import MetadataError
-from breachmatch_ingest.publish import BreachRetractedError, UnknownBreachError
+from breachmatch_ingest.publish import (
+    BreachRetractedError,
+    PublishContentionError,
+    UnknownBreachError,
+)
 
 
 class ConfigError(ValueError):
@@ -54,7 +59,9 @@ _SAFE_MESSAGES: tuple[type[BaseException], ...] = (
     MappingError,
     ReaderError,
     BreachRetractedError,
+    PublishContentionError,
     UnknownBreachError,
+    RetractionFormatError,
 )
 
 

@@ -110,6 +110,8 @@ class JobRecord:
     report: Report = field(default_factory=Report)
     error: str = ""
     body_sha256: str = ""
+    #: The breach's publication version once the job succeeded.
+    version: int = 0
     updated_at: str = field(default_factory=_now)
 
     def to_json(self) -> bytes:

@@ -1,52 +1,80 @@
-"""Announcing and retracting breaches: object store + events on stream BREACHES.
+"""Announcing and retracting breaches: object store + signed events on stream BREACHES.
 
 Publication is two steps, in this order: the body goes into the object store
-``breach-filters`` under the breach id, then a signed `BreachEvent`
-(KIND_PUBLISHED) goes to ``breachmatch.breach.published``. The matcher
-follows the stream, so a body without an event is invisible and an event is
-only emitted once its body is in place.
+``breach-filters`` under a name of its breach id and digest
+(`Manifest.body_object`), then a signed `BreachEvent` (KIND_PUBLISHED) goes
+to ``breachmatch.breach.published``. The matcher follows the stream, so a
+body without an event is invisible and an event is only emitted once its
+body is in place.
 
-Publishing is idempotent, which is what makes a re-ingest or a resumed job
-safe to run:
+Every publication of a breach id has a version (`Manifest.version`): the
+stream is replayed first (it holds one event per announcement, so it is
+small) and checked the way every consumer checks it (signatures, then
+`breachmatch.filter.lifecycle`, so an event someone slipped onto the stream
+counts for nothing here either). Then:
 
-* the stream is read first (it holds one event per announcement, so it is
-  small): when the breach's latest event already announces a body with the
-  same SHA-256, nothing is published again;
-* the object is written only when the stored one has a different digest;
-* the event carries the dedup id ``published:<breach id>:<body sha256>``,
-  so even two coordinators racing past the first check yield one event
-  (within the stream's seven-day duplicate window).
+* nothing published yet under the id: version 1;
+* the newest publication has exactly this manifest — same metadata, same
+  body — apart from its version: nothing is published (``already_published``),
+  which is what makes a re-ingest or a resumed job safe to run;
+* anything changed (a corrected organisation, a description, a new dump):
+  the next version, keeping the first publication's ``added_date`` (the day
+  the breach was added, which notices state). Consumers then serve only the
+  new version; the stream keeps both, and so does the object store;
+* the id was retracted: refused (`BreachRetractedError`), since hospitals
+  were told it was withdrawn; a corrected dump gets a new breach id.
 
-Retraction is an event too (KIND_RETRACTED, reason, dedup id
-``retracted:<breach id>``). The body is *kept* in the object store — the
-operator may need it for the incident record, and it holds only tags and
-encrypted labels — but the matcher stops serving a breach whose latest event
-is a retraction. A retracted breach id is final: publishing it again is
-refused (`BreachRetractedError`), since hospitals were told it was withdrawn;
-a corrected dump gets a new breach id.
+Versions must never fork, so an event is published with
+``Nats-Expected-Last-Sequence`` set to the stream's last sequence at the
+replay: if another publisher got in between (or an earlier try whose ack was
+lost did land), the server refuses it and the whole decision is made again on
+the new history (bounded). No dedup id is needed for that, and none is used:
+one planted on the stream could otherwise block a real publication.
+
+Retraction is a signed event too (KIND_RETRACTED with a `Retraction` naming
+the newest version, its reason and time), published the same way. The body
+is *kept* in the object store
+— the operator may need it for the incident record, and it holds only tags
+and encrypted labels — but no consumer serves a retracted breach.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from io import BufferedIOBase
 
+import nacl.signing
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.api import Header
+from nats.js.errors import APIError, NotFoundError
 from nats.js.object_store import ObjectStore
 
 from breachmatch import bus, logs
-from breachmatch.filter import Manifest, SignedManifest
+from breachmatch.filter import (
+    BreachEventError,
+    BreachVersions,
+    Manifest,
+    Retraction,
+    read_breach_event,
+    sign_manifest,
+    sign_retraction,
+)
+from breachmatch.filter.retraction import check_reason
 from breachmatch.v1.breach_pb2 import BreachArtifact, BreachEvent
 
 log = logs.get_logger(__name__)
 
-_DEDUP_HEADER = "Nats-Msg-Id"
 #: How long to wait for each message while replaying the (small) BREACHES stream.
 _REPLAY_TIMEOUT = 10.0
+#: Publishers racing for one stream position: decide again this often, then give up.
+_PUBLISH_TRIES = 5
+#: JetStream's "wrong last sequence" error codes.
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
 class PublishOutcome(StrEnum):
@@ -67,8 +95,34 @@ class UnknownBreachError(LookupError):
     """No event was ever published for the breach id."""
 
 
-def _emitted_at() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+class PublishContentionError(RuntimeError):
+    """Other publishers kept moving the stream; nothing was published."""
+
+
+@dataclass(frozen=True)
+class Publication:
+    outcome: PublishOutcome
+    #: The version now published for the breach (the existing one if already published).
+    version: int
+
+
+@dataclass
+class BreachHistory:
+    """Stream BREACHES as every consumer sees it: checked, versioned, newest manifest per id."""
+
+    versions: BreachVersions = field(default_factory=BreachVersions)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    last_sequence: int = 0
+
+    def apply(self, sequence: int, data: bytes, verify_key: nacl.signing.VerifyKey) -> None:
+        try:
+            checked = read_breach_event(data, verify_key)
+            self.versions.admit(checked)
+        except BreachEventError as exc:
+            log.warning("breach event ignored", sequence=sequence, reason=exc.reason)
+            return
+        if checked.manifest is not None:
+            self.manifests[checked.breach_id] = checked.manifest
 
 
 def _object_digest(sha256_hex: str) -> str:
@@ -76,105 +130,148 @@ def _object_digest(sha256_hex: str) -> str:
     return "SHA-256=" + base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).decode("ascii")
 
 
-async def replay_events(js: JetStreamContext) -> list[BreachEvent]:
-    """Every event on stream BREACHES, oldest first."""
+def _emitted_at() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def replay_events(js: JetStreamContext) -> list[tuple[int, bytes]]:
+    """Every event on stream BREACHES as (sequence, bytes), oldest first, unchecked."""
     await bus.ensure_streams(js, bus.STREAM_BREACHES)
     info = await js.stream_info(bus.STREAM_BREACHES)
-    events: list[BreachEvent] = []
+    events: list[tuple[int, bytes]] = []
     if not info.state.messages:
         return events
-    last_seq = info.state.last_seq
+    last_seq = int(info.state.last_seq)
     sub = await js.subscribe(bus.BREACH_EVENTS, stream=bus.STREAM_BREACHES, ordered_consumer=True)
     try:
         while True:
             msg = await sub.next_msg(timeout=_REPLAY_TIMEOUT)
-            events.append(BreachEvent.FromString(msg.data))
-            if msg.metadata.sequence.stream >= last_seq:
+            sequence = int(msg.metadata.sequence.stream)
+            events.append((sequence, msg.data))
+            if sequence >= last_seq:
                 return events
     finally:
         await sub.unsubscribe()
 
 
-async def latest_events(js: JetStreamContext) -> dict[str, BreachEvent]:
-    """The latest event of every breach id."""
-    return {event.artifact.breach_id: event for event in await replay_events(js)}
+async def breach_history(js: JetStreamContext, verify_key: nacl.signing.VerifyKey) -> BreachHistory:
+    """Stream BREACHES checked and applied oldest first, with the sequence it ended at."""
+    await bus.ensure_streams(js, bus.STREAM_BREACHES)
+    info = await js.stream_info(bus.STREAM_BREACHES)
+    events = await replay_events(js) if info.state.messages else []
+    history = BreachHistory(last_sequence=events[-1][0] if events else int(info.state.last_seq))
+    for sequence, data in events:
+        history.apply(sequence, data, verify_key)
+    return history
 
 
-def _announces(event: BreachEvent | None, body_sha256: str) -> bool:
-    if event is None or event.kind != BreachEvent.KIND_PUBLISHED:
-        return False
-    return Manifest.from_bytes(event.artifact.manifest).body_sha256 == body_sha256
-
-
-async def _store_body(
-    store: ObjectStore, breach_id: str, body: bytes | BufferedIOBase, sha256_hex: str
-) -> None:
+async def _store_body(store: ObjectStore, manifest: Manifest, body: bytes | BufferedIOBase) -> None:
+    """Put the body under its content name, unless an intact copy is already there."""
     with contextlib.suppress(NotFoundError):
-        if (await store.get_info(breach_id)).digest == _object_digest(sha256_hex):
+        info = await store.get_info(manifest.body_object)
+        if info.size == manifest.body_size and info.digest == _object_digest(manifest.body_sha256):
             return
     if not isinstance(body, bytes):
         body.seek(0)
-    await store.put(breach_id, body)
+    await store.put(manifest.body_object, body)
+
+
+def next_manifest(history: BreachHistory, draft: Manifest) -> Manifest | None:
+    """The manifest to publish for `draft` after `history`; None when it is already published."""
+    standing = history.versions.get(draft.breach_id)
+    if standing is not None and standing.retracted:
+        raise BreachRetractedError(
+            f"breach {draft.breach_id} was retracted; publish the corrected dump under a new "
+            "breach id"
+        )
+    previous = history.manifests.get(draft.breach_id)
+    if previous is None:
+        return dataclasses.replace(draft, version=1)
+    same = dataclasses.replace(draft, version=previous.version, added_date=previous.added_date)
+    if same == previous:
+        return None
+    return dataclasses.replace(same, version=previous.version + 1)
+
+
+async def _publish_event(
+    js: JetStreamContext, subject: str, event: BreachEvent, after: int
+) -> bool:
+    """Publish `event` if the stream still ends at `after`; False if it moved on."""
+    try:
+        await js.publish(
+            subject,
+            event.SerializeToString(),
+            stream=bus.STREAM_BREACHES,
+            headers={Header.EXPECTED_LAST_SEQUENCE: str(after)},
+        )
+    except APIError as error:
+        if error.err_code in _WRONG_LAST_SEQUENCE:
+            return False
+        raise
+    return True
 
 
 async def publish_artifact(
-    js: JetStreamContext, signed: SignedManifest, body: bytes | BufferedIOBase
-) -> PublishOutcome:
-    """Store the body and announce it, unless exactly this body is already announced.
+    js: JetStreamContext,
+    draft: Manifest,
+    body: bytes | BufferedIOBase,
+    signing_key: nacl.signing.SigningKey,
+) -> Publication:
+    """Store the body and announce `draft` as the breach's next version, unless nothing changed.
 
     `body` may be a seekable file (a large filter is never held in memory);
     it is read from its start.
     """
-    manifest = signed.manifest
-    latest = (await latest_events(js)).get(manifest.breach_id)
-    if latest is not None and latest.kind == BreachEvent.KIND_RETRACTED:
-        raise BreachRetractedError("this breach id was retracted; use a new breach id")
     store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
-    await _store_body(store, manifest.breach_id, body, manifest.body_sha256)
-    if _announces(latest, manifest.body_sha256):
-        return PublishOutcome.ALREADY_PUBLISHED
-    event = BreachEvent(
-        kind=BreachEvent.KIND_PUBLISHED,
-        artifact=signed.to_artifact(),
-        emitted_at=_emitted_at(),
-    )
-    ack = await js.publish(
-        bus.BREACH_PUBLISHED,
-        event.SerializeToString(),
-        stream=bus.STREAM_BREACHES,
-        headers={_DEDUP_HEADER: f"published:{manifest.breach_id}:{manifest.body_sha256}"},
-    )
-    if ack.duplicate:
-        return PublishOutcome.ALREADY_PUBLISHED
-    log.info(
-        "breach published",
-        breach_id=manifest.breach_id,
-        entries=manifest.entry_count,
-        body_size=manifest.body_size,
-    )
-    return PublishOutcome.PUBLISHED
+    for _ in range(_PUBLISH_TRIES):
+        history = await breach_history(js, signing_key.verify_key)
+        manifest = next_manifest(history, draft)
+        if manifest is None:
+            return Publication(
+                PublishOutcome.ALREADY_PUBLISHED, history.manifests[draft.breach_id].version
+            )
+        await _store_body(store, manifest, body)
+        event = BreachEvent(
+            kind=BreachEvent.KIND_PUBLISHED,
+            artifact=sign_manifest(manifest, signing_key).to_artifact(),
+            emitted_at=_emitted_at(),
+        )
+        if await _publish_event(js, bus.BREACH_PUBLISHED, event, history.last_sequence):
+            log.info(
+                "breach published",
+                breach_id=manifest.breach_id,
+                version=manifest.version,
+                entries=manifest.entry_count,
+                body_size=manifest.body_size,
+            )
+            return Publication(PublishOutcome.PUBLISHED, manifest.version)
+    raise PublishContentionError("the breach stream kept changing while publishing; run again")
 
 
-async def retract_breach(js: JetStreamContext, breach_id: str, reason: str) -> RetractOutcome:
-    """Announce that `breach_id` is withdrawn; the matcher stops serving it."""
-    latest = (await latest_events(js)).get(breach_id)
-    if latest is None:
-        raise UnknownBreachError("no breach with this id was published")
-    if latest.kind == BreachEvent.KIND_RETRACTED:
-        return RetractOutcome.ALREADY_RETRACTED
-    event = BreachEvent(
-        kind=BreachEvent.KIND_RETRACTED,
-        artifact=BreachArtifact(breach_id=breach_id),
-        reason=reason,
-        emitted_at=_emitted_at(),
-    )
-    ack = await js.publish(
-        bus.BREACH_RETRACTED,
-        event.SerializeToString(),
-        stream=bus.STREAM_BREACHES,
-        headers={_DEDUP_HEADER: f"retracted:{breach_id}"},
-    )
-    if ack.duplicate:
-        return RetractOutcome.ALREADY_RETRACTED
-    log.info("breach retracted", breach_id=breach_id)
-    return RetractOutcome.RETRACTED
+async def retract_breach(
+    js: JetStreamContext, breach_id: str, reason: str, signing_key: nacl.signing.SigningKey
+) -> RetractOutcome:
+    """Announce, signed, that `breach_id` is withdrawn; every consumer stops serving it.
+
+    A reason the statement could not carry raises `RetractionFormatError` first.
+    """
+    check_reason(reason)
+    for _ in range(_PUBLISH_TRIES):
+        history = await breach_history(js, signing_key.verify_key)
+        standing = history.versions.get(breach_id)
+        if standing is None:
+            raise UnknownBreachError("no breach with this id was published")
+        if standing.retracted:
+            return RetractOutcome.ALREADY_RETRACTED
+        signed = sign_retraction(Retraction.now(breach_id, standing.version, reason), signing_key)
+        event = BreachEvent(
+            kind=BreachEvent.KIND_RETRACTED,
+            artifact=BreachArtifact(breach_id=breach_id),
+            reason=reason,
+            emitted_at=_emitted_at(),
+            retraction=signed.to_proto(),
+        )
+        if await _publish_event(js, bus.BREACH_RETRACTED, event, history.last_sequence):
+            log.info("breach retracted", breach_id=breach_id, version=standing.version)
+            return RetractOutcome.RETRACTED
+    raise PublishContentionError("the breach stream kept changing while retracting; run again")

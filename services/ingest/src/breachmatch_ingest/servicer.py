@@ -30,10 +30,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import nacl.signing
 from nats.js import JetStreamContext
 
 from breachmatch import logs
 from breachmatch.columns import ColumnMapping, MappingError
+from breachmatch.filter import RetractionFormatError, is_breach_id
 from breachmatch.keys import KeyRing, KeyRingError, OprfKey
 from breachmatch.readers import FORMATS
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
@@ -44,6 +46,7 @@ from breachmatch_ingest.jobs import JobState, JobStore, is_job_id, random_job_id
 from breachmatch_ingest.metadata import BreachInfo, MetadataError
 from breachmatch_ingest.pipeline import DumpItem, read_dump
 from breachmatch_ingest.publish import (
+    PublishContentionError,
     RetractOutcome,
     UnknownBreachError,
     retract_breach,
@@ -73,11 +76,13 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         jobs: JobStore,
         coordinator: Coordinator,
         oprf_key_dir: Path,
+        signing_key: nacl.signing.SigningKey,
     ) -> None:
         self._js = js
         self._jobs = jobs
         self._coordinator = coordinator
         self._oprf_key_dir = oprf_key_dir
+        self._signing_key = signing_key
         self._running: set[asyncio.Task[None]] = set()
 
     async def Upload(
@@ -184,18 +189,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             state=_STATES[record.state],
             report=record.report.to_proto(),
             error=record.error,
+            version=record.version,
         )
         return ingest_pb2.GetJobResponse(job=job)
 
     async def RetractBreach(
         self, request: ingest_pb2.RetractBreachRequest, context: _Context
     ) -> ingest_pb2.RetractBreachResponse:
-        if not request.breach_id or not request.reason.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "breach_id and reason needed")
+        if not is_breach_id(request.breach_id) or not request.reason.strip():
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "a valid breach_id and a reason are needed"
+            )
         try:
-            outcome = await retract_breach(self._js, request.breach_id, request.reason)
+            outcome = await retract_breach(
+                self._js, request.breach_id, request.reason, self._signing_key
+            )
         except UnknownBreachError as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, describe(error))
+        except RetractionFormatError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except PublishContentionError as error:
+            await context.abort(grpc.StatusCode.ABORTED, describe(error))
         log.info(
             "retraction requested",
             breach_id=request.breach_id,

@@ -83,7 +83,7 @@ class BodyCache:
             try:
                 with partial.open("wb") as handle:
                     writer = _DigestingWriter(handle)
-                    await self._store.get(breach_id, writeinto=writer)
+                    await self._store.get(breach.manifest.body_object, writeinto=writer)
                 writer.digest.verify(breach.manifest.body_size, breach.manifest.body_sha256)
                 partial.replace(path)
             except (

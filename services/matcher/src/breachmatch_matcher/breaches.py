@@ -7,9 +7,13 @@ the same set, and a new replica is ready once it has read up to the stream's
 last sequence at the time it started.
 
 A published artifact is served only if its manifest verifies against the
-operator's key and agrees with its envelope (`breachmatch.filter.verify_artifact`);
-anything else is skipped, counted and logged, never passed on. A retraction
-removes the breach by id. The accepted events are also kept in stream order so
+operator's key and agrees with its envelope (`breachmatch.filter.verify_artifact`),
+and a retraction only if it carries a valid operator signature; then an event
+must be newer than what is known of its breach (`breachmatch.filter.lifecycle`):
+a newer version replaces the one served, a retraction removes it, and a
+replayed older manifest, a replayed retraction or a retraction of an unknown
+id changes nothing. Whatever is refused is skipped, counted and logged, never
+passed on, and the index keeps serving. The accepted events are also kept in stream order so
 `events_after` can serve WatchBreaches: a hospital that reconnects with the
 last sequence it processed gets exactly what it missed, then live events —
 from one consumer per matcher instead of one per watching hospital.
@@ -28,7 +32,9 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, logs
 from breachmatch.filter import (
+    Admission,
     BreachEventError,
+    BreachVersions,
     Manifest,
     read_breach_event,
 )
@@ -62,6 +68,7 @@ class BreachIndex:
         self._verify_key = verify_key
         self._on_withdrawn = on_withdrawn
         self._served: dict[str, ServedBreach] = {}
+        self._versions = BreachVersions()
         self._events: list[tuple[int, breach_pb2.BreachEvent]] = []
         self._sequences: list[int] = []
         self._changed = asyncio.Condition()
@@ -108,14 +115,18 @@ class BreachIndex:
     def _apply(self, sequence: int, data: bytes) -> None:
         try:
             checked = read_breach_event(data, self._verify_key)
+            admission = self._versions.admit(checked)
         except BreachEventError as exc:
             self._reject(sequence, exc.reason)
+            return
+        if admission is Admission.DUPLICATE:
+            self._reject(sequence, "duplicate")
             return
         event, breach_id = checked.event, checked.breach_id
         if checked.manifest is not None:
             previous = self._served.get(breach_id)
             self._served[breach_id] = ServedBreach(sequence, event.artifact, checked.manifest)
-            if previous is not None and previous.artifact != event.artifact:
+            if previous is not None:
                 self._on_withdrawn(breach_id)
         elif self._served.pop(breach_id, None) is not None:
             self._on_withdrawn(breach_id)
@@ -124,6 +135,7 @@ class BreachIndex:
         metrics.BREACHES_SERVED.set(len(self._served))
 
     def _reject(self, sequence: int, reason: str) -> None:
+        """Count and log a refused event; the index goes on serving what it served."""
         metrics.BREACH_EVENTS_REJECTED.labels(reason).inc()
         log.warning("breach event not served", sequence=sequence, reason=reason)
 

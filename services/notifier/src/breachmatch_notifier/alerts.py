@@ -9,11 +9,15 @@ for nothing, like every notice, and no patient data (there is none yet).
 
 The alerts consumer is durable, so a breach published while no notifier runs
 is announced when one starts; each (tenant, breach) gets its ledger entry, so
-a redelivered or re-published event alerts nobody twice.
+a redelivered or re-published event alerts nobody twice. An event is alerted
+only once the breach catalogue has applied it and holds it as the breach's
+current version: an unsigned, replayed, superseded or already retracted
+publication alerts nobody.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 
@@ -27,7 +31,7 @@ from breachmatch.filter import BreachEventError, read_breach_event
 from breachmatch.tenants import Tenant, Tenants
 from breachmatch.v1.outreach_pb2 import ContactDetails
 from breachmatch_notifier import metrics
-from breachmatch_notifier.breaches import breach_info
+from breachmatch_notifier.breaches import BreachCatalogue, breach_info
 from breachmatch_notifier.channels import (
     EMAIL,
     Dispatcher,
@@ -128,13 +132,15 @@ class BreachAlerts:
         ledger: Ledger,
         tenants: Tenants,
         dispatcher: Dispatcher,
-        verify_key: nacl.signing.VerifyKey | None,
+        verify_key: nacl.signing.VerifyKey,
+        catalogue: BreachCatalogue,
     ) -> None:
         self._config = config
         self._ledger = ledger
         self._recipients = [tenant for tenant in tenants.known.values() if tenant.alert_email]
         self._dispatcher = dispatcher
         self._verify_key = verify_key
+        self._catalogue = catalogue
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -144,6 +150,16 @@ class BreachAlerts:
             await msg.term()
             return
         if checked.manifest is None:  # a retraction: nothing to alert
+            await msg.ack()
+            return
+        try:
+            async with asyncio.timeout(self._config.ack_wait / 3):
+                await self._catalogue.applied(msg.metadata.sequence.stream)
+        except TimeoutError:
+            await msg.nak(delay=self._config.retry_delay(msg.metadata.num_delivered))
+            return
+        if not self._catalogue.is_current(checked.breach_id, checked.manifest_sha256):
+            log.warning("breach event not alerted", reason="not_current")
             await msg.ack()
             return
         breach = breach_info(checked.manifest)

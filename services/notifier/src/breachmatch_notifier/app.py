@@ -85,9 +85,7 @@ class NotifierApp:
         )
         tenants = Tenants.load(config.tenants_file)
         secret_key = keys.load_sealing_secret_key(config.notifier_secret_key)
-        verify_key = keys.load_verify_key(config.verify_key) if config.verify_key else None
-        if verify_key is None:
-            log.warning("no verify key configured: breach manifests are parsed, not verified")
+        verify_key = keys.load_verify_key(config.verify_key)
         dispatcher = Dispatcher.from_config(config.channels)
         resources.push_async_callback(dispatcher.aclose)
 
@@ -136,6 +134,7 @@ class NotifierApp:
                 tenants=tenants,
                 dispatcher=dispatcher,
                 verify_key=verify_key,
+                catalogue=catalogue,
             ),
             # Alerts are worker work: an intake-only process sends none.
             size=min(1, config.workers_per_process),

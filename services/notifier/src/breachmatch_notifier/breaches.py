@@ -7,11 +7,13 @@ an ordered consumer up to its last sequence, then follows it. Intake refuses
 items for breaches it does not know or that were retracted, and workers look
 up the breach of each notice here.
 
-With the operator's verify key configured, a manifest is used only if its
-signature verifies (`breachmatch.filter.verify_artifact`); without it the
-manifest is parsed (canonical form checked) but not authenticated — the
-stream is writable only by the operator's services, but verifying costs little
-and is the configuration to run.
+Events are checked the way every consumer checks them: a publication only if
+its manifest is signed by the operator's key, a retraction only if it carries
+the operator's signature (`breachmatch.filter.read_breach_event`), and either
+only if it is newer than what is known of the breach
+(`breachmatch.filter.lifecycle`). So a notice is always rendered from the
+newest version of a breach, and a replayed old manifest or an unsigned
+retraction slipped onto the stream changes nothing; it is counted and logged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, logs
 from breachmatch.filter import (
+    Admission,
     BreachEventError,
+    BreachVersions,
     Manifest,
     read_breach_event,
 )
@@ -41,20 +45,22 @@ def breach_info(manifest: Manifest) -> BreachInfo:
         organisation=manifest.organisation,
         breach_date=manifest.breach_date,
         added_date=manifest.added_date,
-        description=manifest.description,
+        descriptions=dict(manifest.descriptions),
     )
 
 
 class BreachCatalogue:
-    """Published breaches by id, and the ids that were retracted."""
+    """The newest published version of each breach, and which were retracted."""
 
-    def __init__(self, js: JetStreamContext, verify_key: nacl.signing.VerifyKey | None) -> None:
+    def __init__(self, js: JetStreamContext, verify_key: nacl.signing.VerifyKey) -> None:
         self._js = js
         self._verify_key = verify_key
+        self._versions = BreachVersions()
         self._published: dict[str, BreachInfo] = {}
-        self._retracted: set[str] = set()
         self._ready = asyncio.Event()
         self._target = 0
+        self._applied = 0
+        self._progress = asyncio.Condition()
         self._subscription: Any = None
         self._follower: asyncio.Task[None] | None = None
 
@@ -79,11 +85,26 @@ class BreachCatalogue:
             await asyncio.gather(self._follower, return_exceptions=True)
 
     def get(self, breach_id: str) -> BreachInfo | None:
-        """The breach, if it is published and not retracted."""
-        return None if breach_id in self._retracted else self._published.get(breach_id)
+        """The breach's newest version, if it is published and not retracted."""
+        return None if self.is_retracted(breach_id) else self._published.get(breach_id)
 
     def is_retracted(self, breach_id: str) -> bool:
-        return breach_id in self._retracted
+        standing = self._versions.get(breach_id)
+        return standing is not None and standing.retracted
+
+    def is_current(self, breach_id: str, manifest_sha256: str) -> bool:
+        """Whether this manifest is the breach's newest version and not retracted."""
+        standing = self._versions.get(breach_id)
+        return (
+            standing is not None
+            and not standing.retracted
+            and standing.manifest_sha256 == manifest_sha256
+        )
+
+    async def applied(self, sequence: int) -> None:
+        """Wait until the event at stream `sequence` has been applied."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._applied >= sequence)
 
     async def _follow(self) -> None:
         async for msg in self._subscription.messages:
@@ -91,17 +112,23 @@ class BreachCatalogue:
             self._apply(sequence, msg.data)
             if sequence >= self._target:
                 self._ready.set()
+            async with self._progress:
+                self._applied = sequence
+                self._progress.notify_all()
 
     def _apply(self, sequence: int, data: bytes) -> None:
         try:
             checked = read_breach_event(data, self._verify_key)
+            admission = self._versions.admit(checked)
         except BreachEventError as exc:
             self._reject(sequence, exc.reason)
             return
-        if checked.manifest is not None:
+        if admission is Admission.DUPLICATE:
+            self._reject(sequence, "duplicate")
+        elif checked.manifest is not None:
             self._published[checked.breach_id] = breach_info(checked.manifest)
         else:
-            self._retracted.add(checked.breach_id)
+            self._published.pop(checked.breach_id, None)
 
     def _reject(self, sequence: int, reason: str) -> None:
         metrics.BREACH_EVENTS_REJECTED.labels(reason).inc()

@@ -16,7 +16,7 @@ flag                     environment                                 default
 --notifier-secret-key    BREACHMATCH_NOTIFIER_SECRET_KEY             (required) X25519, hex
 --tenants-file           BREACHMATCH_TENANTS_FILE                    (required)
 --tls-dir                BREACHMATCH_TLS_DIR                         (required for serve)
---verify-key             BREACHMATCH_VERIFY_KEY                      none: manifests parsed only
+--verify-key             BREACHMATCH_VERIFY_KEY                      (required) operator Ed25519
 --grpc-addr              BREACHMATCH_GRPC_ADDR                       0.0.0.0:50061 (mTLS)
 --health-addr            BREACHMATCH_HEALTH_ADDR                     0.0.0.0:50062 ("off" disables)
 --metrics-addr           BREACHMATCH_METRICS_ADDR                    0.0.0.0:9102 ("off" disables)
@@ -74,13 +74,14 @@ class NotifierConfig:
     notifier_secret_key: Path
     tenants_file: Path
     channels: ChannelsConfig
+    #: The operator's key: breach publications and retractions are used only if it signed them.
+    verify_key: Path
     tls_dir: Path | None = None
     nats_url: str = DEFAULT_NATS_URL
     #: NATS client certificate; None: the gRPC one (`tls_dir`), the notifier's service identity.
     nats_tls_dir: Path | None = None
     #: Seconds start-up keeps trying to reach NATS before it gives up.
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    verify_key: Path | None = None
     grpc_addr: str = DEFAULT_GRPC_ADDR
     health_addr: str | None = DEFAULT_HEALTH_ADDR
     metrics_addr: str | None = DEFAULT_METRICS_ADDR
@@ -144,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         parser,
         "--verify-key",
         type=Path,
-        help="operator Ed25519 verify key file; breach manifests are then verified",
+        help="operator Ed25519 verify key file (publications and retractions must verify)",
     )
     if serve:
         add_env_argument(
@@ -241,7 +242,7 @@ def config_from_args(
 ) -> NotifierConfig:
     """Build the config, reporting a missing required path as a usage error."""
     serve = hasattr(args, "tls_dir")
-    required = ["notifier_secret_key", "tenants_file"]
+    required = ["notifier_secret_key", "tenants_file", "verify_key"]
     if serve:
         required.append("tls_dir")
     elif args.workers_per_process == 0:

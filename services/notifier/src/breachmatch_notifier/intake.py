@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 from nats.js import JetStreamContext
 
-from breachmatch import logs
+from breachmatch import logs, refusals
+from breachmatch.filter import is_breach_id
 from breachmatch.v1.outreach_pb2 import OutreachItem, OutreachReceipt, OutreachStatus
 from breachmatch_notifier import metrics
 from breachmatch_notifier.breaches import BreachCatalogue
@@ -48,7 +49,6 @@ log = logs.get_logger(__name__)
 #: nacl SealedBox overhead: ephemeral public key (32) and MAC (16).
 SEAL_OVERHEAD = 48
 MAX_PATIENT_REF_LENGTH = 256
-MAX_BREACH_ID_LENGTH = 128
 #: How often one item's ledger entry may change under us before the call gives up.
 _LEDGER_TRIES = 3
 
@@ -62,11 +62,11 @@ class InvalidItemError(IntakeError):
 
 
 class UnknownBreachError(IntakeError):
-    pass
+    state = refusals.UNKNOWN
 
 
 class RetractedBreachError(IntakeError):
-    pass
+    state = refusals.RETRACTED
 
 
 class Intake:
@@ -185,8 +185,7 @@ def _check_item(index: int, item: OutreachItem) -> None:
         raise InvalidItemError(
             f"{where}.patient_ref: must be 1 to {MAX_PATIENT_REF_LENGTH} printable characters"
         )
-    breach_id = item.breach_id
-    if not breach_id or len(breach_id) > MAX_BREACH_ID_LENGTH or not breach_id.isprintable():
+    if not is_breach_id(item.breach_id):
         raise InvalidItemError(f"{where}.breach_id: must be a published breach id")
     try:
         message_uuid(item.idempotency_key)

@@ -12,7 +12,12 @@ not start when it raises.
 
 Notices carry no links and ask for nothing because, after the Alles Lægehus
 leak, fraudsters used the leaked details to sound credible; a genuine notice
-must not look like their messages, and says so explicitly.
+must not look like their messages, and says so explicitly. The rules for what
+text may go into a notice live in `breachmatch.notice_rules`, which ingest
+applies to a breach before publishing it: what ingest lets through, this
+module renders. The probes render the longest breach title and organisation
+ingest allows, so a template set that validates fits every published breach.
+A notice quotes the breach's description in its own language only.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import jinja2
 from markupsafe import escape
 
+from breachmatch.notice_rules import LINK, MAX_ORGANISATION, MAX_TITLE, REQUEST, text_problem
 from breachmatch.records import Category
 from breachmatch.v1.outreach_pb2 import ContactDetails
 
@@ -50,30 +56,6 @@ PHRASES_FILE = "phrases.{language}.toml"
 
 _LETTER_PARTS = ("text", "html", "digital_post_text")
 _SINGLE_LINE_PARTS = ("subject", "sms_text")
-
-_LINK = re.compile(r"https?:|www\.|://|mailto:", re.IGNORECASE)
-# Phrases that ask the reader to act on a channel or hand something over: the
-# shape of the fraud messages a genuine notice must never resemble.
-_REQUEST = re.compile(
-    "|".join(
-        (
-            r"\breply\b",
-            r"\brespond (?:to|with)\b",
-            r"\b(?:confirm|verify|enter|provide|update) your\b",
-            r"\bclick",
-            r"\b(?:log|sign) ?in\b",
-            r"\bsend us\b",
-            r"\bsvar (?:på|med|os)\b",
-            r"\bbekræft",
-            r"\bklik",
-            r"\blog (?:ind|på)\b",
-            r"\bsend os\b",
-            r"\bindtast",
-            r"\b(?:oplys|opdater) (?:dit|din|dine)\b",
-        )
-    ),
-    re.IGNORECASE,
-)
 
 # GSM 03.38: the basic set costs one septet per character, the extension two;
 # anything else forces UCS-2, which shrinks a segment from 160 to 70 characters.
@@ -110,7 +92,8 @@ class BreachInfo:
     organisation: str
     breach_date: date | None
     added_date: date
-    description: str = ""
+    #: The description per notice language; a notice quotes only its own language's.
+    descriptions: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +248,7 @@ class NoticeRenderer:
                 parts = self._render_parts(probe, language)
                 for part, rendered in parts.items():
                     template = TEMPLATE_FILES[part].format(language=language)
-                    _check_rendered(template, part, rendered, probe, phrases)
+                    _check_rendered(template, part, rendered, probe, language, phrases)
 
     def _render_parts(self, context: NoticeContext, language: str) -> dict[str, str]:
         variables = self._variables(context, language)
@@ -292,6 +275,7 @@ class NoticeRenderer:
             "language": language,
             "recipient_name": context.recipient_name.strip(),
             "breach": context.breach,
+            "description": context.breach.descriptions.get(language, ""),
             "breach_date": phrases.format_date(breach_date) if breach_date else "",
             "added_date": phrases.format_date(context.breach.added_date),
             "categories": exposed,
@@ -336,17 +320,19 @@ def _check_context(context: NoticeContext) -> None:
     values = {
         "breach.title": context.breach.title,
         "breach.organisation": context.breach.organisation,
-        "breach.description": context.breach.description,
+        **{
+            f"breach.description.{language}": text
+            for language, text in context.breach.descriptions.items()
+        },
         "sender.organisation": context.sender.organisation,
         "sender.contact_point": context.sender.contact_point,
         "recipient_name": context.recipient_name,
     }
     for name, value in values.items():
-        if _LINK.search(value):
-            raise NoticeError(f"{name}: contains a link; notices carry none")
+        problem = text_problem(value)
         # A person's name is theirs to have; every other value is written by us.
-        if name != "recipient_name" and _REQUEST.search(value):
-            raise NoticeError(f"{name}: asks the reader for something; notices ask for nothing")
+        if problem and (name != "recipient_name" or LINK.search(value)):
+            raise NoticeError(f"{name}: {problem}")
     for name in ("breach.title", "breach.organisation", "sender.organisation"):
         if not values[name].strip():
             raise NoticeError(f"{name}: empty")
@@ -415,13 +401,17 @@ _PROBE_SENDER = Sender(
     organisation="Probe Hospital & <Clinic> of Region Syd",
     contact_point="Probe patient office, phone 00 00 00 00, weekdays 8-15",
 )
+# The breach's one-line texts are as long as ingest allows (`notice_rules`).
 _PROBE_BREACH = BreachInfo(
     breach_id="probe",
-    title="Probe breach title",
-    organisation="Probe Breach Organisation ApS",
+    title="Probe breach title ".ljust(MAX_TITLE, "t"),
+    organisation="Probe Breach Organisation ApS ".ljust(MAX_ORGANISATION, "o"),
     breach_date=date(2031, 2, 3),
     added_date=date(2031, 4, 5),
-    description="Probe description of what happened.",
+    descriptions={
+        "da": "Probe-beskrivelse af hvad der skete.",
+        "en": "Probe description of what happened.",
+    },
 )
 _PROBES = (
     NoticeContext(
@@ -431,13 +421,15 @@ _PROBES = (
         recipient_name="Probe Recipient",
     ),
     NoticeContext(
-        breach=replace(_PROBE_BREACH, breach_date=None, description=""),
+        breach=replace(_PROBE_BREACH, breach_date=None, descriptions={}),
         sender=_PROBE_SENDER,
     ),
 )
 
 
-def _letter_requirements(probe: NoticeContext, phrases: Phrases) -> list[tuple[str, str]]:
+def _letter_requirements(
+    probe: NoticeContext, language: str, phrases: Phrases
+) -> list[tuple[str, str]]:
     """(element, text that proves it) for a full notice: e-mail or letter."""
     breach = probe.breach
     required = [
@@ -455,8 +447,9 @@ def _letter_requirements(probe: NoticeContext, phrases: Phrases) -> list[tuple[s
         required.append(("when: breach date", phrases.format_date(breach.breach_date)))
     else:
         required.append(("when: breach date not yet known", phrases.date_unknown))
-    if breach.description:
-        required.append(("what happened: description", breach.description))
+    description = breach.descriptions.get(language, "")
+    if description:
+        required.append(("what happened: description in the notice's language", description))
     for name in probe.categories:
         required.append((f"data category {name}", phrases.categories[name].label))
         required.append((f"consequence of data category {name}", phrases.categories[name].risk))
@@ -477,20 +470,23 @@ def _sms_requirements(probe: NoticeContext, phrases: Phrases) -> list[tuple[str,
 
 
 def _check_rendered(
-    template: str, part: str, rendered: str, probe: NoticeContext, phrases: Phrases
+    template: str, part: str, rendered: str, probe: NoticeContext, language: str, phrases: Phrases
 ) -> None:
     if not rendered.strip():
         raise TemplateValidationError(template, "renders empty")
-    if _LINK.search(rendered):
+    if LINK.search(rendered):
         raise TemplateValidationError(template, "contains a link; notices carry none")
-    if _REQUEST.search(rendered):
+    if REQUEST.search(rendered):
         raise TemplateValidationError(
             template, "asks the reader for something; notices ask for nothing"
         )
     if part == "html" and probe.sender.organisation in rendered:
         raise TemplateValidationError(template, "does not escape values (autoescape is off)")
+    for other, text in probe.breach.descriptions.items():
+        if other != language and text in rendered:
+            raise TemplateValidationError(template, f"quotes the breach description in {other!r}")
     if part in _LETTER_PARTS:
-        required = _letter_requirements(probe, phrases)
+        required = _letter_requirements(probe, language, phrases)
     elif part == "sms_text":
         required = _sms_requirements(probe, phrases)
         segments = sms_segments(rendered)

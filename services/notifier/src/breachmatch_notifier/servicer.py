@@ -9,7 +9,9 @@ hospital's name needs both — else PERMISSION_DENIED / FAILED_PRECONDITION.
 
 * SubmitOutreach → `Intake.submit`: INVALID_ARGUMENT for a malformed item or an
   oversized batch, NOT_FOUND for an unknown breach, FAILED_PRECONDITION for a
-  retracted one, UNAVAILABLE when NATS cannot take the batch (send it again).
+  retracted one (both with the breach's state as trailing metadata,
+  `breachmatch.refusals`, so the SDK can skip that breach and send the rest),
+  UNAVAILABLE when NATS cannot take the batch (send it again).
 * GetStatus reads the ledger: current state per item of the calling tenant,
   by breach and/or idempotency keys. The ledger holds no patient refs, so
   statuses here identify items by idempotency key (WatchStatus events carry
@@ -29,7 +31,7 @@ import grpc
 import grpc.aio
 import nats.errors
 
-from breachmatch import logs, tls
+from breachmatch import logs, refusals, tls
 from breachmatch.tenants import Tenants
 from breachmatch.v1 import outreach_pb2, outreach_pb2_grpc
 from breachmatch_notifier.intake import (
@@ -91,9 +93,14 @@ class OutreachServicer(outreach_pb2_grpc.OutreachServicer):
         tenant = await self._caller(context)
         try:
             receipts = await self._intake.submit(tenant, request.items)
-        except (InvalidItemError, UnknownBreachError, RetractedBreachError) as exc:
+        except InvalidItemError as exc:
             log.info("request refused", reason=type(exc).__name__)
             await context.abort(_INTAKE_ERRORS[type(exc)], str(exc))
+        except (UnknownBreachError, RetractedBreachError) as exc:
+            log.info("request refused", reason=type(exc).__name__)
+            await context.abort(
+                _INTAKE_ERRORS[type(exc)], str(exc), ((refusals.BREACH_STATE, exc.state),)
+            )
         except LedgerConflictError:
             await context.abort(grpc.StatusCode.ABORTED, "items changed concurrently; submit again")
         except nats.errors.Error as exc:
