@@ -260,6 +260,7 @@ def main() -> None:
                     f"127.0.0.1:{matcher.port}",
                     pki.tenant_dir(TENANT),
                     state_dir=state,
+                    cache_key=root / f"cache-{attempt}.key",
                     pipeline=options,
                 ) as client:
                     first.append(measure(matcher, lambda: client.check(root / "hospital.csv")))

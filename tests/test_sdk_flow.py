@@ -32,10 +32,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import nacl.signing
 import pytest
+from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
-from breachmatch import keys, oprf, statements, tls
+from breachmatch import bus, keys, oprf, statements, tls
 from breachmatch.client import Backoff, CheckResult, Client, PatientSource, PipelineOptions
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.cache import TokenCache
@@ -50,7 +52,15 @@ from breachmatch.client.errors import (
 )
 from breachmatch.client.evaluate import STREAM_DEPTH
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
-from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch.dev.breach_events import (
+    make_manifest,
+    publication,
+    publish_event,
+    retraction,
+    unsigned_retraction,
+)
+from breachmatch.filter import verify_artifact
+from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc
 from breachmatch_matcher import app as matcher_app
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig
@@ -72,6 +82,7 @@ TENANTS = (
     "sdk-notify",
     "sdk-lie",
     "sdk-fake-notifier",
+    "sdk-lifecycle",
 )
 BUDGETS = {"sdk-budget": 10}
 FACILITY = "Hospital A"
@@ -212,6 +223,7 @@ async def run_ingest(
     breach_id: str,
     rows: list[str],
     oprf_dir: Path | None = None,
+    organisation: str = "Clinic",
 ) -> None:
     """Publish a breach for real: the ingest CLI on a semicolon CSV with Danish headers."""
     dump = stack_root / f"{breach_id}.csv"
@@ -220,7 +232,7 @@ async def run_ingest(
     mapping.write_text(json.dumps({"facility": FACILITY}))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "breachmatch_ingest.cli", "ingest", str(dump),
-        "--breach-id", breach_id, "--title", f"Leak {breach_id}", "--organisation", "Clinic",
+        "--breach-id", breach_id, "--title", f"Leak {breach_id}", "--organisation", organisation,
         "--map", str(mapping), "--nats-url", nats_url,
         "--nats-tls-dir", str(pki.service_dir("ingest")),
         "--oprf-key-dir", str(oprf_dir or operator.oprf_dir),
@@ -255,9 +267,12 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 "default_daily_budget": 10_000_000,
                 "tenants": {
                     **{t: {"daily_budget": b} for t, b in BUDGETS.items()},
-                    "sdk-notify": {
-                        "organisation": "Hospital A",
-                        "contact_point": "Patientkontoret, tlf. 11 22 33 44",
+                    **{
+                        tenant: {
+                            "organisation": "Hospital A",
+                            "contact_point": "Patientkontoret, tlf. 11 22 33 44",
+                        }
+                        for tenant in ("sdk-notify", "sdk-lifecycle")
                     },
                 },
             }
@@ -660,10 +675,9 @@ def client_cache_key(state_root: Path) -> CacheKey:
     return CacheKey.load_or_create(cache_key_for(state_root / "state"))
 
 
-@pytest.fixture(scope="module")
-async def notifier(stack: Stack) -> AsyncIterator[str]:
+def notifier_app(stack: Stack) -> NotifierApp:
     """The real notifier intake and workers, delivering through dry-run channels."""
-    app = NotifierApp(
+    return NotifierApp(
         NotifierConfig(
             notifier_secret_key=stack.keys.notifier_secret_key,
             tenants_file=stack.config.tenants_file or Path(),
@@ -678,6 +692,11 @@ async def notifier(stack: Stack) -> AsyncIterator[str]:
         ),
         intake=True,
     )
+
+
+@pytest.fixture(scope="module")
+async def notifier(stack: Stack) -> AsyncIterator[str]:
+    app = notifier_app(stack)
     await app.start()
     assert app.service is not None
     yield f"127.0.0.1:{app.service.bound_port}"
@@ -744,6 +763,9 @@ async def test_cli_watch_replays_missed_breaches_and_remembers_where_it_stopped(
     assert "Breach leak-1" in out
     first_cursor = int((tmp_path / "watch.sequence").read_text())
     (out_dir / "leak-1.json").unlink()
+    # A breach after the cursor, so the resumed watch has an event to handle
+    # whichever other tests (publishing more) ran before this one.
+    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-watch", LEAK_3)
     code, out, err = await _cli(stack, "sdk-watch", tmp_path, *args, "--max-events", "1")
     assert code == 0, err
     assert not (out_dir / "leak-1.json").exists()  # not replayed: the cursor was kept
@@ -863,3 +885,261 @@ async def test_a_fake_matchers_notifier_key_is_refused_before_anything_is_sealed
     assert not (state / "submitted.sqlite").exists()
     [event] = SecurityAudit(state / "audit.jsonl").events()
     assert event["event"] == "untrusted_notifier_key"
+
+
+# --- the breach lifecycle under attack: crafted events on NATS, a forwarding matcher ---
+
+
+@pytest.fixture(scope="module")
+async def js(stack: Stack) -> AsyncIterator[JetStreamContext]:
+    """A client of the stack's NATS, as anyone who can reach it has (the attacker's view)."""
+    nc, context = await bus.connect(stack.nats_url, "sdk-flow-tests")
+    yield context
+    await nc.drain()
+
+
+@dataclass(frozen=True)
+class Corrected:
+    """Breach leak-fix, published twice: v1 with a wrong organisation, then the corrected v2."""
+
+    first: breach_pb2.BreachEvent
+    #: The stream's last sequence before leak-fix was first published.
+    before: int
+
+
+async def _events_of(js: JetStreamContext, breach_id: str) -> list[breach_pb2.BreachEvent]:
+    last = int((await js.stream_info(bus.STREAM_BREACHES)).state.last_seq)
+    sub = await js.subscribe(bus.BREACH_EVENTS, stream=bus.STREAM_BREACHES, ordered_consumer=True)
+    found = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=TIMEOUT)
+            event = breach_pb2.BreachEvent.FromString(msg.data)
+            if event.artifact.breach_id == breach_id:
+                found.append(event)
+            if msg.metadata.sequence.stream >= last:
+                return found
+    finally:
+        await sub.unsubscribe()
+
+
+@pytest.fixture(scope="module")
+async def corrected(stack: Stack, js: JetStreamContext) -> Corrected:
+    before = int((await js.stream_info(bus.STREAM_BREACHES)).state.last_seq)
+    await run_ingest(
+        stack.root, stack.nats_url, stack.keys, "leak-fix", LEAK_3, organisation="Wrong"
+    )
+    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-fix", LEAK_3)
+    events = await _events_of(js, "leak-fix")
+    assert len(events) == 2
+    return Corrected(events[0], before)
+
+
+async def served_breaches(stack: Stack) -> dict[str, breach_pb2.BreachArtifact]:
+    """What the matcher serves now, by breach id."""
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(stack.pki.tenant_dir("sdk-first")))
+    async with grpc.aio.secure_channel(stack.address, credentials) as channel:
+        reply = await matcher_pb2_grpc.MatcherStub(channel).ListBreaches(
+            matcher_pb2.ListBreachesRequest(), timeout=TIMEOUT
+        )
+    return {artifact.breach_id: artifact for artifact in reply.breaches}
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_crafted_events_on_nats_change_nothing_the_hospital_sees(
+    stack: Stack, js: JetStreamContext, corrected: Corrected, tmp_path: Path
+):
+    """Issue 10, attacks 2 and 7: an unsigned retraction, a `..` id, a replayed old manifest."""
+    state = tmp_path / "state"
+    with stack.client("sdk-lifecycle", state) as client:
+        checked = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
+    assert matches_of(checked, "leak-1") == EXPECTED_1
+    before = _snapshot(state)
+    key_before = cache_key_for(state).read_bytes()
+    signer = keys.load_signing_key(stack.keys.signing_key)
+    for attack in (
+        unsigned_retraction("leak-1"),
+        unsigned_retraction(".."),
+        retraction("never-published", 1, signer),  # signed, but of no breach
+        corrected.first,  # the superseded v1 of leak-fix, validly signed
+    ):
+        await publish_event(js, attack)
+    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-after", LEAK_3)
+    # The matcher applies events in order: once leak-after is served, so were the attacks.
+    await wait_until_served(stack, {"leak-after"})
+
+    served = await served_breaches(stack)
+    assert {"leak-1", "leak-fix", "leak-after"} <= set(served)
+    fix = verify_artifact(served["leak-fix"], keys.load_verify_key(stack.keys.verify_key))
+    assert (fix.version, fix.organisation) == (2, "Clinic")
+    with stack.client("sdk-lifecycle", state) as client:
+        # The watch carries on from before leak-fix to leak-after, through whatever came.
+        (state / "watch.sequence").write_text(f"{corrected.before}\n")
+        results: list[CheckResult] = []
+        stop = threading.Event()
+
+        def on_result(result: CheckResult) -> None:
+            results.append(result)
+            if result.summaries[0].breach_id == "leak-after":
+                stop.set()
+
+        await asyncio.wait_for(
+            asyncio.to_thread(client.watch, _facility(stack.hospital), on_result, stop=stop),
+            TIMEOUT,
+        )
+    checked_ids = [r.summaries[0].breach_id for r in results]
+    assert checked_ids == ["leak-fix", "leak-fix", "leak-after"]  # v1 event, v2 event, sentinel
+    assert all(r.summaries[0].organisation == "Clinic" for r in results[:2])  # always v2
+    after = _snapshot(state)
+    # Every file is still there and unchanged, but the record of versions seen (which
+    # now also holds leak-fix and leak-after).
+    assert set(before) <= set(after)
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed == {"breach-versions.json"}
+    assert cache_key_for(state).read_bytes() == key_before
+    seen_before = json.loads(before["breach-versions.json"])["breaches"]
+    seen_after = json.loads(after["breach-versions.json"])["breaches"]
+    assert seen_after["leak-1"] == seen_before["leak-1"]
+    assert seen_after["leak-1"]["version"] == 1
+    assert seen_after["leak-fix"]["version"] == 2
+
+
+class ForwardingMatcher(matcher_pb2_grpc.MatcherServicer):
+    """An attacker's matcher: the operator's key info, and whatever events it likes to send."""
+
+    def __init__(
+        self, info: matcher_pb2.GetKeyInfoResponse, events: list[breach_pb2.BreachEvent]
+    ) -> None:
+        self._info = info
+        self._events = events
+
+    async def GetKeyInfo(self, request: Any, context: Any) -> matcher_pb2.GetKeyInfoResponse:
+        return self._info
+
+    async def WatchBreaches(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[matcher_pb2.WatchBreachesResponse]:
+        for sequence, event in enumerate(self._events, start=1):
+            if sequence > request.after_sequence:
+                yield matcher_pb2.WatchBreachesResponse(sequence=sequence, event=event)
+
+
+@contextlib.asynccontextmanager
+async def forwarding_matcher(
+    stack: Stack, events: list[breach_pb2.BreachEvent]
+) -> AsyncIterator[str]:
+    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(stack.pki.tenant_dir("sdk-first")))
+    async with grpc.aio.secure_channel(stack.address, credentials) as channel:
+        info = await matcher_pb2_grpc.MatcherStub(channel).GetKeyInfo(
+            matcher_pb2.GetKeyInfoRequest(), timeout=TIMEOUT
+        )
+    server = grpc.aio.server()
+    # The generated base answers UNIMPLEMENTED for every other method.
+    forwarding = ForwardingMatcher(info, events)  # type: ignore[abstract]
+    matcher_pb2_grpc.add_MatcherServicer_to_server(forwarding, server)
+    port = server.add_secure_port(
+        "127.0.0.1:0", tls.server_credentials(tls.TlsFiles.from_dir(stack.pki.server_dir))
+    )
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+async def test_watch_refuses_crafted_events_even_from_a_matcher_that_forwards_them(
+    stack: Stack, corrected: Corrected, tmp_path: Path
+):
+    """The SDK checks every event itself: `breachmatch watch` skips each crafted one, no crash."""
+    state = tmp_path / "state"
+    with stack.client("sdk-lifecycle", state) as client:  # pins the key, sees leak-fix v2
+        await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1", "leak-fix"])
+    before = _snapshot(state)
+    signer = keys.load_signing_key(stack.keys.signing_key)
+    stranger = nacl.signing.SigningKey.generate()
+    garbage_id = breach_pb2.BreachEvent(
+        kind=breach_pb2.BreachEvent.KIND_RETRACTED,
+        artifact=breach_pb2.BreachArtifact(breach_id="\x1b[2J" + "A" * 10_000),
+        retraction=breach_pb2.BreachRetraction(statement=b"{", signature=b"\x00" * 64),
+    )
+    crafted = [
+        unsigned_retraction(".."),
+        unsigned_retraction("leak-1"),
+        publication(make_manifest("leak-1", version=9), stranger),
+        corrected.first,  # validly signed, but older than the v2 this hospital has seen
+        retraction("never-published", 1, signer),
+        breach_pb2.BreachEvent(kind=breach_pb2.BreachEvent.KIND_UNSPECIFIED),
+        garbage_id,
+        retraction("leak-1", 1, signer),  # the one genuine retraction
+    ]
+    async with forwarding_matcher(stack, crafted) as address:
+        code, _, err = await _cli(
+            stack, "sdk-lifecycle", state, "watch", "--patients", str(stack.hospital),
+            "--matcher", address, "--max-events", str(len(crafted)),
+        )  # fmt: skip
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert err.count("ignored") == len(crafted) - 1
+    for reason in (
+        "RetractionSignatureError",
+        "ManifestSignatureError",
+        "replayed_publication",
+        "unknown_breach",
+        "unknown_kind",
+    ):
+        assert reason in err
+    assert "\x1b[2J" not in err
+    assert "breach leak-1 was retracted by the operator (version 1)" in err
+    after = _snapshot(state)
+    gone = {name for name in before if name.startswith("breaches/leak-1/")}
+    assert gone
+    assert not gone & set(after)  # only the retracted breach's copy was removed
+    kept = set(before) - gone - {"breach-versions.json", "watch.sequence"}
+    assert {name: after[name] for name in kept} == {name: before[name] for name in kept}
+    assert int((state / "watch.sequence").read_text()) == len(crafted)
+    versions = json.loads((state / "breach-versions.json").read_text())["breaches"]
+    assert versions["leak-1"]["retracted"] is True
+    assert versions["leak-fix"]["version"] == 2
+    assert "never-published" not in versions
+
+
+async def test_notify_sends_the_other_breaches_when_one_was_retracted(stack: Stack, tmp_path: Path):
+    """Issue 10, attack 7: one retracted breach must not keep the others' notices back."""
+    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-n1", LEAK_1)
+    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-n2", LEAK_2)
+    await wait_until_served(stack, {"leak-n1", "leak-n2"})
+    state = tmp_path / "state"
+    with stack.client("sdk-lifecycle", state) as client:
+        result = await asyncio.to_thread(
+            client.check, _facility(stack.hospital), ["leak-n1", "leak-n2"]
+        )
+    retract = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "breachmatch_ingest.cli", "retract", "leak-n2",
+        "--reason", "published in error", "--nats-url", stack.nats_url,
+        "--signing-key", str(stack.keys.signing_key),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(retract.communicate(), TIMEOUT)
+    assert retract.returncode == 0, err.decode()
+    assert b"breach leak-n2: retracted" in out
+    app = notifier_app(stack)
+    await app.start()  # replays the stream, retraction included, before it serves
+    try:
+        assert app.service is not None
+        client = Client(
+            stack.address, stack.pki.tenant_dir("sdk-lifecycle"), state_dir=state,
+            cache_key=cache_key_for(state), notifier=f"127.0.0.1:{app.service.bound_port}",
+            backoff=FAST,
+        )  # fmt: skip
+        with client:
+            done = await asyncio.to_thread(client.notify, result, _facility(stack.hospital))
+    finally:
+        await app.stop()
+    strong_1 = sum(m[2] == "strong" for m in EXPECTED_1)
+    strong_2 = sum(m[2] == "strong" for m in EXPECTED_2)
+    assert (done.submitted.accepted, done.submitted.already_submitted) == (strong_1, 0)
+    assert done.submitted.refused == {"leak-n2": "retracted"}
+    assert done.submitted.not_sent == strong_2

@@ -172,6 +172,7 @@ async def test_upload_streams_a_dump_into_a_published_filter(
 
     job = (await ingest_stub.GetJob(ingest_pb2.GetJobRequest(job_id=reply.job_id))).job
     assert (job.state, job.breach_id, job.error) == (ingest_pb2.Job.STATE_SUCCEEDED, breach_id, "")
+    assert job.version == 1
     assert (job.report.rows_read, dict(job.report.bad_rows)) == (122, {"json_syntax": 2})
     assert job.report.entries == 4 * len(crowd)
     assert dict(job.report.keys) == dict.fromkeys(["cpr", "email", "name_dob", "phone"], 120)

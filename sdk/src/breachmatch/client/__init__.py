@@ -7,7 +7,8 @@ thing on the command line. Module map:
 * `patients` — reading the export; `check` — the matching; `results` — what it found
 * `tokens`, `evaluate`, `cache`, `cache_key` — OPRF outputs: cached, else pipelined
   through the matcher, encrypted at rest
-* `breaches`, `pinning` — downloading and verifying breach filters
+* `breaches`, `pinning`, `versions` — downloading and verifying breach filters, and
+  refusing versions older than the newest seen
 * `matcher`, `connection`, `retry` — gRPC calls, mTLS, errors, backoff
 * `report` — terminal table, JSON and CSV; `outreach` — sealed notices; `watch`
 * `state` — the state directory; `errors` — what can go wrong, and what to do

@@ -10,8 +10,11 @@ SDK refuses an older version in every later run too, whether it arrives by
 
 The file holds breach ids, version numbers and manifest digests — nothing
 about patients — and is written atomically (owner-only) after every change.
-A file that cannot be read is refused with its path, never silently reset:
-resetting it would re-open exactly the replay it guards against.
+It is read again for every decision, never held in memory across one: a
+watch and the checks it runs both record versions, and a stale copy written
+back would forget a newer version one of them had seen. A file that cannot
+be read is refused with its path, never silently reset: resetting it would
+re-open exactly the replay it guards against.
 """
 
 from __future__ import annotations
@@ -35,42 +38,47 @@ _FORMAT = 1
 
 
 class SeenBreaches:
-    def __init__(self, path: Path, versions: BreachVersions) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._versions = versions
 
     @classmethod
     def open(cls, path: Path) -> SeenBreaches:
-        if not path.exists():
-            return cls(path, BreachVersions())
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            known = _parse(document)
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigurationError(
-                f"the record of breach versions seen, {path}, cannot be read "
-                f"({type(exc).__name__}); restore it from a backup. Deleting it makes this "
-                "installation accept replayed old breach versions again"
-            ) from None
-        return cls(path, BreachVersions(known))
+        """The record at `path`, checked to be readable now (so a bad one fails early)."""
+        seen = cls(path)
+        seen._load()
+        return seen
 
     def get(self, breach_id: str) -> Standing | None:
-        return self._versions.get(breach_id)
+        return self._load().get(breach_id)
 
     def admit(self, checked: CheckedBreachEvent) -> Admission:
-        """`BreachVersions.admit`, saved when it changed anything."""
-        admission = self._versions.admit(checked)
+        """`BreachVersions.admit` on the record as it is on disk, saved if it changed."""
+        versions = self._load()
+        admission = versions.admit(checked)
         if admission is Admission.NEW:
-            self._save()
+            self._save(versions)
         return admission
 
     def admit_served(self, manifest: Manifest, manifest_sha256: str) -> Admission:
-        admission = self._versions.admit_served(manifest, manifest_sha256)
+        versions = self._load()
+        admission = versions.admit_served(manifest, manifest_sha256)
         if admission is Admission.NEW:
-            self._save()
+            self._save(versions)
         return admission
 
-    def _save(self) -> None:
+    def _load(self) -> BreachVersions:
+        if not self._path.exists():
+            return BreachVersions()
+        try:
+            return BreachVersions(_parse(json.loads(self._path.read_text(encoding="utf-8"))))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"the record of breach versions seen, {self._path}, cannot be read "
+                f"({type(exc).__name__}); restore it from a backup. Deleting it makes this "
+                "installation accept replayed old breach versions again"
+            ) from None
+
+    def _save(self, versions: BreachVersions) -> None:
         document = {
             "format": _FORMAT,
             "breaches": {
@@ -79,7 +87,7 @@ class SeenBreaches:
                     "retracted": standing.retracted,
                     "manifest_sha256": standing.manifest_sha256,
                 }
-                for breach_id, standing in self._versions.items()
+                for breach_id, standing in versions.items()
             },
         }
         write_secret_file(self._path, json.dumps(document, indent=1, sort_keys=True) + "\n")
