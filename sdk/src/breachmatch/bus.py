@@ -146,9 +146,9 @@ class StreamSpec:
 STREAMS: dict[str, StreamSpec] = {
     spec.name: spec
     for spec in (
-        # Breach events are the matcher's source of truth (it replays them at
-        # start-up); kept forever, deduplicated for a week so a re-ingest of
-        # the same dump cannot announce the same breach twice.
+        # Breach events are every consumer's source of truth (replayed at
+        # start-up) and the audit trail of every version; kept forever. Ingest
+        # publishes them with Nats-Expected-Last-Sequence, so versions never fork.
         StreamSpec(
             STREAM_BREACHES, [BREACH_PUBLISHED, BREACH_RETRACTED], duplicate_window_s=7 * _DAY
         ),
