@@ -323,7 +323,7 @@ class Harness:
                 "BREACHMATCH_TENANTS_FILE": str(self.tenants_file),
                 "BREACHMATCH_VERIFY_KEY": str(self.operator.verify_key),
                 "BREACHMATCH_HEALTH_ADDR": "",
-                "BREACHMATCH_METRICS_ADDR": "",
+                "BREACHMATCH_METRICS_ADDR": "off",
                 "BREACHMATCH_LOG_FORMAT": "json",
                 "BREACHMATCH_SMTP_HOST": "127.0.0.1",
                 "BREACHMATCH_SMTP_PORT": str(self.smtp.port),
