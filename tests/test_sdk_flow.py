@@ -765,7 +765,7 @@ async def test_cli_watch_replays_missed_breaches_and_remembers_where_it_stopped(
     (out_dir / "leak-1.json").unlink()
     # A breach after the cursor, so the resumed watch has an event to handle
     # whichever other tests (publishing more) ran before this one.
-    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-watch", LEAK_3)
+    await run_ingest(stack.root, stack.nats_url, stack.pki, stack.keys, "leak-watch", LEAK_3)
     code, out, err = await _cli(stack, "sdk-watch", tmp_path, *args, "--max-events", "1")
     assert code == 0, err
     assert not (out_dir / "leak-1.json").exists()  # not replayed: the cursor was kept
@@ -893,7 +893,9 @@ async def test_a_fake_matchers_notifier_key_is_refused_before_anything_is_sealed
 @pytest.fixture(scope="module")
 async def js(stack: Stack) -> AsyncIterator[JetStreamContext]:
     """A client of the stack's NATS, as anyone who can reach it has (the attacker's view)."""
-    nc, context = await bus.connect(stack.nats_url, "sdk-flow-tests")
+    # Only ingest may publish breach events: this is an intruder holding its identity.
+    ingest = tls.TlsFiles.from_dir(stack.pki.service_dir("ingest"))
+    nc, context = await bus.connect(stack.nats_url, "sdk-flow-tests", ingest)
     yield context
     await nc.drain()
 
@@ -927,9 +929,9 @@ async def _events_of(js: JetStreamContext, breach_id: str) -> list[breach_pb2.Br
 async def corrected(stack: Stack, js: JetStreamContext) -> Corrected:
     before = int((await js.stream_info(bus.STREAM_BREACHES)).state.last_seq)
     await run_ingest(
-        stack.root, stack.nats_url, stack.keys, "leak-fix", LEAK_3, organisation="Wrong"
+        stack.root, stack.nats_url, stack.pki, stack.keys, "leak-fix", LEAK_3, organisation="Wrong"
     )
-    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-fix", LEAK_3)
+    await run_ingest(stack.root, stack.nats_url, stack.pki, stack.keys, "leak-fix", LEAK_3)
     events = await _events_of(js, "leak-fix")
     assert len(events) == 2
     return Corrected(events[0], before)
@@ -967,7 +969,7 @@ async def test_crafted_events_on_nats_change_nothing_the_hospital_sees(
         corrected.first,  # the superseded v1 of leak-fix, validly signed
     ):
         await publish_event(js, attack)
-    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-after", LEAK_3)
+    await run_ingest(stack.root, stack.nats_url, stack.pki, stack.keys, "leak-after", LEAK_3)
     # The matcher applies events in order: once leak-after is served, so were the attacks.
     await wait_until_served(stack, {"leak-after"})
 
@@ -1041,7 +1043,8 @@ async def forwarding_matcher(
     forwarding = ForwardingMatcher(info, events)  # type: ignore[abstract]
     matcher_pb2_grpc.add_MatcherServicer_to_server(forwarding, server)
     port = server.add_secure_port(
-        "127.0.0.1:0", tls.server_credentials(tls.TlsFiles.from_dir(stack.pki.server_dir))
+        "127.0.0.1:0",
+        tls.server_credentials(tls.TlsFiles.from_dir(stack.pki.service_dir("matcher"))),
     )
     await server.start()
     try:
@@ -1108,8 +1111,8 @@ async def test_watch_refuses_crafted_events_even_from_a_matcher_that_forwards_th
 
 async def test_notify_sends_the_other_breaches_when_one_was_retracted(stack: Stack, tmp_path: Path):
     """Issue 10, attack 7: one retracted breach must not keep the others' notices back."""
-    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-n1", LEAK_1)
-    await run_ingest(stack.root, stack.nats_url, stack.keys, "leak-n2", LEAK_2)
+    await run_ingest(stack.root, stack.nats_url, stack.pki, stack.keys, "leak-n1", LEAK_1)
+    await run_ingest(stack.root, stack.nats_url, stack.pki, stack.keys, "leak-n2", LEAK_2)
     await wait_until_served(stack, {"leak-n1", "leak-n2"})
     state = tmp_path / "state"
     with stack.client("sdk-lifecycle", state) as client:
@@ -1119,6 +1122,7 @@ async def test_notify_sends_the_other_breaches_when_one_was_retracted(stack: Sta
     retract = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "breachmatch_ingest.cli", "retract", "leak-n2",
         "--reason", "published in error", "--nats-url", stack.nats_url,
+        "--nats-tls-dir", str(stack.pki.service_dir("ingest")),
         "--signing-key", str(stack.keys.signing_key),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
