@@ -104,7 +104,9 @@ async def test_a_zip_that_cannot_be_opened_is_one_line_and_exit_2(
 ) -> None:
     dump = tmp_path / "leak.zip"
     dump.write_bytes(build(dataset.leak_csv.read_bytes()))
-    done = await cli.run(str(dump), "--breach-id", "zip-1", "--title", "T", "--workers", "0")
+    done = await cli.run(
+        str(dump), "--breach-id", "zip-1", "--title", "T", "--organisation", "O", "--workers", "0"
+    )
     assert done.code == 2
     assert message in done.stderr
     assert "Traceback" not in done.output
