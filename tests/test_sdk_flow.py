@@ -1096,6 +1096,25 @@ async def test_watch_refuses_crafted_events_even_from_a_matcher_that_forwards_th
         assert reason in err
     assert "\x1b[2J" not in err
     assert "breach leak-1 was retracted by the operator (version 1)" in err
+    refused = [
+        (event["sequence"], event["reason"])
+        for event in SecurityAudit(state / "audit.jsonl").events()
+        if event["event"] == "breach event refused"
+    ]
+    assert refused == list(
+        enumerate(
+            [
+                "RetractionSignatureError",
+                "RetractionSignatureError",
+                "ManifestSignatureError",
+                "replayed_publication",
+                "unknown_breach",
+                "unknown_kind",
+                "RetractionSignatureError",
+            ],
+            start=1,
+        )
+    )
     after = _snapshot(state)
     gone = {name for name in before if name.startswith("breaches/leak-1/")}
     assert gone

@@ -296,6 +296,13 @@ class Client:
             checked = check_breach_event(event, verify_key)
             seen.admit(checked)
         except BreachEventError as exc:
+            # The event's breach id is not recorded: it is unchecked input.
+            self._audit.record(
+                "breach event refused",
+                sequence=sequence,
+                reason=exc.reason,
+                matcher=self._matcher_endpoint.address,
+            )
             self._notice(
                 f"breach event {sequence} ignored ({exc.reason}): it is not signed by "
                 "the operator key, or older than what this installation has seen"

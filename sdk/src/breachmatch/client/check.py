@@ -285,6 +285,14 @@ class Checker:
             except BreachEventError:
                 known = seen.get(manifest.breach_id)
                 assert known is not None  # only a known breach can be refused
+                self._audit.record(
+                    "breach version refused",
+                    breach_id=manifest.breach_id,
+                    served_version=manifest.version,
+                    known_version=known.version,
+                    retracted=int(known.retracted),
+                    matcher=self._matcher.endpoint.address,
+                )
                 state = "was retracted" if known.retracted else "is the newest"
                 message = (
                     f"the matcher serves breach {manifest.breach_id} as version "
