@@ -51,11 +51,12 @@ def _commands(dev_pki: DevPki, tmp: Path, dead: str) -> dict[str, list[str]]:
     return {
         "ingest": [
             "breachmatch-ingest", "ingest", str(dump), "--breach-id", "dead-nats",
-            "--title", "t", "--oprf-key-dir", str(keys.oprf_dir),
+            "--title", "t", "--organisation", "o", "--oprf-key-dir", str(keys.oprf_dir),
             "--signing-key", str(keys.signing_key), "--workers", "0", *probes, *nats, *as_ingest,
         ],
         "retract": [
-            "breachmatch-ingest", "retract", "dead-nats", "--reason", "r", *nats, *as_ingest,
+            "breachmatch-ingest", "retract", "dead-nats", "--reason", "r",
+            "--signing-key", str(keys.signing_key), *nats, *as_ingest,
         ],
         "matcher": [
             "breachmatch-matcher", "serve", "--tls-dir", str(dev_pki.service_dir("matcher")),
@@ -66,6 +67,7 @@ def _commands(dev_pki: DevPki, tmp: Path, dead: str) -> dict[str, list[str]]:
         "notifier": [
             "breachmatch-notifier", "serve", "--tls-dir", str(dev_pki.service_dir("notifier")),
             "--notifier-secret-key", str(keys.notifier_secret_key),
+            "--verify-key", str(keys.verify_key),
             "--tenants-file", str(tenants), "--grpc-addr", "127.0.0.1:0", *probes, *nats,
         ],
         "check": ["breachmatch", "check", "--patients", str(patients), *hospital],

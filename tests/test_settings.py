@@ -68,7 +68,8 @@ FREE_TEXT = frozenset(
         # text shown to people, ids
         "BREACHMATCH_TITLE",
         "BREACHMATCH_ORGANISATION",
-        "BREACHMATCH_DESCRIPTION",
+        "BREACHMATCH_DESCRIPTION_DA",
+        "BREACHMATCH_DESCRIPTION_EN",
         "BREACHMATCH_REASON",
         "BREACHMATCH_BREACH_ID",
         "BREACHMATCH_TENANT",  # checked as a certificate name when the request is made
