@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from breachmatch.dev.synthetic import generate
+from breachmatch.dev.dumps import write_dataset
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 
@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = generate(Path(tmp), args.patients, args.leaked, args.strangers)
-        size = data.leak_csv.stat().st_size
+        data = write_dataset(Path(tmp), args.patients, args.leaked, args.strangers)
+        size = data.leak.stat().st_size
         print(f"\nleak dump: {data.leaked_rows:,} rows, {size / 1e6:.1f} MB (cp1252, ';')\n")
         print(f"{'stage':<34}{'rows/s':>12}{'keys/s':>12}")
         print("-" * 58)
@@ -48,7 +48,7 @@ def main() -> None:
             times, keys = [], 0
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                rows, keys = _read(data.leak_csv, normalise)
+                rows, keys = _read(data.leak, normalise)
                 times.append(time.perf_counter() - start)
             median = statistics.median(times)
             keys_text = f"{keys / median:>12,.0f}" if normalise else f"{'—':>12}"

@@ -18,10 +18,21 @@ from breachmatch.readers.spreadsheet_cells import birth_date_text, cpr_text, pho
 from breachmatch.records import Category
 
 DATA = Path(__file__).parent / "data"
-HEADER = ["CPR-nr.", "Fornavn", "Efternavn", "Fødselsdato", "Telefon", "E-mail", "Medicin"]
+HEADER: list[object] = [
+    "CPR-nr.",
+    "Fornavn",
+    "Efternavn",
+    "Fødselsdato",
+    "Telefon",
+    "E-mail",
+    "Medicin",
+]
 
 
-def _workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
+Rows = list[list[object]]
+
+
+def _workbook(path: Path, sheets: dict[str, Rows]) -> Path:
     """An .xlsx with typed cells (dates as date cells, numbers as numbers)."""
     with xlsxwriter.Workbook(str(path)) as book:
         date_format = book.add_format({"num_format": "dd-mm-yyyy"})
@@ -38,7 +49,7 @@ def _workbook(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
     return path
 
 
-LEAK = {
+LEAK: dict[str, Rows] = {
     "Patienter": [
         ["Patientliste — Testklinikken (fortroligt)"],
         ["Udtrukket 01-09-2025"],
@@ -95,7 +106,8 @@ def test_a_value_right_of_the_last_header_gets_a_column_of_its_own(tmp_path: Pat
 
 
 def test_a_sheet_without_a_header_gets_positional_columns(tmp_path: Path) -> None:
-    path = _workbook(tmp_path / "raw.xlsx", {"Ark1": [[102801234, "anne@example.dk"]]})
+    rows: Rows = [[102801234, "anne@example.dk"]]
+    path = _workbook(tmp_path / "raw.xlsx", {"Ark1": rows})
     mapping = ColumnMapping.from_document({"columns": {"column_1": "cpr", "column_2": "email"}})
     with open_records(path, mapping=mapping) as stream:
         (record,), bad = stream.read_all()
@@ -104,7 +116,7 @@ def test_a_sheet_without_a_header_gets_positional_columns(tmp_path: Path) -> Non
 
 
 def test_the_mapping_decides_which_numbers_are_cpr_numbers(tmp_path: Path) -> None:
-    rows: list[list[object]] = [["Kundenr", "Personnummer"], [123456789, 102801234]]
+    rows: Rows = [["Kundenr", "Personnummer"], [123456789, 102801234]]
     path = _workbook(tmp_path / "kunder.xlsx", {"Ark1": rows})
     mapping = ColumnMapping.from_document({"columns": {"Kundenr": "patient_id"}})
     with open_records(path, mapping=mapping) as stream:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
+from breachmatch.dev import synthetic
 from breachmatch.filter import verify_body
 from breachmatch.v1.breach_pb2 import BreachEvent
-from breachmatch_ingest import synthetic
 
 from .conftest import (
     Cli,
@@ -29,13 +29,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_dump_becomes_one_signed_filter_with_every_key_and_label(
     kind: str, cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    crowd = list(synthetic.people(150, seed=len(kind)))
+    crowd = list(synthetic.crowd(150, seed=len(kind)))
     dump = write_dump(tmp_path / f"dump.{kind}", kind, crowd, bad_every=50)
     report_file = tmp_path / "report.json"
     await cli.ingest(dump, breach_id, "--json-report", str(report_file))
 
     found = await published(js, breach_id, kit)
-    records = [p.record(sql=kind == "sql") for p in crowd]
+    records = [p.record() for p in crowd]
     assert [e.kind for e in found.events] == [BreachEvent.KIND_PUBLISHED]
     verify_body(found.manifest, found.body)
     assert found.body == expected_body(records, kit.secret)
@@ -66,7 +66,7 @@ async def test_dump_becomes_one_signed_filter_with_every_key_and_label(
 async def test_reingest_gives_the_same_body_and_no_second_event(
     cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(80, seed=7)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(80, seed=7)))
     await cli.ingest(dump, breach_id)
     first = await published(js, breach_id, kit)
 
@@ -81,12 +81,13 @@ async def test_reingest_gives_the_same_body_and_no_second_event(
 async def test_bad_rows_are_counted_by_reason_and_never_echoed(
     cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    crowd = list(synthetic.people(40, seed=11))
-    hidden = list(synthetic.people(2, seed=99))
+    crowd = list(synthetic.crowd(40, seed=11))
+    hidden = list(synthetic.crowd(2, seed=99))
     dump = write_dump(tmp_path / "dump.jsonl", "jsonl", crowd)
     with dump.open("ab") as sink:
         for person in hidden:  # truncated JSON holding identifiers: unreadable rows
-            sink.write(f'{{"cpr": "{person.cpr}", "email": "{person.email}", "x": [\n'.encode())
+            p = person.person
+            sink.write(f'{{"cpr": "{p.cpr}", "email": "{p.email}", "x": [\n'.encode())
     report_file = tmp_path / "report.json"
     done = await cli.ingest(
         dump, breach_id, "--json-report", str(report_file), "--log-level", "debug"
@@ -102,7 +103,7 @@ async def test_bad_rows_are_counted_by_reason_and_never_echoed(
 
 
 async def test_inspect_shows_the_mapping_and_needs_no_nats(cli: Cli, tmp_path: Path) -> None:
-    crowd = list(synthetic.people(30, seed=5))
+    crowd = list(synthetic.crowd(30, seed=5))
     dump = write_dump(tmp_path / "dump.csv", "csv", crowd)
     report_file = tmp_path / "inspect.json"
     done = await cli.run(
@@ -115,11 +116,11 @@ async def test_inspect_shows_the_mapping_and_needs_no_nats(cli: Cli, tmp_path: P
     assert inspected["rows_sampled"] == len(crowd)
     assert {c["header"]: c["target"] for c in inspected["columns"]}["CPR-nr."] == "cpr"
     for person in crowd:
-        assert person.cpr_digits not in done.output
+        assert person.person.cpr not in done.output
 
 
 async def test_missing_or_bad_settings_exit_2_naming_the_flag(cli: Cli, tmp_path: Path) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(3)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(3)))
     no_id = await cli.run(str(dump), "--title", "T")
     assert no_id.code == 2
     assert "--breach-id" in no_id.stderr
