@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from breachmatch.dev.synthetic import (
+    DEMO_SEED,
     ExpectedMatch,
     LeakRow,
     Person,
@@ -429,7 +430,7 @@ def write_dataset(
     leaked: int = 600,
     strangers: int = 400,
     *,
-    seed: int = 2025,
+    seed: int = DEMO_SEED,
     shape: str = "csv",
     **options: Any,
 ) -> Dataset:

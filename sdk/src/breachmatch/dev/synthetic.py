@@ -75,6 +75,9 @@ KEY_CHOICES: tuple[frozenset[str], ...] = tuple(
 )
 _STRONG_KINDS = frozenset({"cpr"})
 
+#: The seed of the demo's hospital and leak (`leak_rows`' default).
+DEMO_SEED = 2025
+
 _FIRST_BIRTH = date(1930, 1, 1)
 _BIRTH_DAYS = (date(2019, 12, 31) - _FIRST_BIRTH).days + 1
 _NAMES = len(GIVEN_NAMES) * len(FAMILY_NAMES)
@@ -274,7 +277,7 @@ class Leak:
     leaked: dict[str, LeakRow] = field(default_factory=dict)
 
 
-def leak_rows(patients: int, leaked: int, strangers: int, seed: int = 2025) -> Leak:
+def leak_rows(patients: int, leaked: int, strangers: int, seed: int = DEMO_SEED) -> Leak:
     """`patients` hospital patients; `leaked` of them in the leak, plus `strangers` outsiders."""
     if leaked > patients:
         raise ValueError("cannot leak more patients than the hospital has")
