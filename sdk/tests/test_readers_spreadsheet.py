@@ -105,6 +105,25 @@ def test_a_value_right_of_the_last_header_gets_a_column_of_its_own(tmp_path: Pat
     assert rows[0].headers == tuple(HEADER)
 
 
+def test_hidden_sheets_are_read_and_chart_sheets_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.xlsx"
+    with xlsxwriter.Workbook(str(path)) as book:
+        shown = book.add_worksheet("Oversigt")
+        shown.write_row(0, 0, ["Antal", "Region"])
+        hidden = book.add_worksheet("Skjult")
+        hidden.write_row(0, 0, ["CPR-nr.", "Telefon"])
+        hidden.write_row(1, 0, [102801234, 21345678])
+        hidden.hide()
+        chart = book.add_chart({"type": "column"})
+        chart.add_series({"values": "=Skjult!$B$2:$B$2"})
+        book.add_chartsheet("Graf").set_chart(chart)
+    with open_records(path) as stream:
+        (record,), bad = stream.read_all()
+        assert {table for table, _ in stream.plans_seen} == {"Skjult"}
+    assert not bad
+    assert (record.cpr, record.phone) == ("0102801234", "21345678")
+
+
 def test_a_sheet_without_a_header_gets_positional_columns(tmp_path: Path) -> None:
     rows: Rows = [[102801234, "anne@example.dk"]]
     path = _workbook(tmp_path / "raw.xlsx", {"Ark1": rows})

@@ -34,7 +34,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from python_calamine import CalamineError, CalamineWorkbook, PasswordError
+from python_calamine import CalamineError, CalamineWorkbook, PasswordError, SheetTypeEnum
 
 from breachmatch.columns import ColumnMapping, looks_like_data
 from breachmatch.readers.items import BadRow, RawRow
@@ -121,7 +121,10 @@ def _rows(content: bytes, member: str, mapping: ColumnMapping) -> Iterator[RawRo
         return
     row = 0
     with workbook:
-        for name in workbook.sheet_names:
+        for sheet in workbook.sheets_metadata:
+            if sheet.typ != SheetTypeEnum.WorkSheet:  # charts and macros hold no rows
+                continue
+            name = sheet.name
             try:
                 cells = workbook.get_sheet_by_name(name).iter_rows()
             except (CalamineError, ValueError):
