@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from breachmatch.dev import synthetic
+from breachmatch.dev import dumps, synthetic
 from breachmatch.filter import verify_body
 from breachmatch.v1.breach_pb2 import BreachEvent
 
@@ -129,3 +129,21 @@ async def test_missing_or_bad_settings_exit_2_naming_the_flag(cli: Cli, tmp_path
     assert "title" in bad_title.stderr
     missing = await cli.run(str(tmp_path / "absent.csv"), "--breach-id", "x2", "--title", "T")
     assert missing.code == 2
+
+
+async def test_fhir_identifiers_in_unknown_systems_are_reported_by_count(
+    cli: Cli, breach_id: str, tmp_path: Path
+) -> None:
+    crowd = list(synthetic.crowd(12, seed=13))
+    dump = tmp_path / "patients.ndjson"
+    with dump.open("wb") as sink:
+        dumps.write_fhir(crowd, sink, cpr_system="http://region.example/cpr")
+    done = await cli.ingest(dump, breach_id)
+    warnings = [
+        json.loads(line)
+        for line in done.stderr.splitlines()
+        if line.startswith("{") and "patients_per_system" in line
+    ]
+    assert [w["patients_per_system"] for w in warnings] == [{"http://region.example/cpr": 12}]
+    for row in crowd:
+        assert row.person.cpr not in done.output
