@@ -70,21 +70,7 @@ def _hospital(case: Case, data: Dataset) -> Path:
     return path
 
 
-#: Shapes today's CSV reader drops rows of (csv_wrong_field_count): row salvage is
-#: issue 11's "Salvage" work, in progress in the readers' own modules. Strict, so
-#: the mark must go the moment salvage finds every patient.
-_SALVAGE_PENDING = pytest.mark.xfail(
-    strict=True, reason="ragged/short CSV rows are dropped until row salvage lands (issue 11)"
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=_SALVAGE_PENDING) if name in ("csv-short", "csv-ragged") else name
-        for name in CASES
-    ],
-)
+@pytest.mark.parametrize("name", list(CASES))
 def test_each_shape_finds_exactly_the_leaked_patients_with_every_key(
     name: str, stack: StackInfo, tmp_path: Path
 ) -> None:
