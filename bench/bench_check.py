@@ -42,64 +42,29 @@ import psutil
 
 from breachmatch import keys
 from breachmatch.client import CheckResult, Client, PipelineOptions
-from breachmatch.dev import DevPki, NatsServer, make_dev_pki
+from breachmatch.dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 
 HERE = Path(__file__).resolve().parent
 TENANT = "bench-hospital"
-HOSPITAL_HEADER = "patient_id,cpr,first_name,last_name,birth_date,email,phone"
-LEAK_HEADER = "Fornavn;Efternavn;CPR-nr.;Fødselsdato;Telefon;E-mail;Journal"
-_GIVEN = ("Anna", "Bo", "Carl", "Dorte", "Emil", "Frida", "Gustav", "Hanne", "Ib", "Jette")
-_FAMILY = ("Berg", "Dahl", "Eske", "Falk", "Gram", "Holm", "Juul", "Krog", "Lund", "Moe")
-
-
-@dataclass(frozen=True)
-class Person:
-    cpr: str
-    given: str
-    family: str
-    born: str
-    email: str
-    phone: str
-
-
-def people(count: int, rng: random.Random, prefix: str) -> list[Person]:
-    """Distinct invented people: CPR and phone unique by construction."""
-    out = []
-    for n in range(count):
-        day, month, year = rng.randint(1, 28), rng.randint(1, 12), rng.randint(1930, 2005)
-        cpr = f"{day:02d}{month:02d}{year % 100:02d}{n % 10000:04d}"
-        given, family = rng.choice(_GIVEN), rng.choice(_FAMILY)
-        out.append(
-            Person(
-                cpr=cpr,
-                given=f"{given}{n}",
-                family=family,
-                born=f"{year}-{month:02d}-{day:02d}",
-                email=f"{prefix}{n}@{family.lower()}.example",
-                phone=f"+45 {20000000 + n * 7 + (1 if prefix == 'h' else 3):08d}",
-            )
-        )
-    return out
 
 
 def write_sets(root: Path, patients: int, leaked: int, overlap: float, seed: int) -> int:
-    """hospital.csv and leak.csv; returns how many patients are in the leak."""
+    """hospital.csv and leak.csv (the project's synthetic people); returns patients leaked."""
     rng = random.Random(seed)
-    hospital = people(patients, rng, "h")
-    shared = rng.sample(hospital, int(patients * overlap))
-    strangers = people(max(0, leaked - len(shared)), rng, "x")
-    with (root / "hospital.csv").open("w", encoding="utf-8") as out:
-        out.write(HOSPITAL_HEADER + "\n")
-        for n, p in enumerate(hospital):
-            out.write(f"P{n:07d},{p.cpr},{p.given},{p.family},{p.born},{p.email},{p.phone}\n")
-    with (root / "leak.csv").open("w", encoding="utf-8") as out:
-        out.write(LEAK_HEADER + "\n")
-        for p in [*shared, *strangers]:
-            cpr = f"{p.cpr[:6]}-{p.cpr[6:]}"
-            out.write(f"{p.given};{p.family};{cpr};;{p.phone};{p.email.upper()};Kontrol\n")
-    return len(shared)
+    shared = int(patients * overlap)
+    everyone = list(synthetic.people(patients + max(0, leaked - shared), seed))
+    hospital, strangers = everyone[:patients], everyone[patients:]
+    with (root / "hospital.csv").open("wb") as out:
+        dumps.write_hospital_csv(hospital, out)
+    rows = [
+        synthetic.leak_row(p, ("cpr", "email", "phone"), rng) for p in rng.sample(hospital, shared)
+    ]
+    rows += [synthetic.leak_row(p, ("cpr", "email", "phone"), rng) for p in strangers]
+    with (root / "leak.csv").open("wb") as out:
+        dumps.write_csv(rows, out)
+    return shared
 
 
 def oprf_inputs(path: Path) -> list[str]:

@@ -44,10 +44,9 @@ import psutil
 import rbcl
 
 from breachmatch import oprf
-from breachmatch.dev import NatsServer, make_dev_pki
+from breachmatch.dev import NatsServer, dumps, make_dev_pki, synthetic
 from breachmatch.filter import FilterWriter, TokenKeys
 from breachmatch.keys import KeyRing, make_operator_keys
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.pipeline import chunks_of, read_dump
 from breachmatch_ingest.report import Report
 
@@ -199,7 +198,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     dump = root / "dump.csv"
     with dump.open("wb") as sink:
-        synthetic.write_csv(synthetic.people(args.rows, seed=7, distinct=False), sink)
+        dumps.write_csv(synthetic.crowd(args.rows, seed=7), sink)
     keys = make_operator_keys(root / "keys")
     secret = KeyRing.load(keys.oprf_dir).current.secret
     assert secret is not None

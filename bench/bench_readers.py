@@ -1,9 +1,11 @@
 """Reader and normalisation throughput on a realistic leak dump.
 
 Generates the synthetic Danish leak (cp1252, semicolon CSV, messy identifiers)
-at the requested size, then measures, as medians over `--repeat` runs:
+at the requested size, and the same rows as an .xlsx workbook (two sheets,
+title blocks, typed cells), then measures, as medians over `--repeat` runs:
 reading + column mapping alone, and reading + match-key normalisation (what
-ingest does before any crypto). Prints one table; tests never assert speed.
+ingest does before any crypto), per file. Prints one table; tests never
+assert speed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from breachmatch.dev.synthetic import generate
+from breachmatch.dev.dumps import write_dataset, write_xlsx
+from breachmatch.dev.synthetic import leak_rows
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 
@@ -39,20 +42,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = generate(Path(tmp), args.patients, args.leaked, args.strangers)
-        size = data.leak_csv.stat().st_size
-        print(f"\nleak dump: {data.leaked_rows:,} rows, {size / 1e6:.1f} MB (cp1252, ';')\n")
-        print(f"{'stage':<34}{'rows/s':>12}{'keys/s':>12}")
-        print("-" * 58)
-        for label, normalise in (("read + map columns", False), ("read + map + match keys", True)):
-            times, keys = [], 0
-            for _ in range(args.repeat):
-                start = time.perf_counter()
-                rows, keys = _read(data.leak_csv, normalise)
-                times.append(time.perf_counter() - start)
-            median = statistics.median(times)
-            keys_text = f"{keys / median:>12,.0f}" if normalise else f"{'—':>12}"
-            print(f"{label:<34}{rows / median:>12,.0f}{keys_text}")
+        data = write_dataset(Path(tmp), args.patients, args.leaked, args.strangers)
+        workbook = Path(tmp) / "leak.xlsx"
+        write_xlsx(leak_rows(args.patients, args.leaked, args.strangers).rows, workbook)
+        for path in (data.leak, workbook):
+            size = path.stat().st_size
+            print(f"\n{path.name}: {data.leaked_rows:,} rows, {size / 1e6:.1f} MB")
+        print(f"\n{'stage':<40}{'rows/s':>12}{'keys/s':>12}")
+        print("-" * 64)
+        for path in (data.leak, workbook):
+            for label, normalise in (("read + map", False), ("read + map + match keys", True)):
+                times, keys = [], 0
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    rows, keys = _read(path, normalise)
+                    times.append(time.perf_counter() - start)
+                median = statistics.median(times)
+                keys_text = f"{keys / median:>12,.0f}" if normalise else f"{'—':>12}"
+                print(f"{path.suffix[1:] + ': ' + label:<40}{rows / median:>12,.0f}{keys_text}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Any finding, a failed read-only start or a root user exits 1.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import re
@@ -25,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from breachmatch.dev.synthetic import generate
+from breachmatch.dev.synthetic import DEMO_SEED, people
 
 _DUMP_SUFFIXES = (".csv", ".tsv", ".ndjson", ".jsonl", ".xlsx", ".sql", ".sql.gz", ".csv.gz")
 #: Key material itself, not the word: a PEM private key block with its base64
@@ -63,11 +62,13 @@ def _podman(*args: str) -> str:
 
 
 def _test_identifiers() -> set[bytes]:
-    """CPRs and e-mail addresses of the demo's synthetic hospital (seeded, so the same ones)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset = generate(Path(tmp), patients=_SAMPLE_SIZE, leaked_patients=20, strangers=0)
-        rows = list(csv.DictReader(io.StringIO(dataset.hospital_csv.read_text("utf-8"))))
-    return {row[name].encode() for row in rows for name in ("cpr", "email") if row.get(name)}
+    """CPRs and e-mail addresses of the demo's synthetic hospital (seeded, so the same ones).
+
+    The demo's hospital is the first patients of `people` with the demo's seed,
+    and a window of a population is the same whatever its length.
+    """
+    hospital = people(_SAMPLE_SIZE, seed=DEMO_SEED)
+    return {value.encode() for p in hospital for value in (p.cpr, p.email)}
 
 
 def _layer_members(archive: Path) -> Iterator[tuple[str, tarfile.TarFile, tarfile.TarInfo]]:

@@ -47,9 +47,9 @@ from aiosmtpd.controller import Controller
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breachmatch.dev.demo import expected_matches, found_matches
+from breachmatch.dev.dumps import write_dataset
 from breachmatch.dev.nats_server import free_port
 from breachmatch.dev.smtp_sink import MaildirHandler
-from breachmatch.dev.synthetic import generate
 from dev_files import TENANT, DevFiles, write_dev_files
 from kubeplay import CONVERTED_KINDS, DROPPED_KINDS, Plan, PlayUnit, convert
 from podman_cli import (
@@ -290,7 +290,7 @@ def alerted_tenants(documents: list[dict[str, Any]]) -> int:
 def round_trip(
     work: Path, dev: DevFiles, ports: dict[str, dict[str, int]], mail: Path, alerts: int
 ) -> bool:
-    data = generate(work / "data", PATIENTS, LEAKED, STRANGERS)
+    data = write_dataset(work / "data", PATIENTS, LEAKED, STRANGERS, fillers=True)
     operator = {
         "BREACHMATCH_NATS_URL": f"tls://localhost:{ports['nats-0']['client']}",
         "BREACHMATCH_NATS_TLS_DIR": str(dev.pki.service_dir("ingest")),
@@ -307,7 +307,7 @@ def round_trip(
     }
     step(f"ingest: {data.leaked_rows} leaked rows, OPRF by the ingest pod's worker")
     out = cli(
-        "breachmatch-ingest", operator, "ingest", str(data.leak_csv), "--breach-id", BREACH_ID,
+        "breachmatch-ingest", operator, "ingest", str(data.leak), "--breach-id", BREACH_ID,
         "--title", "deploy-smoke leak", "--organisation", "Synthetic clinic",
         "--breach-date", "2025-09-01", "--verified", "--sensitive", "--workers", "0",
     )  # fmt: skip

@@ -36,7 +36,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def test_every_flag_of_every_command_names_its_environment_variable():
     commands = _subparsers(build_parser())
-    assert set(commands) == {"check", "watch", "notify", "status", "certificate"}
+    assert set(commands) == {"check", "watch", "notify", "status", "certificate", "inspect"}
     certificate = _subparsers(commands.pop("certificate"))
     assert set(certificate) == {"request", "install"}
     commands |= {f"certificate {action}": parser for action, parser in certificate.items()}
@@ -137,3 +137,48 @@ def test_a_bug_is_one_line_and_exit_70_with_a_scrubbed_traceback_under_debug(
     assert "Traceback" in err
     assert "0101801234" not in err
     assert "anne@example.dk" not in err
+
+
+EXPORT = (
+    "Patientnr;CPR-nr.;Fornavn;Efternavn;Fødselsdato;E-mail;Telefon\n"
+    "A1;010180-1234;Anne;Berg;01-01-1980;anne@example.dk;+45 21 34 56 78\n"
+    "A2;0000000000;Bo;Dahl;31-02-1980;ukendt;12\n"
+    ";321399-9999;;;;;\n"
+    "kun;to\n"
+)
+VALUES = ("010180-1234", "0101801234", "anne@example.dk", "21 34 56 78", "Anne", "Berg")
+
+
+def test_inspect_counts_keys_and_rejected_values_but_never_shows_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    export = tmp_path / "export.csv"
+    export.write_text(EXPORT, encoding="utf-8")
+    report = tmp_path / "inspect.json"
+    assert main(["inspect", "--patients", str(export), "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "CPR-nr." in out
+    assert "keys        cpr 1  email 1  phone 1  name_dob 1" in out
+    for rejected in ("cpr: placeholder 1", "cpr: cpr_bad_date 1", "name_dob: dob_bad_date 1"):
+        assert rejected in out
+    assert "email: placeholder 1" in out
+    assert "phone: phone_length 1" in out
+    assert "csv_wrong_field_count 1" in out
+    assert "1 row(s) without a patient id" in out
+    assert "ready      1 of 4 rows give at least one match key" in out
+    written = report.read_text()
+    for value in VALUES:
+        assert value not in out
+        assert value not in written
+    assert '"rows_without_keys": 2' in written
+
+
+def test_inspect_of_an_export_without_keys_exits_1_and_says_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    export = tmp_path / "export.csv"
+    export.write_text("Kode,Note\nX1,hej\n", encoding="utf-8")
+    assert main(["inspect", "--patients", str(export)]) == 1
+    assert "gives a usable match key" in capsys.readouterr().err
+    assert main(["inspect", "--patients", str(tmp_path / "absent.csv")]) == 1
+    assert "does not exist" in capsys.readouterr().err

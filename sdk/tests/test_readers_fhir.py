@@ -1,4 +1,4 @@
-"""FHIR R4 NDJSON: Patient identifiers by system, names, telecom, skipped resources."""
+"""FHIR R4 NDJSON: identifiers by system (built-in and mapped), telecom, skipped resources."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import io
 import json
 from typing import Any
 
-from breachmatch.columns import ColumnMapping
-from breachmatch.readers import RawRow, open_records
+import pytest
+
+from breachmatch.columns import ColumnMapping, MappingError
+from breachmatch.readers import RawRow, inspect, open_records
 from breachmatch.records import Category
 
 CPR = "urn:oid:1.2.208.176.1.2"
@@ -145,3 +147,113 @@ def test_raw_rows_show_patients_flattened() -> None:
     assert row.table == "Patient"
     assert row.as_dict()["identifier.0.system"] == CPR
     assert row.as_dict()["telecom.2.value"] == "ANNE@EXAMPLE.DK"
+
+
+def _patient(identifiers: list[dict[str, Any]], telecom: list[dict[str, Any]] | None = None):
+    return {"resourceType": "Patient", "identifier": identifiers, "telecom": telecom or []}
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        "urn:oid:1.2.208.176.1.2",
+        "URN:OID:1.2.208.176.1.2 ",
+        "http://www.cpr.dk/cpr-systemet",
+        "https://hl7.dk/fhir/core/NamingSystem/cpr/",
+        "http://ehealth.sundhed.dk/fhir/NamingSystem/cpr",
+        "urn:oid:1.2.208.176.1.6.1.1",
+        "urn:oid:1.2.208.176.1.6.1.3.187",
+    ],
+)
+def test_every_danish_cpr_system_in_use_gives_a_cpr(system: str) -> None:
+    data = _ndjson(_patient([{"system": system, "value": "0101801234"}]))
+    with open_records(io.BytesIO(data)) as stream:
+        (record,), _ = stream.read_all()
+        assert not stream.stats.unknown_identifier_systems
+    assert record.cpr == "0101801234"
+    assert record.categories == Category.NATIONAL_ID
+
+
+def test_identifiers_in_unknown_systems_are_counted_by_system_never_by_value() -> None:
+    local = "http://hospital-a.example/pas"
+    patients = [
+        _patient(
+            [{"system": local, "value": "0101801234"}, {"system": CPR, "value": "0202802345"}]
+        ),
+        _patient([{"system": local, "value": "0303803456"}]),
+        _patient([{"value": "0404804567"}]),
+        _patient([{"system": "0505805678", "value": "x"}]),
+    ]
+    with open_records(io.BytesIO(_ndjson(*patients))) as stream:
+        records, _ = stream.read_all()
+        unknown = dict(stream.stats.unknown_identifier_systems)
+    assert [r.cpr for r in records] == ["0202802345", None, None, None]
+    assert unknown == {local: 2, "(no system)": 1, "<value-like name hidden>": 1}
+    report = inspect(io.BytesIO(_ndjson(*patients)))
+    assert report.unknown_identifier_systems == unknown
+    text = report.render() + json.dumps(report.to_dict())
+    assert local in text
+    for value in ("0101801234", "0303803456", "0404804567", "0505805678"):
+        assert value not in text
+
+
+def test_the_mapping_file_maps_identifier_systems_facilities_and_telecom() -> None:
+    mapping = ColumnMapping.from_document(
+        {
+            "facility": "Fallback",
+            "fhir": {
+                "identifier_systems": {
+                    "http://hospital-a.example/mrn": "mrn",
+                    "https://hospital-a.example/pas": "patient_id",
+                    CPR: "ignore",
+                    "http://other.example/cpr": "cpr",
+                },
+                "mrn_facilities": {"http://hospital-a.example/mrn/": "Hospital A"},
+                "telecom": {"system:other": "phone", "use:old": "ignore"},
+            },
+        }
+    )
+    patient = _patient(
+        [
+            {"system": CPR, "value": "0101801234"},
+            {"system": "http://other.example/cpr", "value": "0202802345"},
+            {"system": "http://hospital-a.example/mrn", "value": "A-1",
+             "assigner": {"display": "Somewhere else"}},
+            {"system": "http://hospital-a.example/pas", "value": "PAS-7"},
+        ],
+        [
+            {"system": "phone", "use": "old", "value": "11111112"},
+            {"system": "other", "value": "21345678"},
+            {"system": "email", "use": "old", "value": "old@example.dk"},
+            {"system": "email", "value": "new@example.dk"},
+        ],
+    )  # fmt: skip
+    with open_records(io.BytesIO(_ndjson(patient)), mapping=mapping) as stream:
+        (record,), _ = stream.read_all()
+        assert not stream.stats.unknown_identifier_systems
+        report = inspect(io.BytesIO(_ndjson(patient)), mapping=mapping)
+    assert (record.cpr, record.mrn, record.facility) == ("0202802345", "A-1", "Hospital A")
+    assert record.patient_id == "PAS-7"
+    assert (record.phone, record.extra_phones) == ("21345678", [])
+    assert (record.email, record.extra_emails) == ("new@example.dk", [])
+    sources = {(c.header, c.target) for c in report.columns}
+    assert ("identifier[system=http://hospital-a.example/mrn]", "mrn") in sources
+    assert ("telecom[use:old]", "ignore") in sources
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ([], "'fhir' must be an object"),
+        ({"systems": {}}, "unknown key fhir.systems"),
+        ({"identifier_systems": {"http://x": "phone"}}, "target must be one of cpr, ssn, mrn"),
+        ({"identifier_systems": {"0101801234": "cpr "}}, "<value-like name hidden>"),
+        ({"telecom": {"phone": "phone"}}, "keys are system:<code> or use:<code>"),
+        ({"mrn_facilities": {"http://x": 3}}, "fhir.mrn_facilities must be an object of strings"),
+    ],
+)
+def test_a_bad_fhir_section_names_the_key_and_never_a_value(section: object, message: str):
+    with pytest.raises(MappingError) as raised:
+        ColumnMapping.from_document({"fhir": section})
+    assert message in str(raised.value)
+    assert "0101801234" not in str(raised.value)

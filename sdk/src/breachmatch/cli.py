@@ -5,6 +5,7 @@
     breachmatch notify --from RESULTS.json [--patients FILE] [--channels email,sms,digital_post]
     breachmatch status [--breach ID] [--json OUT|-]
     breachmatch certificate request --tenant ID | install BUNDLE   (joining as a hospital)
+    breachmatch inspect --patients FILE [--rows N] [--json OUT|-]
 
 Every flag can also be set through the environment as ``BREACHMATCH_<FLAG>``
 (``--tls-dir`` → ``BREACHMATCH_TLS_DIR``); ``--help`` on each command names
@@ -30,8 +31,9 @@ from breachmatch import logs
 from breachmatch.certificate_cli import add_certificate_arguments, run_certificate
 from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
 from breachmatch.client.api import PatientSource
-from breachmatch.client.errors import ServiceUnavailableError
+from breachmatch.client.errors import PatientsFileError, ServiceUnavailableError
 from breachmatch.client.outreach import CHANNELS, DEFAULT_CHANNELS
+from breachmatch.client.patients import inspect_patients
 from breachmatch.client.report import (
     csv_text,
     json_text,
@@ -231,6 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     _notifier_flags(notify)
     _connection_flags(notify)
 
+    inspect = commands.add_parser(
+        "inspect",
+        help="show what a check would read from the patient export (no connection needed)",
+    )
+    _patient_flags(inspect, required=True)
+    add_env_argument(
+        inspect,
+        "--rows",
+        type=non_negative_int,
+        default=0,
+        help="read only the first N rows (0: all)",
+    )
+    add_env_argument(
+        inspect, "--json", type=Path, help="also write the report as JSON; - for stdout"
+    )
+
     status = commands.add_parser("status", help="delivery status of submitted notices")
     add_env_argument(status, "--breach", help="only notices about this breach")
     add_env_argument(
@@ -381,7 +399,40 @@ def _run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         print(render_status(statuses))
 
 
-_COMMANDS = {"check": _run_check, "watch": _run_watch, "notify": _run_notify, "status": _run_status}
+def _run_inspect(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    _require(args, parser, "--patients")
+    report = inspect_patients(args.patients, args.format, args.map, args.facility, args.rows)
+    human = sys.stderr if args.json == STDOUT else sys.stdout
+    print(report.render(), file=human)
+    if report.rows_without_patient_id:
+        print(
+            f"no id      {report.rows_without_patient_id} row(s) without a patient id: results "
+            'name them row-<n>; map your id column, e.g. {"columns": {"Patientnr": '
+            '"patient_id"}}',
+            file=human,
+        )
+    if args.json:
+        _output(args.json, json_text(report.to_dict()))
+    readable = report.rows_sampled - sum(report.bad_rows.values())
+    usable = readable - report.rows_without_keys
+    if usable <= 0:
+        raise PatientsFileError(
+            f"no row of {args.patients} gives a usable match key: a check would find nothing. "
+            "Map the identifier columns with --map (see the columns above)"
+        )
+    print(
+        f"ready      {usable} of {report.rows_sampled} rows give at least one match key",
+        file=human,
+    )
+
+
+_COMMANDS = {
+    "check": _run_check,
+    "watch": _run_watch,
+    "notify": _run_notify,
+    "status": _run_status,
+    "inspect": _run_inspect,
+}
 
 
 def _internal_error(error: BaseException, debug: bool) -> int:

@@ -35,7 +35,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch import bus, oprf
-from breachmatch.dev import DevPki, NatsServer
+from breachmatch.dev import DevPki, NatsServer, dumps, synthetic
 from breachmatch.filter import BreachFilter, FilterWriter, Manifest, verify_artifact
 from breachmatch.identifiers import match_keys
 from breachmatch.keys import (
@@ -48,7 +48,6 @@ from breachmatch.keys import (
 )
 from breachmatch.records import Category, PersonRecord
 from breachmatch.v1.breach_pb2 import BreachEvent
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.coordinator import Coordinator, CoordinatorSettings, JobOutcome
 from breachmatch_ingest.jobs import JobStore, random_job_id
 from breachmatch_ingest.metadata import BreachInfo
@@ -266,16 +265,14 @@ async def ingest_in_process(
 # --- dumps and expectations ------------------------------------------------------
 
 
-def write_dump(
-    path: Path, kind: str, crowd: list[synthetic.SyntheticPerson], bad_every: int = 0
-) -> Path:
+def write_dump(path: Path, kind: str, crowd: list[synthetic.LeakRow], bad_every: int = 0) -> Path:
     with path.open("wb") as sink:
         if kind == "csv":
-            synthetic.write_csv(crowd, sink, bad_every)
+            dumps.write_csv(crowd, sink, bad_every=bad_every)
         elif kind == "jsonl":
-            synthetic.write_jsonl(crowd, sink, bad_every)
+            dumps.write_jsonl(crowd, sink, bad_every=bad_every)
         else:
-            synthetic.write_sql(crowd, sink)
+            dumps.write_sql(crowd, sink)
     return path
 
 

@@ -20,7 +20,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch.dev import damage
-from breachmatch.dev.synthetic import Dataset, generate
+from breachmatch.dev.dumps import Dataset, write_dataset
 from breachmatch_ingest import cli as ingest_cli
 
 from .conftest import Cli, Kit, expected_body, published
@@ -30,12 +30,12 @@ on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    return generate(tmp_path_factory.mktemp("leak"))
+    return write_dataset(tmp_path_factory.mktemp("leak"), fillers=True)
 
 
 @pytest.fixture(scope="module")
 def leak(dataset: Dataset) -> damage.Leak:
-    return damage.Leak.read(dataset.leak_csv)
+    return damage.Leak.read(dataset.leak)
 
 
 DAMAGE: dict[str, Callable[[damage.Leak], damage.Damaged]] = {
@@ -103,7 +103,7 @@ async def test_a_zip_that_cannot_be_opened_is_one_line_and_exit_2(
     build: Callable[[bytes], bytes], message: str, dataset: Dataset, cli: Cli, tmp_path: Path
 ) -> None:
     dump = tmp_path / "leak.zip"
-    dump.write_bytes(build(dataset.leak_csv.read_bytes()))
+    dump.write_bytes(build(dataset.leak.read_bytes()))
     done = await cli.run(
         str(dump), "--breach-id", "zip-1", "--title", "T", "--organisation", "O", "--workers", "0"
     )
@@ -118,12 +118,12 @@ async def test_encoding_override_reaches_the_reader(
 ) -> None:
     report_file = tmp_path / "inspect.json"
     done = await cli.run(
-        str(dataset.leak_csv), "--inspect", "--encoding", "latin-1", "--json-report",
+        str(dataset.leak), "--inspect", "--encoding", "latin-1", "--json-report",
         str(report_file),
     )  # fmt: skip
     assert done.code == 0, done.stderr
     assert json.loads(report_file.read_text())["members"][0]["encoding"] == "iso8859-1"
-    unknown = await cli.run(str(dataset.leak_csv), "--inspect", "--encoding", "klingon")
+    unknown = await cli.run(str(dataset.leak), "--inspect", "--encoding", "klingon")
     assert unknown.code == 2
     assert "unknown encoding 'klingon' (--encoding)" in unknown.stderr
 
@@ -145,7 +145,7 @@ def test_a_bug_is_one_line_and_exit_70_with_the_traceback_only_under_debug(
         raise RuntimeError("row 7: 0101801234 does not parse")
 
     monkeypatch.setattr(ingest_cli, "inspect", broken)
-    argv = [str(dataset.leak_csv), "--inspect", "--nats-url", "nats://127.0.0.1:1"]
+    argv = [str(dataset.leak), "--inspect", "--nats-url", "nats://127.0.0.1:1"]
     assert ingest_cli.main(argv) == ingest_cli.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert "internal error: unexpected RuntimeError at broken" in err

@@ -10,11 +10,11 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch import bus
+from breachmatch.dev import dumps, synthetic
 from breachmatch.dev.breach_events import make_manifest, publish_event, unsigned_retraction
 from breachmatch.filter import verify_artifact, verify_body
 from breachmatch.keys import load_signing_key
 from breachmatch.v1.breach_pb2 import BreachEvent
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.publish import PublishOutcome, publish_artifact
 
 from .conftest import (
@@ -35,13 +35,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_dump_becomes_one_signed_filter_with_every_key_and_label(
     kind: str, cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    crowd = list(synthetic.people(150, seed=len(kind)))
+    crowd = list(synthetic.crowd(150, seed=len(kind)))
     dump = write_dump(tmp_path / f"dump.{kind}", kind, crowd, bad_every=50)
     report_file = tmp_path / "report.json"
     await cli.ingest(dump, breach_id, "--json-report", str(report_file))
 
     found = await published(js, breach_id, kit)
-    records = [p.record(sql=kind == "sql") for p in crowd]
+    records = [p.record() for p in crowd]
     assert [e.kind for e in found.events] == [BreachEvent.KIND_PUBLISHED]
     verify_body(found.manifest, found.body)
     assert found.body == expected_body(records, kit.secret)
@@ -72,7 +72,7 @@ async def test_dump_becomes_one_signed_filter_with_every_key_and_label(
 async def test_reingest_gives_the_same_body_and_no_second_event(
     cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(80, seed=7)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(80, seed=7)))
     await cli.ingest(dump, breach_id)
     first = await published(js, breach_id, kit)
 
@@ -87,12 +87,13 @@ async def test_reingest_gives_the_same_body_and_no_second_event(
 async def test_bad_rows_are_counted_by_reason_and_never_echoed(
     cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    crowd = list(synthetic.people(40, seed=11))
-    hidden = list(synthetic.people(2, seed=99))
+    crowd = list(synthetic.crowd(40, seed=11))
+    hidden = list(synthetic.crowd(2, seed=99))
     dump = write_dump(tmp_path / "dump.jsonl", "jsonl", crowd)
     with dump.open("ab") as sink:
         for person in hidden:  # truncated JSON holding identifiers: unreadable rows
-            sink.write(f'{{"cpr": "{person.cpr}", "email": "{person.email}", "x": [\n'.encode())
+            p = person.person
+            sink.write(f'{{"cpr": "{p.cpr}", "email": "{p.email}", "x": [\n'.encode())
     report_file = tmp_path / "report.json"
     done = await cli.ingest(
         dump, breach_id, "--json-report", str(report_file), "--log-level", "debug"
@@ -108,7 +109,7 @@ async def test_bad_rows_are_counted_by_reason_and_never_echoed(
 
 
 async def test_inspect_shows_the_mapping_and_needs_no_nats(cli: Cli, tmp_path: Path) -> None:
-    crowd = list(synthetic.people(30, seed=5))
+    crowd = list(synthetic.crowd(30, seed=5))
     dump = write_dump(tmp_path / "dump.csv", "csv", crowd)
     report_file = tmp_path / "inspect.json"
     done = await cli.run(
@@ -121,11 +122,11 @@ async def test_inspect_shows_the_mapping_and_needs_no_nats(cli: Cli, tmp_path: P
     assert inspected["rows_sampled"] == len(crowd)
     assert {c["header"]: c["target"] for c in inspected["columns"]}["CPR-nr."] == "cpr"
     for person in crowd:
-        assert person.cpr_digits not in done.output
+        assert person.person.cpr not in done.output
 
 
 async def test_missing_or_bad_settings_exit_2_naming_the_flag(cli: Cli, tmp_path: Path) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(3)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(3)))
     no_id = await cli.run(str(dump), "--title", "T")
     assert no_id.code == 2
     assert "--breach-id" in no_id.stderr
@@ -140,7 +141,7 @@ async def test_a_correction_is_published_as_the_next_version(
     cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
     """Changed metadata, then a changed dump: each a new signed version; unchanged: none."""
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(30, seed=21)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(30, seed=21)))
     first_run = await cli.ingest(dump, breach_id, "--breach-date", "2025-01-02")
     assert "published (version 1)" in first_run.stdout
     first = await published(js, breach_id, kit)
@@ -164,7 +165,7 @@ async def test_a_correction_is_published_as_the_next_version(
     assert "already_published (version 2)" in unchanged.stdout
     assert len((await published(js, breach_id, kit)).events) == 2
 
-    bigger = write_dump(tmp_path / "bigger.csv", "csv", list(synthetic.people(31, seed=21)))
+    bigger = write_dump(tmp_path / "bigger.csv", "csv", list(synthetic.crowd(31, seed=21)))
     new_dump = await cli.ingest(bigger, breach_id, *fixed, *texts)
     assert "published (version 3)" in new_dump.stdout
     latest = await published(js, breach_id, kit)
@@ -196,7 +197,7 @@ async def test_a_breach_whose_notices_could_not_be_sent_is_refused_before_any_wo
     flags: tuple[str, ...],
     says: str,
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(5, seed=3)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(5, seed=3)))
     base = ("--breach-id", breach_id, "--title", "Testlæk", "--organisation", "Testklinikken")
     done = await cli.run(str(dump), *base, *flags)
     assert done.code == 2
@@ -224,3 +225,21 @@ async def test_racing_publishers_get_distinct_versions_and_junk_counts_for_nothi
         if e.kind == BreachEvent.KIND_PUBLISHED
     ]
     assert [manifest.version for manifest in announced] == [1, 2]
+
+
+async def test_fhir_identifiers_in_unknown_systems_are_reported_by_count(
+    cli: Cli, breach_id: str, tmp_path: Path
+) -> None:
+    crowd = list(synthetic.crowd(12, seed=13))
+    dump = tmp_path / "patients.ndjson"
+    with dump.open("wb") as sink:
+        dumps.write_fhir(crowd, sink, cpr_system="http://region.example/cpr")
+    done = await cli.ingest(dump, breach_id)
+    warnings = [
+        json.loads(line)
+        for line in done.stderr.splitlines()
+        if line.startswith("{") and "patients_per_system" in line
+    ]
+    assert [w["patients_per_system"] for w in warnings] == [{"http://region.example/cpr": 12}]
+    for row in crowd:
+        assert row.person.cpr not in done.output

@@ -12,8 +12,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from breachmatch import bus
+from breachmatch.dev import synthetic
 from breachmatch.keys import load_signing_key
-from breachmatch_ingest import queue, synthetic
+from breachmatch_ingest import queue
 from breachmatch_ingest.coordinator import Coordinator, CoordinatorSettings
 from breachmatch_ingest.errors import ChunkFailedError, IngestError, JobStalledError, NoKeysError
 from breachmatch_ingest.jobs import JobState, JobStore, random_job_id
@@ -75,7 +76,7 @@ def failing_job(
 async def test_a_rejected_chunk_fails_the_job_with_its_reason(
     failing_job: Callable[..., Awaitable[IngestError]], local_worker: None, tmp_path: Path
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(10)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(10)))
     error = await failing_job(dump, key_id="k-not-in-the-workers-ring")
     assert isinstance(error, ChunkFailedError)
     assert "unknown_key" in str(error)
@@ -84,7 +85,7 @@ async def test_a_rejected_chunk_fails_the_job_with_its_reason(
 async def test_without_workers_a_job_stalls_and_says_so(
     failing_job: Callable[..., Awaitable[IngestError]], tmp_path: Path
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(5)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(5)))
     error = await failing_job(dump, stall_timeout=0.5)
     assert isinstance(error, JobStalledError)
     assert "workers" in str(error)

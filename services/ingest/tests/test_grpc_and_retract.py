@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, tls
 from breachmatch.authz import is_allowed
-from breachmatch.dev import DevPki
+from breachmatch.dev import DevPki, synthetic
 from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch.filter import read_breach_event
 from breachmatch.identity import Role
@@ -23,7 +23,6 @@ from breachmatch.keys import load_signing_key
 from breachmatch.server import ServerConfig, Service
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
 from breachmatch.v1.breach_pb2 import BreachEvent
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.coordinator import Coordinator
 from breachmatch_ingest.jobs import JobRecord, JobState, JobStore
 from breachmatch_ingest.publish import (
@@ -165,7 +164,7 @@ async def test_upload_streams_a_dump_into_a_published_filter(
     breach_id: str,
     tmp_path: Path,
 ) -> None:
-    crowd = list(synthetic.people(120, seed=41))
+    crowd = list(synthetic.crowd(120, seed=41))
     data = write_dump(tmp_path / "dump.jsonl", "jsonl", crowd, bad_every=60).read_bytes()
     reply = await ingest_stub.Upload(_requests(breach_id, data), timeout=PROCESS_TIMEOUT)
     await _finished(js, lambda r: r.job_id == reply.job_id and r.state is not JobState.RUNNING)
@@ -206,7 +205,7 @@ async def test_upload_refuses_bad_headers_and_fails_the_job_of_a_cut_upload(
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert says in str(refused.value.details())
 
-    data = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(500))).read_bytes()
+    data = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(500))).read_bytes()
 
     async def unfinished() -> AsyncIterator[ingest_pb2.UploadRequest]:
         yield _header(breach_id)
@@ -248,7 +247,7 @@ async def test_retraction_is_one_event_and_final(
     breach_id: str,
     tmp_path: Path,
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(20, seed=51)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(20, seed=51)))
     await ingest_in_process(await coordinator(), kit, breach_id, dump)
     before = await published(js, breach_id, kit)
 
@@ -299,7 +298,7 @@ async def test_retract_command_publishes_a_retraction(
     breach_id: str,
     tmp_path: Path,
 ) -> None:
-    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.people(10, seed=61)))
+    dump = write_dump(tmp_path / "dump.csv", "csv", list(synthetic.crowd(10, seed=61)))
     await ingest_in_process(await coordinator(), kit, breach_id, dump)
     done = await cli.run("retract", breach_id, "--reason", "duplicate of another breach")
     assert done.code == 0, done.stderr

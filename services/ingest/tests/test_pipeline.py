@@ -8,16 +8,16 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from breachmatch.dev import synthetic
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, ReaderError
 from breachmatch.records import Category, PersonRecord
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.pipeline import MAX_CHUNK_BYTES, chunks_of, read_dump
 from breachmatch_ingest.report import Report
 
 
 def _records(count: int, seed: int) -> list[PersonRecord]:
-    return [p.record() for p in synthetic.people(count, seed=seed)]
+    return [p.record() for p in synthetic.crowd(count, seed=seed)]
 
 
 def test_chunks_hold_every_pair_in_order_with_its_record_label() -> None:

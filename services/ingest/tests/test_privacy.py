@@ -22,9 +22,8 @@ import pytest
 from nats.js.kv import KeyValue
 
 from breachmatch import bus, tls
-from breachmatch.dev import DevPki, NatsServer
+from breachmatch.dev import DevPki, NatsServer, synthetic
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.jobs import JobRecord, JobState
 
 from .conftest import PROCESS_TIMEOUT, Cli, Spawned, write_dump
@@ -88,12 +87,13 @@ async def _until(jobs: KeyValue, job_id: str, condition: Callable[[JobRecord], b
 async def test_no_identifier_survives_in_store_temp_files_or_logs(
     cli: Cli, fresh_nats_server: NatsServer, dev_pki: DevPki, tmp_path: Path
 ) -> None:
-    by_cli = list(synthetic.people(100, seed=71))
-    by_upload = list(synthetic.people(100, seed=72))
-    in_bad_rows = list(synthetic.people(5, seed=73))
+    by_cli = list(synthetic.crowd(100, seed=71))
+    by_upload = list(synthetic.crowd(100, seed=72))
+    in_bad_rows = list(synthetic.crowd(5, seed=73))
     csv_dump = write_dump(tmp_path / "dump.csv", "csv", by_cli)
     with csv_dump.open("ab") as sink:  # too-wide rows full of identifiers
-        for p in in_bad_rows:
+        for row in in_bad_rows:
+            p = row.person
             cells = [p.given_name, p.family_name, p.cpr, p.phone, p.email, p.address, "x", "y"]
             sink.write((";".join(cells * 2) + "\r\n").encode("cp1252"))
     jsonl_dump = write_dump(tmp_path / "dump.jsonl", "jsonl", by_upload)

@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js import JetStreamContext
 
 from breachmatch import bus
+from breachmatch.dev import synthetic
 from breachmatch.v1.breach_pb2 import BreachEvent
-from breachmatch_ingest import synthetic
 from breachmatch_ingest.jobs import DumpIdentity, JobRecord, JobState, digest_file
 
 from .conftest import (
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 async def test_two_worker_processes_build_the_same_body_as_one_process(
     cli: Cli, js: JetStreamContext, kit: Kit, tmp_path: Path
 ) -> None:
-    crowd = list(synthetic.people(400, seed=21))
+    crowd = list(synthetic.crowd(400, seed=21))
     dump = write_dump(tmp_path / "dump.csv", "csv", crowd)
     single, spread = "scale-single-" + os.urandom(4).hex(), "scale-spread-" + os.urandom(4).hex()
     await cli.ingest(dump, single, "--workers", "1")
@@ -66,7 +66,7 @@ async def test_two_worker_processes_build_the_same_body_as_one_process(
 async def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_filter(
     cli: Cli, js: JetStreamContext, kit: Kit, breach_id: str, tmp_path: Path
 ) -> None:
-    crowd = list(synthetic.people(3000, seed=31))
+    crowd = list(synthetic.crowd(3000, seed=31))
     dump = write_dump(tmp_path / "dump.jsonl", "jsonl", crowd)
     flags = ("--workers", "1", "--chunk-pairs", "200", "--ack-wait", "2")
     dump_sha256, dump_size = digest_file(dump)

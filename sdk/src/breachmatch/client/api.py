@@ -161,6 +161,15 @@ class Client:
                 '(row-<n>); map your id column with --map, e.g. {"columns": {"Patientnr": '
                 '"patient_id"}}'
             )
+        if patient_set.unknown_identifier_systems:
+            systems = patient_set.unknown_identifier_systems
+            named = ", ".join(f"{system} ({count})" for system, count in systems.items())
+            self._notice(
+                "Patients carry identifiers in systems breachmatch does not know, which are "
+                f"not used (Patients per system: {named}). If one holds CPR, "
+                'SSN or MRN numbers, map it with --map, e.g. {"fhir": {"identifier_systems": '
+                '{"<system>": "mrn"}}}'
+            )
         return self._check(patient_set, breach_ids)
 
     def _check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:

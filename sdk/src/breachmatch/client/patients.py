@@ -25,7 +25,14 @@ from pathlib import Path
 from breachmatch.client.errors import PatientsFileError
 from breachmatch.columns import ColumnMapping, MappingError, display_name
 from breachmatch.identifiers import MatchKey, match_keys
-from breachmatch.readers import BadRow, ReaderError, RecordStream, open_records
+from breachmatch.readers import (
+    BadRow,
+    InspectReport,
+    ReaderError,
+    RecordStream,
+    inspect,
+    open_records,
+)
 from breachmatch.records import PersonRecord
 
 
@@ -43,6 +50,8 @@ class PatientSet:
     bad_rows: int
     #: Patients named ``row-<n>`` because the export has no patient id for them.
     unnamed: int = 0
+    #: FHIR Patients with identifiers in systems no rule recognises, per system.
+    unknown_identifier_systems: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def without_keys(self) -> int:
@@ -95,6 +104,7 @@ def read_patients(
                 keys = merged.setdefault(patient_id, (item, []))[1]
                 keys.extend(k for k in found if k not in keys)
             headers = _headers_seen(stream)
+            unknown_systems = dict(stream.stats.unknown_identifier_systems)
     except ReaderError as exc:
         raise PatientsFileError(f"cannot read the patients file {path}: {exc}") from exc
     except OSError as exc:
@@ -109,7 +119,28 @@ def read_patients(
         )
     if not any(patient.keys for patient in patients):
         raise PatientsFileError(_no_identifier_message(path, headers))
-    return PatientSet(path, patients, bad_rows, unnamed)
+    return PatientSet(path, patients, bad_rows, unnamed, unknown_systems)
+
+
+def inspect_patients(
+    path: Path,
+    format: str = "auto",
+    mapping_file: Path | None = None,
+    facility: str | None = None,
+    rows: int = 0,
+) -> InspectReport:
+    """What a check would read from the export (`breachmatch inspect`): counts, never values.
+
+    Reads every row (or the first `rows`) through the same readers, mapping
+    and normalisation as `read_patients`, and needs no connection at all.
+    """
+    mapping = load_mapping(mapping_file, facility)
+    if not path.is_file():
+        raise PatientsFileError(f"the patients file {path} does not exist (--patients)")
+    try:
+        return inspect(path, format, mapping, sample_rows=rows)
+    except ReaderError as exc:
+        raise PatientsFileError(f"cannot read the patients file {path}: {exc}") from exc
 
 
 def _headers_seen(stream: RecordStream) -> tuple[list[str], list[str]]:

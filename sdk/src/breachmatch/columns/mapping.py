@@ -12,7 +12,8 @@ when the automatic decision is wrong or a column is not recognised::
         "Intern kode": "ignore"
       },
       "facility": "Alles Lægehus",
-      "auto": true
+      "auto": true,
+      "fhir": {"identifier_systems": {"http://hospital-a.example/mrn": "mrn"}}
     }
 
 ``columns``
@@ -32,6 +33,9 @@ when the automatic decision is wrong or a column is not recognised::
 ``auto``
     ``false`` maps only the columns listed; default ``true`` also applies the
     Danish/English synonyms to every column not listed.
+``fhir``
+    for FHIR Patients, which have no columns: identifier systems and telecom
+    points → fields (`breachmatch.columns.fhir`).
 
 Errors name the offending key and the rule it breaks and never repeat a
 value, since a wrong file passed as a mapping could be a patient export.
@@ -45,12 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from breachmatch.columns.fhir import FhirMapping, FhirMappingError
 from breachmatch.columns.headers import display_name, header_key
 from breachmatch.columns.synonyms import auto_target
 from breachmatch.columns.targets import Target
 
 IGNORE = "ignore"
-_TOP_LEVEL_KEYS = ("auto", "columns", "facility")
+_TOP_LEVEL_KEYS = ("auto", "columns", "facility", "fhir")
 
 #: Why a column got its target: the synonym table, the mapping file, or neither.
 Source = Literal["auto", "mapping", "ignored", "unmapped"]
@@ -76,6 +81,7 @@ class ColumnMapping:
     columns: Mapping[str, Target | None] = field(default_factory=dict)
     facility: str | None = None
     auto: bool = True
+    fhir: FhirMapping = field(default_factory=FhirMapping)
     _by_key: dict[str, Target | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,10 +118,15 @@ class ColumnMapping:
         facility = document.get("facility")
         if facility is not None and (not isinstance(facility, str) or not facility.strip()):
             raise MappingError("mapping file: 'facility' must be a non-empty string")
+        try:
+            fhir = FhirMapping.from_document(document.get("fhir", {}))
+        except FhirMappingError as exc:
+            raise MappingError(str(exc)) from None
         return cls(
             columns=_parse_columns(document.get("columns", {})),
             facility=facility.strip() if facility else None,
             auto=auto,
+            fhir=fhir,
         )
 
     def decide(self, table: str, header: str) -> Decision:

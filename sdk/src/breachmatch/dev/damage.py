@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import struct
 import zipfile
 from collections.abc import Callable
@@ -46,6 +47,7 @@ HEADER_MEANING: dict[str, tuple[str | None, Category]] = {
 }
 DELIMITER = ";"
 ENCODING = "cp1252"
+_NEEDS_QUOTES = re.compile(r'[;"\r\n]')
 
 Kind = Literal["clean", "repaired", "bad"]
 
@@ -117,9 +119,20 @@ def _csv_bytes(headers: list[str], rows: list[list[str]], newline: str = "\r\n")
     return buffer.getvalue().encode(ENCODING)
 
 
-def _line(cells: list[str]) -> str:
-    """A row joined by hand, so an unquoted delimiter stays unquoted."""
-    return DELIMITER.join(cells)
+def _line(cells: list[str], damaged: int | None = None) -> str:
+    """A row joined by hand, so the `damaged` cell stays as broken as it was made.
+
+    Every other cell is quoted as the csv module would (a journal note may
+    hold a quoted ``;``): only the damage under test may be damaged.
+    """
+    return DELIMITER.join(
+        cell if i == damaged or not _NEEDS_QUOTES.search(cell) else _quoted(cell)
+        for i, cell in enumerate(cells)
+    )
+
+
+def _quoted(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"'
 
 
 def baseline(leak: Leak) -> list[Outcome]:
@@ -168,7 +181,7 @@ def stray_quote(leak: Leak, row: int = 10) -> Damaged:
         if cells is not target:
             return None
         at = next(i for i, cell in enumerate(cells) if cell)
-        return _line([*cells[:at], '"' + cells[at], *cells[at + 1 :]]), "csv_stray_quote"
+        return _line([*cells[:at], '"' + cells[at], *cells[at + 1 :]], at), "csv_stray_quote"
 
     return _rewrite(leak, "one unbalanced quote", change)
 
@@ -182,7 +195,8 @@ def delimiter_in(leak: Leak, header: str) -> Damaged:
         if " " not in value:
             return None
         broken = value.replace(", ", "; ", 1) if ", " in value else value.replace(" ", "; ", 1)
-        return _line([*cells[:column], broken, *cells[column + 1 :]]), "csv_overflow_joined"
+        line = _line([*cells[:column], broken, *cells[column + 1 :]], column)
+        return line, "csv_overflow_joined"
 
     return _rewrite(leak, f"unquoted ; in {header}", change)
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from breachmatch.dev.dumps import Dataset, write_dataset
 from breachmatch.dev.stack import Stack, StackInfo
-from breachmatch.dev.synthetic import Dataset, generate
 
 BREACH_ID = "alles-laegehus-demo"
 _SCALES = {
@@ -39,7 +39,8 @@ _SCALES = {
 _BIN = Path(sys.executable).parent
 
 
-def _run(info: StackInfo, tool: str, *args: str) -> str:
+def run_tool(info: StackInfo, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's CLIs against the stack, as its users do; fail loudly."""
     env = {**os.environ, **info.env, "BREACHMATCH_LOG_FORMAT": "json"}
     done = subprocess.run(
         [str(_BIN / tool), *args], env=env, capture_output=True, text=True, check=False
@@ -47,7 +48,7 @@ def _run(info: StackInfo, tool: str, *args: str) -> str:
     if done.returncode != 0:
         sys.stderr.write(done.stdout + done.stderr)
         raise SystemExit(f"demo: {tool} {args[0]} failed with exit code {done.returncode}")
-    return done.stdout
+    return done
 
 
 def _wait_for_mail(info: StackInfo, expected: int, timeout: float) -> int:
@@ -86,7 +87,8 @@ def expected_matches(data: Dataset) -> set[Match]:
     }
 
 
-def _summary(results: dict[str, Any], data: Dataset, delivered: int, info: StackInfo) -> bool:
+def _summary(outcome: Outcome) -> bool:
+    results, data, info = outcome.results, outcome.data, outcome.info
     matches = results["matches"]
     found, truth = found_matches(results), expected_matches(data)
     strengths = Counter(m["strength"] for m in matches)
@@ -97,10 +99,16 @@ def _summary(results: dict[str, Any], data: Dataset, delivered: int, info: Stack
     print(f"matches    {len(matches):,} patients  (strong {strengths['strong']:,}, "
           f"medium {strengths['medium']:,})")  # fmt: skip
     print("categories " + ", ".join(f"{name} {n:,}" for name, n in categories.most_common()))
-    print(f"notices    {delivered:,} e-mails delivered: one per strong match plus the")
+    print(f"notices    {outcome.delivered:,} e-mails delivered: one per strong match plus the")
     print(f"           new-breach alert to the hospital's DPO; read them in {info.mail_dir}")
+    phases = outcome.phases
+    print("seconds    " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items())
+          + f" (total {sum(phases.values()):.1f})")  # fmt: skip
     ok = found == truth
     print(f"truth      {'exactly the expected matches' if ok else 'MISMATCH with ground truth'}")
+    if not ok:
+        print(f"           {len(truth - found):,} expected matches missing, "
+              f"{len(found - truth):,} unexpected")  # fmt: skip
     return ok
 
 
@@ -113,6 +121,8 @@ class Outcome:
     results: dict[str, Any]
     strong: int
     delivered: int
+    #: Wall-clock seconds per phase: ingest, check, notify (submit until delivered).
+    phases: dict[str, float]
 
 
 def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
@@ -127,10 +137,16 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
     print("starting nats-server, matcher, notifier, ingest and an SMTP sink ...")
     info = stack.up()
     try:
-        data = generate(root / "data", patients, leaked, strangers)
+        # The leak as such dumps come: journal notes with an unquoted ";",
+        # trailing empty cells left out, a placeholder row and a broken one.
+        data = write_dataset(
+            root / "data", patients, leaked, strangers, fillers=True, ragged=True, short=True
+        )
         print(f"ingesting the leak ({data.leaked_rows:,} rows) ...")
-        _run(
-            info, "breachmatch-ingest", str(data.leak_csv), "--breach-id", BREACH_ID,
+        phases: dict[str, float] = {}
+        started = time.monotonic()
+        run_tool(
+            info, "breachmatch-ingest", str(data.leak), "--breach-id", BREACH_ID,
             "--title", "Alles Lægehus patient records (demo)",
             "--organisation", "Alles Lægehus (synthetic)", "--breach-date", "2025-09-01",
             "--description-da", "Patientjournaler med CPR-numre, kontaktoplysninger, "
@@ -139,26 +155,31 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
             "and journal notes published on a leak site.",
             "--verified", "--sensitive",
         )  # fmt: skip
+        phases["ingest"] = time.monotonic() - started
         results_path = root / "results.json"
         print(f"checking {data.patients:,} patients ...")
-        _run(
+        started = time.monotonic()
+        run_tool(
             info, "breachmatch", "check", "--patients", str(data.hospital_csv),
             "--breach", BREACH_ID, "--json", str(results_path),
         )  # fmt: skip
+        phases["check"] = time.monotonic() - started
         results = json.loads(results_path.read_text())
         print("submitting sealed notices ...")
+        started = time.monotonic()
         notify = ("notify", "--from", str(results_path), "--channels", "email,digital_post")
-        out = _run(info, "breachmatch", *notify)
+        out = run_tool(info, "breachmatch", *notify).stdout
         print("  " + out.strip().splitlines()[-1] if out.strip() else "")
         # Submitting again must send nothing twice.
-        _run(info, "breachmatch", *notify)
+        run_tool(info, "breachmatch", *notify)
         strong = sum(1 for m in results["matches"] if m["strength"] == "strong")
         expected_mail = strong + 1  # + the notifier's new-breach alert to the tenant
         delivered = _wait_for_mail(info, expected_mail, timeout=120 + strong / 20)
+        phases["notify"] = time.monotonic() - started
     finally:
         stack.down()
         print("stack stopped")
-    return Outcome(info, data, results, strong, delivered)
+    return Outcome(info, data, results, strong, delivered, phases)
 
 
 def main() -> None:
@@ -167,7 +188,7 @@ def main() -> None:
     parser.add_argument("--scale", choices=sorted(_SCALES), default="small")
     args = parser.parse_args()
     outcome = run_flow(args.root, *_SCALES[args.scale])
-    ok = _summary(outcome.results, outcome.data, outcome.delivered, outcome.info)
+    ok = _summary(outcome)
     if not ok or outcome.delivered != outcome.strong + 1:
         raise SystemExit(1)
 

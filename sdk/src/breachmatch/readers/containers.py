@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from breachmatch.readers.items import ReaderError
+from breachmatch.readers.spreadsheet_reader import workbook_kind
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -200,7 +201,12 @@ def open_container(source: CountingSource) -> tuple[str, Iterator[Member]]:
         if not source.seekable():
             raise ReaderError("zip input must be a seekable file, not a stream")
         source.seek(start)
-        return "zip", _zip_members(_open_zip(source))
+        archive = _open_zip(source)
+        if workbook_kind(archive) is not None:  # an .xlsx or .ods is a zip, read as one file
+            archive.close()
+            source.seek(start)
+            return "plain", iter((Member("", "plain", MemberBytes(source)),))
+        return "zip", _zip_members(archive)
     kind, data = _unwrap(probe, "plain")
     if kind != "plain" and not data.head(1) and data.error is not None:
         raise ReaderError(f"input is not a readable {kind} stream")

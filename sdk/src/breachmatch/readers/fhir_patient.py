@@ -1,50 +1,69 @@
 """A FHIR R4 Patient resource as a `PersonRecord`.
 
-Identifiers are recognised by ``system``, never by position:
-
-* ``urn:oid:1.2.208.176.1.2`` → ``cpr`` (the Danish CPR register's OID);
-* ``http://hl7.org/fhir/sid/us-ssn`` → ``ssn``;
-* an identifier whose ``type.coding`` has code ``MR`` → ``mrn``, with the
-  facility taken from ``assigner.display`` (comparable to a CSV "facility"
-  column), else ``assigner.reference``, else the identifier ``system``; the
-  mapping file's default facility applies when none is given. Only the first
-  MR identifier is used.
+Identifiers are recognised by ``system``, never by position, through the
+mapping file's `FhirMapping` (`breachmatch.columns.fhir`: the CPR systems in
+use in Denmark, SSN, MRNs by type ``MR``, and the systems a hospital maps
+itself). An MRN's facility is the one configured for its system, else
+``assigner.display``, else ``assigner.reference``, else the identifier
+``system`` (comparable to a CSV "facility" column); the mapping file's
+default facility applies when none is given. Only the first identifier of
+each kind is used. An identifier in a system nobody recognised is counted in
+`UnknownSystems`, by system, so a hospital learns that its export holds
+identifiers breachmatch is not using.
 
 The official name (else the first) gives ``given_name`` (all given names),
 ``family_name`` and ``full_name`` (its ``text``); ``telecom`` gives e-mails
-and phones (first to the field, the rest to the extras); the home address
-(else the first) gives ``address`` (its ``text``, else lines, postal code,
-city, country); the preferred ``communication`` language gives
-``language``; the resource ``id`` is ``patient_id``. Fields of the wrong JSON
-type are ignored, never fatal.
+and phones (first to the field, the rest to the extras; which points count
+is the mapping's ``telecom`` rule); the home address (else the first) gives
+``address`` (its ``text``, else lines, postal code, city, country); the
+preferred ``communication`` language gives ``language``; the resource ``id``
+is ``patient_id``. Fields of the wrong JSON type are ignored, never fatal.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
+from breachmatch.columns import display_name
+from breachmatch.columns.fhir import FhirMapping
 from breachmatch.records import Category, PersonRecord
 
-CPR_SYSTEM = "urn:oid:1.2.208.176.1.2"
-SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
-MRN_TYPE_CODE = "MR"
+#: Distinct unknown systems counted by name; the rest are counted together.
+_SYSTEMS_NAMED = 20
+_OTHER_SYSTEMS = "(other systems)"
+_NO_SYSTEM = "(no system)"
 
-#: The fixed FHIR mapping as (source, target) pairs, for `inspect` to show.
-FHIR_MAPPING: tuple[tuple[str, str], ...] = (
-    (f"identifier[system={CPR_SYSTEM}]", "cpr"),
-    (f"identifier[system={SSN_SYSTEM}]", "ssn"),
-    (f"identifier[type.coding.code={MRN_TYPE_CODE}]", "mrn"),
-    ("identifier[MR].assigner.display | .reference | .system", "facility"),
-    ("name[use=official].given", "given_name"),
-    ("name[use=official].family", "family_name"),
-    ("name[use=official].text", "full_name"),
-    ("birthDate", "birth_date"),
-    ("telecom[system=email]", "email"),
-    ("telecom[system=phone|sms]", "phone"),
-    ("address[use=home]", "address"),
-    ("communication[preferred].language", "language"),
-    ("id", "patient_id"),
-)
+
+class UnknownSystems(Counter[str]):
+    """Patients with an identifier in a system no rule recognises, per system.
+
+    System names are shown to people (they are namespaces, not patient
+    data), so they pass `display_name`; a junk dump with a new "system" per
+    row cannot grow this beyond `_SYSTEMS_NAMED` names.
+    """
+
+    def add(self, systems: set[str]) -> None:
+        for system in systems:
+            if system in self or len(self) < _SYSTEMS_NAMED:
+                self[system] += 1
+            else:
+                self[_OTHER_SYSTEMS] += 1
+
+
+def fhir_mapping_rows(fhir: FhirMapping) -> list[tuple[str, str]]:
+    """The FHIR mapping as (source, target) pairs, for `inspect` to show."""
+    return [
+        *fhir.describe(),
+        ("identifier[MR].assigner.display | .reference | .system", "facility"),
+        ("name[use=official].given", "given_name"),
+        ("name[use=official].family", "family_name"),
+        ("name[use=official].text", "full_name"),
+        ("birthDate", "birth_date"),
+        ("address[use=home]", "address"),
+        ("communication[preferred].language", "language"),
+        ("id", "patient_id"),
+    ]
 
 
 def _text(value: object) -> str | None:
@@ -69,27 +88,39 @@ def _preferred(items: list[dict[str, Any]], key: str, wanted: object) -> dict[st
     return items[0] if items else {}
 
 
-def _is_mrn(identifier: dict[str, Any]) -> bool:
+def _type_codes(identifier: dict[str, Any]) -> list[str]:
     codings = _dicts(_dict(identifier.get("type")).get("coding"))
-    return any(coding.get("code") == MRN_TYPE_CODE for coding in codings)
+    return [code for coding in codings if isinstance(code := coding.get("code"), str)]
 
 
-def _identifiers(record: PersonRecord, resource: dict[str, Any]) -> None:
+def _identifiers(record: PersonRecord, resource: dict[str, Any], fhir: FhirMapping) -> set[str]:
+    """Fill the identifier fields; return the unknown systems seen (display-safe)."""
+    unknown: set[str] = set()
     for identifier in _dicts(resource.get("identifier")):
         value = _text(identifier.get("value"))
         if value is None:
             continue
-        system = identifier.get("system")
-        if system == CPR_SYSTEM:
+        raw_system = identifier.get("system")
+        system = raw_system if isinstance(raw_system, str) else None
+        target = fhir.identifier_field(system, _type_codes(identifier))
+        if target is None:
+            unknown.add(display_name(system.strip()) if system and system.strip() else _NO_SYSTEM)
+        elif target == "cpr":
             record.cpr = record.cpr or value
-        elif system == SSN_SYSTEM:
+        elif target == "ssn":
             record.ssn = record.ssn or value
-        elif _is_mrn(identifier) and record.mrn is None:
+        elif target == "patient_id":
+            record.patient_id = value
+        elif target == "mrn" and record.mrn is None:  # the first MRN only
             assigner = _dict(identifier.get("assigner"))
             record.mrn = value
             record.facility = (
-                _text(assigner.get("display")) or _text(assigner.get("reference")) or _text(system)
+                fhir.mrn_facility(system)
+                or _text(assigner.get("display"))
+                or _text(assigner.get("reference"))
+                or _text(system)
             )
+    return unknown
 
 
 def _name(record: PersonRecord, resource: dict[str, Any]) -> None:
@@ -101,22 +132,21 @@ def _name(record: PersonRecord, resource: dict[str, Any]) -> None:
     record.full_name = _text(name.get("text"))
 
 
-def _telecom(record: PersonRecord, resource: dict[str, Any]) -> None:
+def _telecom(record: PersonRecord, resource: dict[str, Any], fhir: FhirMapping) -> None:
     for point in _dicts(resource.get("telecom")):
         value = _text(point.get("value"))
-        system = point.get("system")
-        if value is None:
+        target = fhir.telecom_field(point.get("system"), point.get("use"))
+        if value is None or target is None:
             continue
-        if system == "email":
+        if target == "email":
             if record.email is None:
                 record.email = value
             elif value != record.email and value not in record.extra_emails:
                 record.extra_emails.append(value)
-        elif system in ("phone", "sms"):
-            if record.phone is None:
-                record.phone = value
-            elif value != record.phone and value not in record.extra_phones:
-                record.extra_phones.append(value)
+        elif record.phone is None:
+            record.phone = value
+        elif value != record.phone and value not in record.extra_phones:
+            record.extra_phones.append(value)
 
 
 def _address(record: PersonRecord, resource: dict[str, Any]) -> None:
@@ -139,12 +169,22 @@ def _language(record: PersonRecord, resource: dict[str, Any]) -> None:
     )
 
 
-def patient_record(resource: dict[str, Any], default_facility: str | None) -> PersonRecord:
-    """The record for one Patient resource, with its exposure categories."""
+def patient_record(
+    resource: dict[str, Any],
+    fhir: FhirMapping,
+    default_facility: str | None,
+    unknown_systems: UnknownSystems,
+) -> PersonRecord:
+    """The record for one Patient resource, with its exposure categories.
+
+    A Patient carrying identifiers in unknown systems is counted in `unknown_systems`.
+    """
     record = PersonRecord(patient_id=_text(resource.get("id")))
-    _identifiers(record, resource)
+    unknown = _identifiers(record, resource, fhir)
+    if unknown:
+        unknown_systems.add(unknown)
     _name(record, resource)
-    _telecom(record, resource)
+    _telecom(record, resource, fhir)
     _address(record, resource)
     _language(record, resource)
     record.birth_date = _text(resource.get("birthDate"))

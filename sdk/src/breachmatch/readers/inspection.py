@@ -1,11 +1,14 @@
 """``--inspect``: what a reader would do with an input, decided on a sample.
 
-`inspect` reads the first rows (1000 by default) exactly as a real run
-would and reports the chosen format, encoding and delimiter, the column
-mapping per table, unmapped columns, how many sampled records have each
-field and category, rows repaired (by what was mended) and bad rows (by
-reason, and how many of them still gave identifiers by value). It writes
-nothing, and neither
+`inspect` reads the first rows (1000 by default; all of them with
+``sample_rows=0``) exactly as a real run would and reports the chosen
+format, encoding and delimiter, the column mapping per table, unmapped
+columns, how many sampled records have each field and category, how many
+give each kind of match key and how many values were invalid (by reason) or
+fillers — the same normalisation ingest and the hospital SDK run — FHIR
+identifiers in systems nobody recognised, rows repaired (by what was
+mended) and bad rows (by reason, and how many of them still gave
+identifiers by value). It writes nothing, and neither
 the report nor its `render` ever contains a cell value: only counts,
 decisions, and header names — and a header name that looks like a value (a
 file without a header row, JSON keyed by CPR) is hidden.
@@ -20,11 +23,13 @@ from typing import IO, Any
 
 from breachmatch.columns import ColumnMapping, display_name
 from breachmatch.columns.targets import FIELD_NAMES
-from breachmatch.readers.fhir_patient import FHIR_MAPPING
+from breachmatch.identifiers import match_keys
+from breachmatch.readers.fhir_patient import fhir_mapping_rows
 from breachmatch.readers.stream import MemberInfo, RecordStream, open_records
 from breachmatch.records import IDENTIFIER_FIELDS, PersonRecord
 
 _IDENTIFYING = tuple(f for f in IDENTIFIER_FIELDS if f != "facility")
+_WORKBOOKS = frozenset({"xlsx", "xlsb", "xls", "ods", "spreadsheet"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,16 @@ class InspectReport:
     #: Bad rows whose identifiers were still recognised by value.
     salvaged_rows: int = 0
     skipped_resources: dict[str, int] = field(default_factory=dict)
+    #: Records giving at least one key of each kind.
+    key_counts: dict[str, int] = field(default_factory=dict)
+    #: Values that gave no key, as "kind: reason" (fillers as "kind: placeholder").
+    rejected_values: dict[str, int] = field(default_factory=dict)
+    #: Records (readable rows) that give no match key at all.
+    rows_without_keys: int = 0
+    #: Records without a patient id (a hospital names them by row number).
+    rows_without_patient_id: int = 0
+    #: FHIR Patients with identifiers in systems no rule recognises, per system.
+    unknown_identifier_systems: dict[str, int] = field(default_factory=dict)
 
     @property
     def unmapped(self) -> list[ColumnReport]:
@@ -68,9 +83,14 @@ class InspectReport:
         """Rows in the whole input, extrapolated from the bytes the sample used."""
         if self.sample_complete:
             return self.rows_sampled
-        if not self.total_bytes or not self.bytes_read:
+        if not self.total_bytes or not self.bytes_read or self._holds_workbook:
             return None
         return round(self.rows_sampled * self.total_bytes / self.bytes_read)
+
+    @property
+    def _holds_workbook(self) -> bool:
+        """A workbook is read whole before its first row: its bytes say nothing of rows."""
+        return any(m.format in _WORKBOOKS for m in self.members)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (for ``--inspect --json``)."""
@@ -89,6 +109,11 @@ class InspectReport:
             "repaired_rows": self.repaired_rows,
             "salvaged_rows": self.salvaged_rows,
             "skipped_resources": self.skipped_resources,
+            "key_counts": self.key_counts,
+            "rejected_values": self.rejected_values,
+            "rows_without_keys": self.rows_without_keys,
+            "rows_without_patient_id": self.rows_without_patient_id,
+            "unknown_identifier_systems": self.unknown_identifier_systems,
         }
 
     def render(self) -> str:
@@ -112,11 +137,20 @@ class InspectReport:
         lines.append(f"fields      {_counts(self.field_counts)}")
         lines.append(f"categories  {_counts(self.category_counts)}")
         lines.append(f"no identifier in {self.rows_without_identifiers} row(s)")
+        lines.append(f"keys        {_counts(self.key_counts)}")
+        lines.append(f"rejected    {_counts(self.rejected_values)}")
+        lines.append(f"no key in {self.rows_without_keys} row(s)")
         lines.append(f"repaired    {_counts(self.repaired_rows)}")
         salvaged = f" ({self.salvaged_rows} salvaged by value)" if self.salvaged_rows else ""
         lines.append(f"bad rows    {_counts(self.bad_rows)}{salvaged}")
         if self.skipped_resources:
             lines.append(f"skipped     {_counts(self.skipped_resources)}")
+        if self.unknown_identifier_systems:
+            lines.append(
+                "unknown     FHIR identifier systems (Patients): "
+                f"{_counts(self.unknown_identifier_systems)}; map them in the mapping "
+                'file\'s "fhir": {"identifier_systems": {...}} or they are not used'
+            )
         return "\n".join(lines)
 
     def _sample_line(self) -> str:
@@ -151,7 +185,8 @@ def _columns(stream: RecordStream) -> tuple[list[ColumnReport], list[str]]:
     silent: list[str] = []
     seen: set[tuple[str, str]] = set()
     if any(m.format == "fhir" for m in stream.members):
-        columns += [ColumnReport("Patient", s, t, "fhir") for s, t in FHIR_MAPPING]
+        rows = fhir_mapping_rows(stream.mapping.fhir)
+        columns += [ColumnReport("Patient", s, t, "fhir") for s, t in rows]
     for (table, _headers), plan in stream.plans_seen.items():
         if not plan.maps_anything:
             if table not in silent:
@@ -173,10 +208,12 @@ def inspect(
     sample_rows: int = 1000,
     encoding: str | None = None,
 ) -> InspectReport:
-    """Read up to `sample_rows` rows and report what a full run would do."""
+    """Read up to `sample_rows` rows (0: all) and report what a full run would do."""
     fields: Counter[str] = Counter(dict.fromkeys(FIELD_NAMES, 0))
     categories: Counter[str] = Counter()
-    without_identifiers = 0
+    keys: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    without_identifiers = without_keys = without_patient_id = 0
     with open_records(source, format, mapping, encoding) as stream:
         complete = True
         for item in stream:
@@ -187,7 +224,13 @@ def inspect(
                 categories.update(item.categories.names())
                 if all(getattr(item, name) is None for name in _IDENTIFYING):
                     without_identifiers += 1
-            if stream.stats.rows_read >= sample_rows:
+                extraction = match_keys(item)
+                keys.update(list(dict.fromkeys(key.kind.value for key in extraction.keys)))
+                rejected.update(f"{kind.value}: {reason}" for kind, reason in extraction.invalid)
+                rejected.update(f"{kind.value}: placeholder" for kind in extraction.placeholders)
+                without_keys += not extraction.keys
+                without_patient_id += item.patient_id is None
+            if sample_rows and stream.stats.rows_read >= sample_rows:
                 complete = False
                 break
         columns, silent = _columns(stream)
@@ -207,4 +250,9 @@ def inspect(
             repaired_rows=dict(stream.stats.repaired),
             salvaged_rows=stream.stats.salvaged,
             skipped_resources=dict(stream.stats.skipped_resources),
+            key_counts=dict(keys),
+            rejected_values=dict(rejected),
+            rows_without_keys=without_keys,
+            rows_without_patient_id=without_patient_id,
+            unknown_identifier_systems=dict(stream.stats.unknown_identifier_systems),
         )

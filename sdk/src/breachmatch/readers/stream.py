@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import IO
 
 from breachmatch.columns import ColumnMapping, ColumnPlan
-from breachmatch.readers.containers import CountingSource, Member, open_container
+from breachmatch.readers.containers import CountingSource, Member, MemberBytes, open_container
 from breachmatch.readers.csv_reader import read_csv
 from breachmatch.readers.detect import FORMATS, sniff_delimiter, sniff_format, sniff_sql_dialect
 from breachmatch.readers.encoding import (
@@ -36,7 +36,7 @@ from breachmatch.readers.encoding import (
     open_text,
     sniff_encoding,
 )
-from breachmatch.readers.fhir_patient import patient_record
+from breachmatch.readers.fhir_patient import UnknownSystems, patient_record
 from breachmatch.readers.fhir_reader import read_fhir_ndjson
 from breachmatch.readers.flatten import flat_row
 from breachmatch.readers.items import (
@@ -50,6 +50,7 @@ from breachmatch.readers.items import (
 from breachmatch.readers.json_reader import read_json_document, read_json_lines
 from breachmatch.readers.repair import PlanFor, attribute_ragged
 from breachmatch.readers.salvage import salvage
+from breachmatch.readers.spreadsheet_reader import may_be_workbook, open_workbook
 from breachmatch.readers.sql_lexer import DIALECTS
 from breachmatch.readers.sql_reader import read_sql
 from breachmatch.records import PersonRecord
@@ -76,6 +77,8 @@ class ReadStats:
     salvaged: int = 0
     #: Non-Patient FHIR resources and non-array JSON members, by type.
     skipped_resources: Counter[str] = field(default_factory=Counter)
+    #: FHIR Patients with an identifier in a system no rule recognises, per system.
+    unknown_identifier_systems: UnknownSystems = field(default_factory=UnknownSystems)
 
     @property
     def clean_rows(self) -> int:
@@ -101,17 +104,27 @@ def _unreadable(member: Member, kind: str, reason: str) -> tuple[MemberInfo, Ite
 
 
 def _open_member(
-    member: Member, requested: str, encoding: str | None, plan_for: PlanFor
+    member: Member,
+    requested: str,
+    encoding: str | None,
+    plan_for: PlanFor,
+    mapping: ColumnMapping,
 ) -> tuple[MemberInfo, Iterator[Mapped]]:
     """Sniff one member and start its reader (lazily: nothing is read past the sample).
 
     `encoding` overrides the sniffed one; `plan_for` gives ragged-row
-    attribution the column plan of a header list.
+    attribution the column plan of a header list. A workbook is recognised
+    by its bytes whatever `requested` says: its cells are typed, so its
+    reader needs the `mapping` to know which column is a CPR number or a phone.
     """
     data = member.data
     sample_bytes = data.head(SAMPLE_BYTES)
     if data.error is not None and not sample_bytes:
         return _unreadable(member, "unreadable", data.error)
+    if may_be_workbook(sample_bytes):
+        kind, rows = open_workbook(data, member.name, mapping)
+        info = MemberInfo(member.name, member.container, kind or "unrecognised")
+        return info, _closing(rows, data, member)
     encoding = encoding or sniff_encoding(sample_bytes, data.fits_in_head)
     sample = decode_sample(sample_bytes, encoding)
     fmt = sniff_format(sample, data.fits_in_head) if requested == "auto" else requested
@@ -137,7 +150,9 @@ def _open_member(
     return info, _closing(items, text, member)
 
 
-def _closing(items: Iterator[Mapped], text: IO[str], member: Member) -> Iterator[Mapped]:
+def _closing(
+    items: Iterator[Mapped], text: IO[str] | MemberBytes, member: Member
+) -> Iterator[Mapped]:
     """The member's items, then a bad row if its container broke; closes the member."""
     try:
         yield from items
@@ -184,7 +199,7 @@ class RecordStream:
             self.container, members = open_container(self._counter)
             first = next(members, None)
             opened = (
-                _open_member(first, format, self._encoding, self.plan)
+                _open_member(first, format, self._encoding, self.plan, mapping)
                 if first is not None
                 else None
             )
@@ -202,6 +217,10 @@ class RecordStream:
     def format(self) -> str:
         """The first member's format ("empty" for an archive without members)."""
         return self.members[0].format if self.members else "empty"
+
+    @property
+    def mapping(self) -> ColumnMapping:
+        return self._mapping
 
     @property
     def bytes_read(self) -> int:
@@ -249,7 +268,9 @@ class RecordStream:
     def _all_items(self, first: Iterator[Mapped], rest: Iterator[Member]) -> Iterator[Mapped]:
         yield from first
         for member in rest:
-            info, items = _open_member(member, self._requested, self._encoding, self.plan)
+            info, items = _open_member(
+                member, self._requested, self._encoding, self.plan, self._mapping
+            )
             self.members.append(info)
             yield from items
 
@@ -274,7 +295,8 @@ class RecordStream:
                 yield item
 
     def _mapped(self) -> Generator[PersonRecord | BadRow, None, None]:
-        facility = self._mapping.facility
+        facility, fhir = self._mapping.facility, self._mapping.fhir
+        unknown_systems = self.stats.unknown_identifier_systems
         plan: ColumnPlan | None = None
         headers: tuple[str, ...] = ()
         table = ""
@@ -285,7 +307,7 @@ class RecordStream:
                     plan = self.plan(table, headers)
                 yield plan.record(item.values)
             elif isinstance(item, PatientResource):
-                yield patient_record(item.resource, facility)
+                yield patient_record(item.resource, fhir, facility, unknown_systems)
             elif isinstance(item, BadRow):
                 if item.cells and (found := salvage(item.cells)) is not None:
                     self.stats.salvaged += 1

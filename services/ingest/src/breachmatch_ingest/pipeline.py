@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from breachmatch import logs
 from breachmatch.columns import ColumnMapping
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, ReadStats, open_records
 from breachmatch.records import PersonRecord
 from breachmatch_ingest.report import Report
+
+log = logs.get_logger(__name__)
 
 DEFAULT_CHUNK_PAIRS = 5000
 #: Report read progress (bytes) every this many rows.
@@ -107,4 +110,11 @@ def read_dump(
                 on_progress(stream.bytes_read)
         if on_progress is not None:
             on_progress(stream.bytes_read)
+        if stream.stats.unknown_identifier_systems:
+            # System URIs are namespaces, not patient data (and pass display_name).
+            log.warning(
+                "FHIR identifiers in systems no rule maps were not used; map them in the "
+                "mapping file's fhir.identifier_systems",
+                patients_per_system=dict(stream.stats.unknown_identifier_systems),
+            )
         yield stream.stats
