@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_argument(
         inspect, "--json", type=Path, help="also write the report as JSON; - for stdout"
     )
+    add_log_arguments(inspect, default_level="WARNING")
 
     status = commands.add_parser("status", help="delivery status of submitted notices")
     add_env_argument(status, "--breach", help="only notices about this breach")
