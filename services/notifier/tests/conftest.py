@@ -166,6 +166,25 @@ class SmtpSink:
         return [message for message in self.messages if message["To"] == address]
 
 
+class RecordingIntent:
+    """A `SendIntent` that keeps, in order, what a channel recorded through it.
+
+    ``refuse`` makes `commit` raise it, as a claim that was taken over does.
+    """
+
+    def __init__(self, refuse: BaseException | None = None) -> None:
+        self.events: list[tuple[str, ...]] = []
+        self._refuse = refuse
+
+    async def commit(self, channel: str, reference: str) -> None:
+        if self._refuse is not None:
+            raise self._refuse
+        self.events.append(("commit", channel, reference))
+
+    async def withdraw(self) -> None:
+        self.events.append(("withdraw",))
+
+
 class SmsGateway:
     """A JSON-over-HTTP SMS gateway that records what it is asked to send."""
 

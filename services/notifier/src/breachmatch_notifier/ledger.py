@@ -14,7 +14,13 @@ The ledger must not become a list of patients (docs/architecture.md, promises 2 
   numbers, and no raw reference ever becomes a subject;
 * a value holds the state, channel, attempt count, timestamps, breach id,
   that keyed reference and the idempotency key (itself the hospital's opaque
-  HMAC) — never a contact detail.
+  HMAC), and while a worker holds the entry its claim: a random fencing token,
+  the lease's end and the channel's message reference (a Message-ID derived
+  from the idempotency key) — never a contact detail.
+
+How workers claim an entry, record their intent before a send and settle it
+is `breachmatch_notifier.claims`; this module only stores entries and
+compares-and-sets them by KV revision.
 
 Rotating the notifier's secret key changes every keyed reference; the ledger
 then no longer recognises earlier submissions, so a rotation must wait until
@@ -43,22 +49,33 @@ from nats.js.kv import KeyValue
 from breachmatch import bus
 from breachmatch.v1.outreach_pb2 import OutreachStatus
 
-LEDGER_VERSION = 1
+#: Version 2 added the claim (holder, lease_until, reference); version 1 entries read as unclaimed.
+LEDGER_VERSION = 2
+_READABLE_VERSIONS = frozenset({1, LEDGER_VERSION})
 OUTREACH_PREFIX = "outreach"
 ALERT_PREFIX = "alert"
 _REF_KEY_CONTEXT = b"breachmatch.notifier.ledger-ref.v1"
 
 QUEUED = "queued"
+#: A worker holds the entry (``holder``, until ``lease_until``) and may be sending.
+CLAIMED = "claimed"
+#: The holder recorded its intent to send over a channel that cannot recognise a repeat.
+SENDING = "sending"
 SENT = "sent"
 DEAD = "dead"
 SKIPPED = "skipped"
-#: States after which nothing more is sent for an entry.
-TERMINAL = frozenset({SENT, DEAD, SKIPPED})
+#: The outcome of a recorded intent is unknown; an operator decides (never resent blindly).
+HELD = "held"
+#: States after which no worker sends anything for an entry.
+TERMINAL = frozenset({SENT, DEAD, SKIPPED, HELD})
 _PROTO_STATES: Mapping[str, OutreachStatus.State.ValueType] = {
     QUEUED: OutreachStatus.STATE_QUEUED,
+    CLAIMED: OutreachStatus.STATE_QUEUED,
+    SENDING: OutreachStatus.STATE_QUEUED,
     SENT: OutreachStatus.STATE_SENT,
     DEAD: OutreachStatus.STATE_DEAD,
     SKIPPED: OutreachStatus.STATE_SKIPPED,
+    HELD: OutreachStatus.STATE_HELD,
 }
 
 
@@ -93,6 +110,12 @@ class LedgerEntry:
     detail: str = ""
     created_at: str = ""
     updated_at: str = ""
+    #: Fencing token of the claim that last wrote the entry ("" when unclaimed).
+    holder: str = ""
+    #: Unix time the holder's lease ends; after it a silent holder counts as gone.
+    lease_until: float = 0.0
+    #: The channel's own id of the message an intent names (e-mail Message-ID).
+    reference: str = ""
 
     @classmethod
     def new(cls, tenant: str, breach_id: str, ref: str, idempotency_key: str) -> LedgerEntry:
@@ -132,7 +155,7 @@ class LedgerEntry:
     @classmethod
     def from_bytes(cls, data: bytes) -> LedgerEntry:
         document = json.loads(data)
-        if document.pop("v", None) != LEDGER_VERSION:
+        if document.pop("v", None) not in _READABLE_VERSIONS:
             raise ValueError("unsupported ledger entry version")
         return cls(**document)
 

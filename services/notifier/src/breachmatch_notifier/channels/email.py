@@ -1,10 +1,20 @@
 """E-mail over SMTP: a multipart (plain text + HTML) notice per patient.
 
-Each send opens its own SMTP session: notices go out at a rate-limited trickle,
-so a pool would buy little and would have to survive server restarts. The
-Message-ID and an ``X-Breachmatch-Idempotency-Key`` header are derived from the
-idempotency key, so a retry after a crash carries the same ids and a duplicate
-can be spotted (and dropped) downstream.
+The Message-ID and an ``X-Breachmatch-Idempotency-Key`` header are derived
+from the idempotency key, so every attempt at the same notice carries the same
+ids. An SMTP server does not drop a repeat by Message-ID, though, so this
+channel does not deduplicate: once the server has accepted the recipient it
+records the intent to send (``intent.commit``, with the Message-ID) and only
+then issues DATA. A reply code to DATA (or to the end of the message) means
+the server did not take it; a session that breaks off after DATA without an
+answer is an unknown outcome (`DeliveryOutcomeUnknownError`), held for review
+and never sent again on its own (`breachmatch_notifier.claims`).
+
+Sessions are kept open between notices (a small pool per process, one
+session per concurrent send), so a notice costs a MAIL, RCPT and DATA
+exchange rather than a new TCP connection, EHLO, STARTTLS and login. A kept
+session the server has closed meanwhile is noticed at MAIL — before anything
+is committed — and replaced once.
 """
 
 from __future__ import annotations
@@ -16,20 +26,25 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
 import aiosmtplib
+from aiosmtplib.email import flatten_message
 
 from breachmatch.identifiers import IdentifierError, normalise_email
 from breachmatch.v1.outreach_pb2 import ContactDetails
 from breachmatch_notifier.channels.base import (
     EMAIL,
     Channel,
+    DeliveryOutcomeUnknownError,
     DeliveryResult,
     PermanentDeliveryError,
+    SendIntent,
     TransientDeliveryError,
     message_uuid,
 )
 from breachmatch_notifier.notice import Notice
 
 IDEMPOTENCY_HEADER = "X-Breachmatch-Idempotency-Key"
+#: Most idle sessions kept open per process.
+MAX_IDLE_SESSIONS = 16
 
 
 class StartTls(enum.Enum):
@@ -60,45 +75,119 @@ class EmailChannel(Channel):
         super().__init__(name)
         self._config = config
         self._from_domain = config.from_address.rpartition("@")[2] or "localhost"
+        self._idle: list[aiosmtplib.SMTP] = []
 
     async def send(
-        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
     ) -> DeliveryResult:
         recipient = _checked_address(self.name, contact.email)
         message_id = f"<{message_uuid(idempotency_key)}@{self._from_domain}>"
         message = self._message(notice, recipient, message_id, idempotency_key)
-        config = self._config
+        session, utf8 = await self._envelope(recipient)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=config.host,
-                port=config.port,
-                start_tls=_START_TLS[config.starttls],
-                username=config.username,
-                password=config.password,
-                timeout=config.timeout_seconds,
-                tls_context=config.tls_context,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            # The refusal carries the address: keep only the reply code.
-            codes = [refusal.code for refusal in exc.recipients]
-            raise _by_code(self.name, "recipient refused", codes[0] if codes else 0) from None
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            raise _by_code(self.name, "recipient refused", exc.code) from None
-        except aiosmtplib.SMTPDataError as exc:
+            await intent.commit(self.name, message_id)
+        except BaseException:
+            session.close()  # DATA never started: the server drops the transaction
+            raise
+        cte_type = "8bit" if session.supports_extension("8bitmime") else "7bit"
+        try:
+            await session.data(flatten_message(message, utf8=utf8, cte_type=cte_type))
+        except aiosmtplib.SMTPResponseException as exc:  # an answer: the server did not take it
+            session.close()
             raise _by_code(self.name, "message refused", exc.code) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            session.close()
+            raise DeliveryOutcomeUnknownError(
+                self.name, f"SMTP session ended during DATA ({type(exc).__name__})"
+            ) from None
+        if len(self._idle) < MAX_IDLE_SESSIONS:
+            self._idle.append(session)
+        else:
+            session.close()
+        return DeliveryResult(
+            channel=self.name, idempotency_key=idempotency_key, reference=message_id
+        )
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()
+
+    async def _envelope(self, recipient: str) -> tuple[aiosmtplib.SMTP, bool]:
+        """A session in which MAIL and RCPT were accepted, and whether it needs SMTPUTF8.
+
+        Nothing is committed yet, so every failure here is a plain permanent
+        or transient one; a kept session found closed is replaced once.
+        """
+        while True:
+            session, kept = await self._session()
+            try:
+                utf8 = not (recipient + self._config.from_address).isascii()
+                if utf8 and not session.supports_extension("smtputf8"):
+                    raise PermanentDeliveryError(self.name, "server cannot take a UTF-8 address")
+                options = ["SMTPUTF8"] if utf8 else []
+                if session.supports_extension("8bitmime"):
+                    options.append("BODY=8BITMIME")
+                encoding = "utf-8" if utf8 else "ascii"
+                await session.mail(self._config.from_address, options=options, encoding=encoding)
+                await session.rcpt(
+                    recipient, options=["SMTPUTF8"] if utf8 else [], encoding=encoding
+                )
+                return session, utf8
+            except aiosmtplib.SMTPServerDisconnected:
+                session.close()
+                if kept:
+                    continue
+                raise TransientDeliveryError(self.name, "SMTP server closed the session") from None
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                # The refusal carries the address: keep only the reply code.
+                session.close()
+                raise _by_code(self.name, "recipient refused", exc.code) from None
+            except aiosmtplib.SMTPResponseException as exc:
+                # Sender refused: our configuration, not the address.
+                session.close()
+                raise TransientDeliveryError(
+                    self.name, f"server refused the session ({exc.code})"
+                ) from None
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                session.close()
+                raise TransientDeliveryError(
+                    self.name, f"SMTP session failed ({type(exc).__name__})"
+                ) from None
+            except BaseException:
+                session.close()
+                raise
+
+    async def _session(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """A kept session (True) or a new one, connected, upgraded and logged in (False)."""
+        while self._idle:
+            session = self._idle.pop()
+            if session.is_connected:
+                return session, True
+        config = self._config
+        session = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            start_tls=_START_TLS[config.starttls],
+            username=config.username,
+            password=config.password,
+            timeout=config.timeout_seconds,
+            tls_context=config.tls_context,
+        )
+        try:
+            await session.connect()
         except aiosmtplib.SMTPResponseException as exc:
-            # Sender refused, authentication, HELO: our configuration, not the address.
+            # Greeting, HELO, STARTTLS or authentication refused: our configuration.
+            session.close()
             raise TransientDeliveryError(
                 self.name, f"server refused the session ({exc.code})"
             ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
+            session.close()
             raise TransientDeliveryError(
                 self.name, f"SMTP session failed ({type(exc).__name__})"
             ) from None
-        return DeliveryResult(
-            channel=self.name, idempotency_key=idempotency_key, reference=message_id
-        )
+        return session, False
 
     def _message(
         self, notice: Notice, recipient: str, message_id: str, idempotency_key: str

@@ -1,0 +1,410 @@
+"""Crash trials: ingest → check → notify with a ``kill -9`` at a random moment.
+
+    .venv/bin/python bench/chaos.py [--trials 20] [--seed N] [--patients 2000]
+
+Each trial starts a fresh local stack (`breachmatch.dev.stack`: nats-server,
+matcher, notifier, ingest, SMTP sink), writes a synthetic hospital and leak
+(`breachmatch.dev.synthetic`, a different seed per trial) and runs the demo's
+own command lines: the operator's ``breachmatch-ingest``, the hospital's
+``breachmatch check`` and ``breachmatch notify``. While that runs, one
+component — the notifier, the nats-server, the matcher or the ingest service —
+is killed with SIGKILL at a random moment of a phase it takes part in
+(ingest, check, notify, or delivery, where the moment is a random share of
+the expected e-mails having reached the sink), and started again with the
+stack's own command line and environment (`Stack.restart`). A command that
+failed because of the crash is run again, as an operator would.
+
+Then the trial waits for delivery to settle: every ledger entry in a final
+state and nothing left on the notifier's consumers (so no redelivery can
+still come). It counts what the SMTP sink and the Digital Post outbox hold
+per notice (the ``X-Breachmatch-Idempotency-Key`` of each e-mail, the file
+name of each letter) and per recipient, against the generator's ground truth:
+
+* **lost**: a strong match with no notice delivered and none held for review;
+* **duplicated**: every delivery beyond the first of the same notice;
+* **held**: notices whose outcome the notifier could not know (it stopped
+  between recording its intent to send and the SMTP server's answer) and
+  therefore did not send again. The trial reconciles them as the operator
+  would — by their Message-ID in the relay's log, here the sink's own files —
+  and prints how many had gone out. They are neither lost (they are listed for
+  review, see the notifier's README) nor duplicated.
+
+One table row per trial; the last line is ``trials N, lost L, duplicated D``
+followed by the held count. This is not part of ``make test``: 20 trials take
+a few minutes (``make chaos``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email
+import email.policy
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from breachmatch import bus
+from breachmatch.dev.demo import (
+    BREACH_ID,
+    check_command,
+    expected_matches,
+    found_matches,
+    ingest_command,
+    notify_command,
+)
+from breachmatch.dev.stack import NATS, TENANT, Stack, StackInfo
+from breachmatch.dev.synthetic import Dataset, generate
+from breachmatch.identifiers import IdentifierError, normalise_email
+from breachmatch_notifier.channels import message_uuid
+from breachmatch_notifier.channels.email import IDEMPOTENCY_HEADER
+from breachmatch_notifier.ledger import HELD, TERMINAL, Ledger, LedgerEntry
+
+_BIN = Path(sys.executable).parent
+#: Short enough that a crashed notifier's notices come back within seconds.
+ACK_WAIT_SECONDS = 3
+#: A command that outlives this is stuck on a dead component: killed and run again.
+COMMAND_TIMEOUT = 90.0
+COMMAND_TRIES = 6
+SETTLE_TIMEOUT = 120.0
+POLL_SECONDS = 0.25
+
+#: Which phases each component takes part in, and how likely it is picked.
+PHASES: dict[str, tuple[str, ...]] = {
+    "notifier": ("ingest", "notify", "delivery", "delivery"),
+    NATS: ("ingest", "check", "notify", "delivery", "delivery"),
+    "matcher": ("ingest", "check", "check"),
+    "ingest": ("ingest",),
+}
+WEIGHTS = {"notifier": 3, NATS: 3, "matcher": 2, "ingest": 2}
+
+
+@dataclass
+class KillPlan:
+    component: str
+    phase: str
+    #: Seconds into a command phase, or the share of expected e-mails for "delivery".
+    at: float
+    #: Seconds the component stays dead before it is restarted.
+    down_for: float
+
+    def describe(self) -> str:
+        moment = f"{self.at:.0%} sent" if self.phase == "delivery" else f"+{self.at:.2f}s"
+        return f"{self.phase} {moment}"
+
+
+@dataclass
+class Tally:
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    held: int = 0
+    held_delivered: int = 0
+    wrong_recipient: int = 0
+    matches_ok: bool = True
+    killed: bool = False
+    reruns: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Killer(threading.Thread):
+    """Waits for its phase, kills the component at the planned moment, restarts it."""
+
+    def __init__(self, stack: Stack, plan: KillPlan, delivered: Callable[[], int], expected: int):
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.plan = plan
+        self.delivered = delivered
+        self.expected = expected
+        self.phase_started: dict[str, threading.Event] = {
+            name: threading.Event() for name in ("ingest", "check", "notify", "delivery")
+        }
+        self.done = threading.Event()
+        self.killed = False
+        self.error: BaseException | None = None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        for event in self.phase_started.values():
+            event.set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported by the trial, not lost in a thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        plan = self.plan
+        self.phase_started[plan.phase].wait()
+        if self._cancelled.is_set():
+            return
+        if plan.phase == "delivery":
+            target = max(1, int(plan.at * self.expected))
+            while self.delivered() < target and not self._cancelled.is_set():
+                time.sleep(0.005)
+        elif self._cancelled.wait(plan.at):
+            return
+        if self._cancelled.is_set():
+            return
+        self.stack.kill9(plan.component)
+        self.killed = True
+        time.sleep(plan.down_for)
+        self.stack.restart(plan.component)
+
+
+def mail_files(info: StackInfo) -> list[Path]:
+    return sorted(info.mail_dir.glob("*.eml")) if info.mail_dir.exists() else []
+
+
+def run_command(info: StackInfo, argv: tuple[str, ...], killer: Killer, tally: Tally) -> None:
+    """Run a CLI step; when a crash made it fail, wait for the restart and run it again."""
+    env = {**os.environ, **info.env, "BREACHMATCH_LOG_FORMAT": "json"}
+    tool, *args = argv
+    for attempt in range(COMMAND_TRIES):
+        try:
+            done = subprocess.run(
+                [str(_BIN / tool), *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            tally.notes.append(f"{tool} {args[0]} timed out")
+        else:
+            if done.returncode == 0:
+                return
+            tally.notes.append(f"{tool} {args[0]} exit {done.returncode}")
+        tally.reruns += 1
+        if not killer.killed and attempt >= 1:
+            raise RuntimeError(f"{tool} failed without a crash:\n{done.stderr[-2000:]}")
+        killer.done.wait(COMMAND_TIMEOUT)
+    raise RuntimeError(f"{tool} {args[0]} kept failing after {COMMAND_TRIES} tries")
+
+
+async def settle(info: StackInfo, expected: int) -> list[LedgerEntry]:
+    """Ledger entries once every notice is final and the notifier's consumers are empty."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    entries: list[LedgerEntry] = []
+    while time.monotonic() < deadline:
+        try:
+            nc, js = await bus.connect(info.nats_url, "chaos-harness")
+        except Exception:  # noqa: BLE001 - NATS restarting: ask again
+            await asyncio.sleep(POLL_SECONDS)
+            continue
+        try:
+            kv = await bus.key_value(js, bus.KV_OUTREACH_LEDGER)
+            ledger = Ledger(kv, b"")
+            while time.monotonic() < deadline:
+                entries = await ledger.entries(TENANT, BREACH_ID)
+                final = [entry for entry in entries if entry.state in TERMINAL]
+                idle = await _consumers_idle(js)
+                if idle and len(final) >= expected and len(final) == len(entries):
+                    return entries
+                await asyncio.sleep(POLL_SECONDS)
+        except Exception:  # noqa: BLE001 - a NATS error mid-read: reconnect and read again
+            await asyncio.sleep(POLL_SECONDS)
+        finally:
+            await nc.close()
+    return entries
+
+
+async def _consumers_idle(js: object) -> bool:
+    from nats.js import JetStreamContext
+
+    assert isinstance(js, JetStreamContext)
+    for stream, consumer in (
+        (bus.STREAM_OUTREACH, bus.CONSUMER_NOTIFIER_WORKERS),
+        (bus.STREAM_BREACHES, bus.CONSUMER_NOTIFIER_ALERTS),
+    ):
+        info = await js.consumer_info(stream, consumer)
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
+
+
+def count(info: StackInfo, data: Dataset, entries: list[LedgerEntry], tally: Tally) -> None:
+    """Compare what was delivered with the ground truth (see the module docstring)."""
+    strong = {m.patient_id for m in data.expected if m.strength == "strong"}
+    addresses = _patient_addresses(data, strong)
+    per_key: Counter[str] = Counter()
+    per_recipient: Counter[str] = Counter()
+    for path in mail_files(info):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        # Header values may be folded over lines: compare them without whitespace.
+        per_key["".join(str(message[IDEMPOTENCY_HEADER]).split())] += 1
+        per_recipient[str(message["To"])] += 1
+    letters = {path.stem for path in info.outbox_dir.glob("*.xml")}
+
+    alert_keys = [key for key in per_key if key.startswith("alert-")]
+    tally.expected = len(strong) + 1  # + the new-breach alert to the hospital's DPO
+    state_of = {entry.idempotency_key: entry.state for entry in entries}
+    keys = set(state_of)
+    if len(keys) < len(strong):
+        tally.lost += len(strong) - len(keys)
+        tally.notes.append(f"{len(strong) - len(keys)} notices never reached the ledger")
+    for key in keys:
+        copies = per_key.get(key, 0) + (str(message_uuid(key)) in letters)
+        tally.delivered += min(copies, 1)
+        tally.duplicated += max(0, copies - 1)
+        if state_of[key] == HELD:
+            tally.held += 1
+            tally.held_delivered += copies > 0
+        elif copies == 0:
+            tally.lost += 1
+    alerts = sum(per_key[key] for key in alert_keys)
+    tally.delivered += min(alerts, 1)
+    tally.duplicated += max(0, alerts - 1)
+    tally.lost += alerts == 0
+    expected_recipients = {address for address in addresses.values() if address}
+    received = {address for address in per_recipient if address in expected_recipients}
+    tally.duplicated = max(
+        tally.duplicated,
+        sum(n - 1 for address, n in per_recipient.items() if address in expected_recipients),
+    )
+    strangers = [a for a in per_recipient if a not in expected_recipients and "dpo@" not in a]
+    tally.wrong_recipient = len(strangers)
+    by_email = len(received) + len(letters)
+    if by_email + tally.held - tally.held_delivered < len(strong) and not tally.lost:
+        tally.notes.append("recipients and notices disagree")
+
+
+def _patient_addresses(data: Dataset, patients: set[str]) -> dict[str, str]:
+    """The normalised e-mail address of each patient in ``patients`` ("" if unusable)."""
+    import csv
+
+    found: dict[str, str] = {}
+    with data.hospital_csv.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["patient_id"] in patients:
+                try:
+                    found[row["patient_id"]] = normalise_email(row["email"])
+                except IdentifierError:
+                    found[row["patient_id"]] = ""
+    return found
+
+
+def plan_kill(rng: random.Random, components: list[str]) -> KillPlan:
+    weights = [WEIGHTS[name] for name in components]
+    component = rng.choices(components, weights)[0]
+    phase = rng.choice(PHASES[component])
+    at = rng.uniform(0.05, 0.9) if phase == "delivery" else rng.uniform(0.0, 1.5)
+    return KillPlan(component, phase, at, down_for=rng.uniform(0.0, 1.0))
+
+
+def run_trial(root: Path, number: int, plan: KillPlan, sizes: tuple[int, int, int]) -> Tally:
+    shutil.rmtree(root, ignore_errors=True)
+    stack = Stack(
+        root,
+        env={
+            "notifier": {
+                "BREACHMATCH_NOTIFIER_ACK_WAIT": str(ACK_WAIT_SECONDS),
+                "BREACHMATCH_NOTIFIER_BACKOFF": "0.5,1,2",
+            }
+        },
+    )
+    tally = Tally()
+    info = stack.up()
+    killer: Killer | None = None
+    try:
+        patients, leaked, strangers = sizes
+        data = generate(root / "data", patients, leaked, strangers, seed=number)
+        strong = sum(1 for m in data.expected if m.strength == "strong")
+        killer = Killer(stack, plan, lambda: len(mail_files(info)), strong + 1)
+        killer.start()
+        results_path = root / "results.json"
+        killer.phase_started["ingest"].set()
+        run_command(info, ingest_command(data), killer, tally)
+        killer.phase_started["check"].set()
+        run_command(info, check_command(data, results_path), killer, tally)
+        results = json.loads(results_path.read_text())
+        tally.matches_ok = found_matches(results) == expected_matches(data)
+        killer.phase_started["notify"].set()
+        killer.phase_started["delivery"].set()
+        run_command(info, notify_command(results_path), killer, tally)
+        if not killer.done.wait(SETTLE_TIMEOUT):
+            tally.notes.append("the planned kill never happened")
+        if killer.error is not None:
+            raise killer.error
+        tally.killed = killer.killed
+        entries = asyncio.run(settle(info, strong))
+        count(info, data, entries, tally)
+    finally:
+        if killer is not None:
+            killer.cancel()
+        stack.down()
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="crash trials of the breachmatch stack")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=None, help="default: random, printed")
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--leaked", type=int, default=600)
+    parser.add_argument("--strangers", type=int, default=400)
+    parser.add_argument(
+        "--components", default=",".join(PHASES), help="comma-separated, from: " + ", ".join(PHASES)
+    )
+    parser.add_argument("--root", type=Path, default=Path(".var/chaos"))
+    args = parser.parse_args()
+    components = [name.strip() for name in args.components.split(",") if name.strip()]
+    unknown = sorted(set(components) - set(PHASES))
+    if unknown or not components or args.trials < 1:
+        parser.error(f"--components: unknown {unknown}" if unknown else "nothing to run")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+    rng = random.Random(seed)
+    print(f"crash trials: {args.trials}, seed {seed}, ack wait {ACK_WAIT_SECONDS}s")
+    header = (
+        f"{'trial':>5}  {'killed':<11} {'at':<16} {'notices':>7} {'sent':>5} "
+        f"{'lost':>4} {'dup':>4} {'held':>9} {'secs':>5}  notes"
+    )
+    print(header)
+    print("-" * len(header))
+    totals = Tally()
+    for number in range(1, args.trials + 1):
+        plan = plan_kill(rng, components)
+        started = time.monotonic()
+        tally = run_trial(args.root / f"trial-{number:02d}", number, plan, (
+            args.patients, args.leaked, args.strangers))  # fmt: skip
+        seconds = time.monotonic() - started
+        if not tally.matches_ok:
+            tally.notes.append("MATCHES DIFFER FROM GROUND TRUTH")
+        if tally.wrong_recipient:
+            tally.notes.append(f"{tally.wrong_recipient} mails to unexpected recipients")
+        held = f"{tally.held} ({tally.held_delivered} out)" if tally.held else "0"
+        killed = plan.component if tally.killed else f"({plan.component})"
+        print(
+            f"{number:>5}  {killed:<11} {plan.describe():<16} {tally.expected:>7} "
+            f"{tally.delivered:>5} {tally.lost:>4} {tally.duplicated:>4} {held:>9} "
+            f"{seconds:>5.1f}  {'; '.join(tally.notes)}",
+            flush=True,
+        )
+        totals.lost += tally.lost
+        totals.duplicated += tally.duplicated
+        totals.held += tally.held
+        totals.held_delivered += tally.held_delivered
+    shutil.rmtree(args.root, ignore_errors=True)
+    print(
+        f"trials {args.trials}, lost {totals.lost}, duplicated {totals.duplicated}, "
+        f"held for review {totals.held} ({totals.held_delivered} of them had gone out)"
+    )
+
+
+if __name__ == "__main__":
+    main()
