@@ -43,6 +43,7 @@ from breachmatch_notifier.channels import (
 )
 from breachmatch_notifier.channels.digital_post import MEMO_NAMESPACE, write_atomically
 from breachmatch_notifier.channels.email import IDEMPOTENCY_HEADER
+from breachmatch_notifier.claims import ClaimLostError
 from breachmatch_notifier.notice import BreachInfo, Notice, NoticeContext, Sender, render_notice
 
 from .conftest import RecordingIntent
@@ -51,6 +52,8 @@ KEY = "tenant-a:patient-17:alles-2025"
 MAILBOX = "ole.oelgaard@example.dk"
 REFUSED_MAILBOX = "nobody@example.dk"  # the SMTP server answers 550
 BUSY_MAILBOX = "busy@example.dk"  # the SMTP server answers 451
+SCANNED_MAILBOX = "scanned@example.dk"  # the SMTP server refuses the message itself (554)
+VANISHING_MAILBOX = "vanishing@example.dk"  # the server takes it, then hangs up unanswered
 PHONE = "+45 20 30 40 50"
 PHONE_E164 = "+4520304050"
 CPR = "010190-1234"
@@ -91,11 +94,14 @@ def assert_no_contact_data(text: str) -> None:
 
 
 class Inbox:
-    """aiosmtpd handler: accepts mail, refuses one mailbox for good and one for now."""
+    """aiosmtpd handler: accepts mail, refuses one mailbox for good and one for now,
+    refuses the message for another, and for a last one takes the message and hangs up
+    without an answer — the one case where the sender cannot know it went out."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[list[str]] = []
+        self.sessions: set[int] = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address == REFUSED_MAILBOX:
@@ -106,10 +112,15 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.sessions.add(id(session))
+        if envelope.rcpt_tos == [SCANNED_MAILBOX]:
+            return "554 5.6.0 message content refused"
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
         self.envelopes.append(list(envelope.rcpt_tos))
+        if envelope.rcpt_tos == [VANISHING_MAILBOX]:
+            server.transport.close()
         return "250 Message accepted"
 
 
@@ -212,6 +223,56 @@ async def test_email_is_multipart_in_the_patients_language(smtp) -> None:
     for part in (plain, markup):
         assert "http" not in part
         assert "www." not in part
+
+
+async def test_the_intent_is_recorded_after_the_recipient_and_before_data(smtp) -> None:
+    inbox, config = smtp
+    intent = RecordingIntent()
+    result = await EmailChannel(config).send(notice_for("da"), contact(email=MAILBOX), KEY, intent)
+    assert intent.events == [("commit", "email", result.reference)]
+    assert [message["Message-ID"] for message in inbox.messages] == [result.reference]
+
+    refused = RecordingIntent()
+    with pytest.raises(PermanentDeliveryError):
+        await EmailChannel(config).send(
+            notice_for("da"), contact(email=REFUSED_MAILBOX), KEY, refused
+        )
+    assert refused.events == []  # nothing to record: the recipient was refused before DATA
+
+
+async def test_no_data_is_sent_when_the_intent_cannot_be_recorded(smtp) -> None:
+    inbox, config = smtp
+    taken_over = RecordingIntent(refuse=ClaimLostError(None))
+    with pytest.raises(ClaimLostError):
+        await EmailChannel(config).send(notice_for("da"), contact(email=MAILBOX), KEY, taken_over)
+    assert inbox.messages == []
+
+
+async def test_a_session_cut_off_after_data_is_an_unknown_outcome(smtp) -> None:
+    inbox, config = smtp
+    intent = RecordingIntent()
+    with pytest.raises(DeliveryOutcomeUnknownError) as caught:
+        await EmailChannel(config).send(
+            notice_for("da"), contact(email=VANISHING_MAILBOX), KEY, intent
+        )
+    assert VANISHING_MAILBOX not in str(caught.value)
+    # The server did take it: exactly why it must not be sent again blindly.
+    assert len(inbox.messages) == 1
+    assert intent.events == [("commit", "email", inbox.messages[0]["Message-ID"])]
+
+
+async def test_sessions_are_kept_between_notices(smtp) -> None:
+    inbox, config = smtp
+    channel = EmailChannel(config)
+    try:
+        for number in range(3):
+            await channel.send(
+                notice_for("da"), contact(email=MAILBOX), f"{KEY}-{number}", RecordingIntent()
+            )
+    finally:
+        await channel.aclose()
+    assert len(inbox.messages) == 3
+    assert len(inbox.sessions) == 1
 
 
 async def test_english_email_names_english_categories(smtp) -> None:
@@ -480,6 +541,22 @@ async def test_the_contacts_own_order_wins(smtp, gateway, dispatcher) -> None:
     assert result.channel == "sms"
     assert len(state.requests) == 1
     assert inbox.messages == []
+
+
+async def test_a_refused_message_withdraws_the_intent_and_falls_back(gateway, dispatcher) -> None:
+    state, _ = gateway
+    intent = RecordingIntent()
+    result = await dispatcher.deliver(
+        notice_for("da"), contact(email=SCANNED_MAILBOX, phone=PHONE), KEY, intent
+    )
+    assert result.channel == "sms"
+    assert len(state.requests) == 1
+    uuid = str(message_uuid(KEY))
+    assert intent.events == [
+        ("commit", "email", f"<{uuid}@rigshospitalet.example.dk>"),
+        ("withdraw",),
+        ("commit", "sms", uuid),
+    ]
 
 
 async def test_transient_failure_stops_and_is_raised(smtp, gateway, dispatcher) -> None:
