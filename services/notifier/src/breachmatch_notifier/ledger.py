@@ -218,7 +218,10 @@ class Ledger:
         scope = [OUTREACH_PREFIX, bus.tenant_token(tenant)]
         if breach_id:
             scope.append(bus.tenant_token(breach_id))
-        pattern = ".".join([*scope, ">"])
+        return [found.entry for found in await self.scan(".".join([*scope, ">"]))]
+
+    async def scan(self, pattern: str) -> list[Versioned]:
+        """Every entry whose key matches ``pattern`` (NATS wildcards), as of now."""
         # nats-py's watcher may send its "initial values done" marker before
         # the values when they reach it during its own consumer-info check, so
         # count the keys first and read until every one of them is in.
@@ -227,14 +230,15 @@ class Ledger:
         )
         expected = len(info.state.subjects or {})
         watcher = await self._kv.watch(pattern, ignore_deletes=True)
-        found: dict[str, LedgerEntry] = {}
+        found: dict[str, Versioned] = {}
         marker_seen = False
         try:
             async for update in watcher:
                 if update is None:
                     marker_seen = True
                 else:
-                    found[update.key] = LedgerEntry.from_bytes(update.value or b"")
+                    entry = LedgerEntry.from_bytes(update.value or b"")
+                    found[update.key] = Versioned(update.key, entry, update.revision or 0)
                 if marker_seen and len(found) >= expected:
                     break
         finally:
