@@ -263,7 +263,8 @@ class Stack:
             pids[NATS] = self.nats.pid
         self.pids_file.write_text(json.dumps(pids))
 
-    def _service(self, name: str) -> ServiceProcess:
+    def service(self, name: str) -> ServiceProcess:
+        """A component's process, command line and environment, by name."""
         for proc in self.services:
             if proc.name == name:
                 return proc
@@ -275,7 +276,7 @@ class Stack:
             assert self.nats is not None
             self.nats.kill9()
             return
-        process = self._service(name).process
+        process = self.service(name).process
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
@@ -286,7 +287,7 @@ class Stack:
             assert self.nats is not None
             self.nats.start()
         else:
-            proc = self._service(name)
+            proc = self.service(name)
             self._spawn(proc)
             if proc.health_port:
                 assert proc.process is not None
