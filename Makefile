@@ -14,7 +14,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
 
-.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-core bench-check bench clean
+.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-notify bench-core bench-check bench clean
 
 all: test
 
@@ -118,7 +118,11 @@ bench-core: $(STAMP) $(BENCH_VENV)/.installed
 bench-check: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) bench/bench_check.py --psi-python $(BENCH_VENV)/bin/python
 
-bench: bench-core bench-check
+# Notices per second into the local SMTP sink, counted by the sink.
+bench-notify: $(STAMP)
+	$(PY) bench/bench_notify.py
+
+bench: bench-core bench-check bench-notify
 	$(PY) bench/bench_matcher.py
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_readers.py
