@@ -275,6 +275,16 @@ async def test_sessions_are_kept_between_notices(smtp) -> None:
     assert len(inbox.sessions) == 1
 
 
+async def test_an_address_beyond_ascii_goes_over_smtputf8(smtp) -> None:
+    inbox, config = smtp
+    await EmailChannel(config).send(
+        notice_for("da"), contact(email="Søren@Example.DK"), KEY, RecordingIntent()
+    )
+    [message] = inbox.messages
+    assert message["To"] == "søren@example.dk"  # raw UTF-8, not an encoded word
+    assert inbox.envelopes == [["søren@example.dk"]]
+
+
 async def test_english_email_names_english_categories(smtp) -> None:
     inbox, config = smtp
     await EmailChannel(config).send(
