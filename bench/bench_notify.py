@@ -14,6 +14,10 @@ notices/s is the sink's own count over the time from the first to the last
 message it stored (worker start-up excluded; the wall time from starting the
 workers is printed too). Lost and duplicated come from the sink as well:
 distinct Message-IDs against the notices submitted, and copies of one.
+
+Because the machine may be shared, the CPU time each party spent over the same
+interval is printed per notice too (notifier workers, SMTP sink, nats-server),
+with the rate that CPU cost allows on the cores this machine has.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import grpc
 import nacl.public
+import psutil
 
 from breachmatch import keys, tls
 from breachmatch.dev.demo import ingest_command
@@ -73,6 +78,14 @@ def submit(info: StackInfo, public_key: nacl.public.PublicKey, notices: int) -> 
             assert all(receipt.accepted for receipt in reply.receipts)
 
 
+def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """User + system CPU seconds so far, per party (all its processes)."""
+    return {
+        name: sum(sum(process.cpu_times()[:2]) for process in processes)
+        for name, processes in parties.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="notifier throughput into the SMTP sink")
     parser.add_argument("--notices", type=int, default=5000)
@@ -112,17 +125,24 @@ def main() -> None:
                              stdout=log, stderr=subprocess.STDOUT)
             for _ in range(args.processes)
         ]  # fmt: skip
+        parties = {
+            "notifier": [psutil.Process(worker.pid) for worker in workers],
+            "sink": [psutil.Process(stack.service("smtp-sink").process.pid)],  # type: ignore[union-attr]
+            "nats": [psutil.Process(stack.nats.pid)],  # type: ignore[union-attr]
+        }
         first = last = 0.0
         count = 0
+        cpu_first: dict[str, float] = {}
+        cpu_last: dict[str, float] = {}
         expected = args.notices + 1  # + the new-breach alert to the tenant's DPO
         while count < expected and time.monotonic() - spawned < TIMEOUT:
             time.sleep(0.05)
             now = time.monotonic()
             seen = sum(1 for _ in info.mail_dir.glob("*.eml")) if info.mail_dir.exists() else 0
             if seen and not first:
-                first = now
+                first, cpu_first = now, cpu_seconds(parties)
             if seen > count:
-                count, last = seen, now
+                count, last, cpu_last = seen, now, cpu_seconds(parties)
         ids: Counter[str] = Counter()
         for path in info.mail_dir.glob("*.eml"):
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
@@ -134,6 +154,15 @@ def main() -> None:
         print(f"wall     {last - spawned:.1f}s from starting the workers to the last e-mail")
         print(f"sink     {count:,} messages, {len(ids):,} distinct notices")
         rate = (len(ids) - 1) / (last - first) if last > first else 0.0
+        spent = {name: cpu_last[name] - cpu_first[name] for name in parties}
+        per_notice = {name: 1000 * seconds / max(1, count - 1) for name, seconds in spent.items()}
+        total = sum(per_notice.values())
+        cores = psutil.cpu_count() or 1
+        print(
+            "cpu      ms per notice: "
+            + ", ".join(f"{name} {ms:.2f}" for name, ms in per_notice.items())
+            + f"; {total:.2f} in all = {cores * 1000 / total:,.0f} notices/s on {cores} idle cores"
+        )
         print(f"notices/s {rate:,.0f} (lost {lost}, duplicated {duplicated})")
     finally:
         for worker in workers:

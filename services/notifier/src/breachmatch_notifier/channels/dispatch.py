@@ -126,7 +126,7 @@ class Dispatcher:
                     await intent.withdraw()
                 raise
             failed = tuple(failure.channel for failure in failures)
-            _log.info("notice delivered", channel=name, failed_channels=list(failed))
+            _log.debug("notice delivered", channel=name, failed_channels=list(failed))
             return replace(result, failed_channels=failed)
         raise UndeliverableError(failures)
 
