@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/chaos.py [--trials 20] [--seed N] [--patients 2000]
 
-Each trial starts a fresh local stack (`breachmatch.dev.stack`: nats-server,
-matcher, notifier, ingest, SMTP sink), writes a synthetic hospital and leak
-(`breachmatch.dev.synthetic`, a different seed per trial) and runs the demo's
-own command lines: the operator's ``breachmatch-ingest``, the hospital's
+Each trial starts a fresh local stack (`breachmatch.dev.stack`: nats-server
+with an empty store, matcher, notifier, ingest, SMTP sink; the dev PKI and
+operator keys are made once and kept, as in `make demo`), writes a synthetic
+hospital and leak (`breachmatch.dev.synthetic`, a different seed per trial)
+and runs the demo's own command lines: the operator's ``breachmatch-ingest``, the hospital's
 ``breachmatch check`` and ``breachmatch notify``. While that runs, one
 component — the notifier, the nats-server, the matcher or the ingest service —
 is killed with SIGKILL at a random moment of a phase it takes part in
@@ -66,7 +67,7 @@ from breachmatch.dev.demo import (
     ingest_command,
     notify_command,
 )
-from breachmatch.dev.stack import NATS, TENANT, Stack, StackInfo
+from breachmatch.dev.stack import NATS, TENANT, Stack, StackError, StackInfo
 from breachmatch.dev.synthetic import Dataset, generate
 from breachmatch.identifiers import IdentifierError, normalise_email
 from breachmatch_notifier.channels import message_uuid
@@ -80,6 +81,7 @@ ACK_WAIT_SECONDS = 3
 COMMAND_TIMEOUT = 90.0
 COMMAND_TRIES = 6
 SETTLE_TIMEOUT = 120.0
+STARTUP_TRIES = 3
 POLL_SECONDS = 0.25
 
 #: Which phases each component takes part in, and how likely it is picked.
@@ -297,8 +299,23 @@ def plan_kill(rng: random.Random, components: list[str]) -> KillPlan:
     return KillPlan(component, phase, at, down_for=rng.uniform(0.0, 1.0))
 
 
+def start(stack: Stack) -> StackInfo:
+    """`Stack.up`, tried again when a service lost its free port to another process."""
+    for _ in range(STARTUP_TRIES - 1):
+        try:
+            return stack.up()
+        except StackError as exc:
+            print(f"       stack did not start ({exc}); starting it again", flush=True)
+    return stack.up()
+
+
+#: What one trial leaves under the root; the next starts without it (PKI and keys stay).
+TRIAL_STATE = ("mail", "hospital-a", "digital-post-outbox", "nats", "logs", "data")
+
+
 def run_trial(root: Path, number: int, plan: KillPlan, sizes: tuple[int, int, int]) -> Tally:
-    shutil.rmtree(root, ignore_errors=True)
+    for stale in TRIAL_STATE:
+        shutil.rmtree(root / stale, ignore_errors=True)
     stack = Stack(
         root,
         env={
@@ -309,7 +326,7 @@ def run_trial(root: Path, number: int, plan: KillPlan, sizes: tuple[int, int, in
         },
     )
     tally = Tally()
-    info = stack.up()
+    info = start(stack)
     killer: Killer | None = None
     try:
         patients, leaked, strangers = sizes
@@ -371,7 +388,7 @@ def main() -> None:
     for number in range(1, args.trials + 1):
         plan = plan_kill(rng, components)
         started = time.monotonic()
-        tally = run_trial(args.root / f"trial-{number:02d}", number, plan, (
+        tally = run_trial(args.root, number, plan, (
             args.patients, args.leaked, args.strangers))  # fmt: skip
         seconds = time.monotonic() - started
         if not tally.matches_ok:
