@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import email
 import email.policy
@@ -79,7 +80,8 @@ _BIN = Path(sys.executable).parent
 ACK_WAIT_SECONDS = 3
 #: A command that outlives this is stuck on a dead component: killed and run again.
 COMMAND_TIMEOUT = 90.0
-COMMAND_TRIES = 6
+COMMAND_TRIES = 12
+RERUN_PAUSE = 3.0
 SETTLE_TIMEOUT = 120.0
 STARTUP_TRIES = 3
 POLL_SECONDS = 0.25
@@ -176,9 +178,11 @@ def mail_files(info: StackInfo) -> list[Path]:
 
 
 def run_command(info: StackInfo, argv: tuple[str, ...], killer: Killer, tally: Tally) -> None:
-    """Run a CLI step; when the crash made it fail, wait for the restart and run it again."""
+    """Run a CLI step; when the crash made it fail, run it again after a pause, as an operator
+    would (services reconnect within seconds; their breach index catches up within ~20 s)."""
     env = {**os.environ, **info.env, "BREACHMATCH_LOG_FORMAT": "json"}
     tool, *args = argv
+    failures: list[str] = []
     for _ in range(COMMAND_TRIES):
         try:
             done = subprocess.run(
@@ -190,17 +194,29 @@ def run_command(info: StackInfo, argv: tuple[str, ...], killer: Killer, tally: T
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            failure = "timed out"
+            failures.append("timed out")
         else:
             if done.returncode == 0:
-                return
-            failure = f"exit {done.returncode}"
-        tally.notes.append(f"{tool} {args[0]} {failure}, run again")
-        tally.reruns += 1
+                break
+            failures.append(f"exit {done.returncode}: {_last_line(done.stderr)}")
         if not killer.killed:
-            raise RuntimeError(f"{tool} {args[0]} failed ({failure}) with nothing killed")
+            raise RuntimeError(f"{tool} {args[0]} failed with nothing killed: {failures[-1]}")
         killer.done.wait(COMMAND_TIMEOUT)
-    raise RuntimeError(f"{tool} {args[0]} kept failing after {COMMAND_TRIES} tries")
+        time.sleep(RERUN_PAUSE)
+    else:
+        raise RuntimeError(f"{tool} {args[0]} kept failing: {failures[-1]}")
+    if failures:
+        tally.reruns += len(failures)
+        tally.notes.append(f"{tool} {args[0]} run {len(failures) + 1}x ({failures[-1]})")
+
+
+def _last_line(text: str) -> str:
+    """The last line a CLI wrote (its one-line error), shortened for the table."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    with contextlib.suppress(ValueError, AttributeError):  # a JSON log line: its event
+        last = str(json.loads(last).get("event", last))
+    return last[:60]
 
 
 async def settle(info: StackInfo, submitted: int) -> list[LedgerEntry]:
