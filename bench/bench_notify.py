@@ -111,9 +111,11 @@ def main() -> None:
         submit(info, public_key, args.notices)
         print(f"queued {args.notices:,} notices in {time.monotonic() - started:.1f}s")
 
+        notifier_env = stack.service("notifier").env
         worker_env = {
             **os.environ,
-            **stack.service("notifier").env,
+            **notifier_env,
+            "BREACHMATCH_NATS_TLS_DIR": notifier_env["BREACHMATCH_TLS_DIR"],
             "BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS": str(args.workers),
             "BREACHMATCH_HEALTH_ADDR": "",
             "BREACHMATCH_METRICS_ADDR": "",

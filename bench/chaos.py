@@ -68,6 +68,7 @@ from breachmatch.dev.demo import (
     ingest_command,
     notify_command,
 )
+from breachmatch.dev.nats_server import NatsServer
 from breachmatch.dev.stack import NATS, TENANT, Stack, StackError, StackInfo
 from breachmatch.dev.synthetic import Dataset, generate
 from breachmatch.identifiers import IdentifierError, normalise_email
@@ -219,13 +220,14 @@ def _last_line(text: str) -> str:
     return last[:60]
 
 
-async def settle(info: StackInfo, submitted: int) -> list[LedgerEntry]:
+async def settle(nats_server: NatsServer, submitted: int) -> list[LedgerEntry]:
     """The ledger once every notice is final and the notifier's consumers hold nothing more."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
     entries: list[LedgerEntry] = []
     while time.monotonic() < deadline:
         try:
-            nc, js = await bus.connect(info.nats_url, "chaos-harness")
+            # The dev PKI's admin identity: reads the notifier's ledger and consumers.
+            nc, js = await nats_server.connect("admin", "chaos-harness")
         except (nats.errors.Error, OSError):  # NATS restarting: ask again
             await asyncio.sleep(POLL_SECONDS)
             continue
@@ -366,7 +368,8 @@ def run_trial(root: Path, number: int, plan: KillPlan, sizes: tuple[int, int, in
         if killer.error is not None:
             raise killer.error
         tally.killed = killer.killed
-        entries = asyncio.run(settle(info, submitted))
+        assert stack.nats is not None
+        entries = asyncio.run(settle(stack.nats, submitted))
         count(info, data, entries, tally)
     finally:
         if killer is not None:

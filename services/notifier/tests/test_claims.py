@@ -41,7 +41,7 @@ MESSAGE_ID = "<7d0c3c5e-0d7e-5a51-9a57-2f1e0c8b9a10@rigshospitalet.example.dk>"
 @pytest.fixture
 async def rival(harness: Harness) -> AsyncIterator[Ledger]:
     """The ledger as a second worker sees it: its own NATS connection."""
-    nc, js = await bus.connect(harness.nats.url, "rival-worker")
+    nc, js = await harness.nats.connect("notifier", "rival-worker")
     secret = keys.load_sealing_secret_key(harness.operator.notifier_secret_key)
     try:
         yield Ledger(await bus.key_value(js, bus.KV_OUTREACH_LEDGER), ref_key_for(secret))

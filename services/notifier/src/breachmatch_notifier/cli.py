@@ -31,7 +31,7 @@ import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRP
 from breachmatch import bus, logs
 from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
-from breachmatch.settings import add_env_argument, add_version_argument
+from breachmatch.settings import add_nats_arguments, add_version_argument, nats_tls
 from breachmatch.tenants import TenantConfigError
 from breachmatch_notifier import config as settings
 from breachmatch_notifier import review
@@ -79,7 +79,7 @@ def _review_parser(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=text)
-    add_env_argument(parser, "--nats-url", default=settings.DEFAULT_NATS_URL, help="NATS URL")
+    add_nats_arguments(parser)  # the notifier's own certificate: only it may read the ledger
     parser.set_defaults(log_level="WARNING", log_format="auto")
     return parser
 
@@ -119,7 +119,12 @@ async def _run(config: settings.NotifierConfig, *, intake: bool) -> int:
 
 async def _review(args: argparse.Namespace) -> int:
     try:
-        nc, js = await bus.connect(args.nats_url, CLIENT_NAME)
+        tls = nats_tls(args.nats_tls_dir)
+    except (ValueError, OSError) as exc:
+        print(str(exc), file=sys.stderr)
+        return CONFIG_ERROR
+    try:
+        nc, js = await bus.connect(args.nats_url, CLIENT_NAME, tls)
     except (nats.errors.Error, OSError) as exc:
         print(f"cannot reach NATS at {args.nats_url} ({type(exc).__name__})", file=sys.stderr)
         return REVIEW_FAILED
