@@ -209,16 +209,17 @@ class Stack:
              "--dir", str(mail_dir)],
             {}, 0, logs / "smtp-sink.log",
         )  # fmt: skip
+        self.services.insert(0, sink)  # started first, and stopped by a failed start too
         try:
-            for proc in (sink, *self.services):
+            for proc in self.services:
                 self._spawn(proc)
             for proc in self.services:
-                assert proc.process is not None
-                _wait_serving(proc.name, proc.health_port, proc.process, startup_timeout)
+                if proc.health_port:
+                    assert proc.process is not None
+                    _wait_serving(proc.name, proc.health_port, proc.process, startup_timeout)
         except BaseException:
             self.down()
             raise
-        self.services.append(sink)
         info = StackInfo(
             root=self.root,
             nats_url=self.nats.url,
@@ -271,14 +272,17 @@ class Stack:
         raise StackError(f"no component {name!r} in this stack")
 
     def kill9(self, name: str) -> None:
-        """SIGKILL one component (a service, the SMTP sink or `NATS`), as a crash would."""
+        """SIGKILL one component (a service, the SMTP sink or `NATS`), as a crash would.
+
+        The whole process group goes, worker pools included, as when a container dies.
+        """
         if name == NATS:
             assert self.nats is not None
             self.nats.kill9()
             return
         process = self.service(name).process
         if process is not None and process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: see `_spawn`
             process.wait()
 
     def restart(self, name: str, startup_timeout: float = 60.0) -> None:
