@@ -104,9 +104,9 @@ def main() -> None:
                        env=env, check=True, capture_output=True)  # fmt: skip
         mail = sorted(info.mail_dir.glob("*.eml")) if info.mail_dir.exists() else []
         assert not mail, "no alert e-mail expected: the bench tenant has no alert address"
-        public_key = keys.load_sealing_public_key(
-            Path(stack.service("matcher").env["BREACHMATCH_NOTIFIER_PUBLIC_KEY"])
-        )
+        # The stack's operator keys (made by `up`, reused here).
+        key_files = keys.make_operator_keys(args.root / "keys")
+        public_key = keys.load_sealing_public_key(key_files.notifier_public_key)
         started = time.monotonic()
         submit(info, public_key, args.notices)
         print(f"queued {args.notices:,} notices in {time.monotonic() - started:.1f}s")
