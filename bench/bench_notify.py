@@ -39,8 +39,8 @@ import psutil
 
 from breachmatch import keys, tls
 from breachmatch.dev.demo import ingest_command
+from breachmatch.dev.dumps import write_dataset
 from breachmatch.dev.stack import Stack, StackInfo
-from breachmatch.dev.synthetic import generate
 from breachmatch.v1 import outreach_pb2_grpc
 from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachItem, SubmitOutreachRequest
 
@@ -98,7 +98,7 @@ def main() -> None:
     info = stack.up()
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        data = generate(args.root / "data", 50, 20, 10)
+        data = write_dataset(args.root / "data", 50, 20, 10)
         env = {**os.environ, **info.env, "BREACHMATCH_LOG_FORMAT": "json"}
         subprocess.run([str(_BIN / ingest_command(data)[0]), *ingest_command(data)[1:]],
                        env=env, check=True, capture_output=True)  # fmt: skip

@@ -5,7 +5,7 @@
 Each trial starts a fresh local stack (`breachmatch.dev.stack`: nats-server
 with an empty store, matcher, notifier, ingest, SMTP sink; the dev PKI and
 operator keys are made once and kept, as in `make demo`), writes a synthetic
-hospital and leak (`breachmatch.dev.synthetic`, a different seed per trial)
+hospital and leak (`breachmatch.dev.dumps`, a different seed per trial)
 and runs the demo's own command lines: the operator's ``breachmatch-ingest``, the hospital's
 ``breachmatch check`` and ``breachmatch notify``. While that runs, one
 component — the notifier, the nats-server, the matcher or the ingest service —
@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import email
 import email.policy
 import json
@@ -69,9 +68,9 @@ from breachmatch.dev.demo import (
     ingest_command,
     notify_command,
 )
+from breachmatch.dev.dumps import Dataset, write_dataset
 from breachmatch.dev.nats_server import NatsServer
 from breachmatch.dev.stack import NATS, TENANT, Stack, StackError, StackInfo
-from breachmatch.dev.synthetic import Dataset, generate
 from breachmatch.identifiers import IdentifierError, normalise_email
 from breachmatch_notifier.channels import message_uuid
 from breachmatch_notifier.channels.email import IDEMPOTENCY_HEADER
@@ -300,13 +299,12 @@ def count(info: StackInfo, data: Dataset, entries: list[LedgerEntry], tally: Tal
 def _patient_addresses(data: Dataset, patients: set[str]) -> dict[str, str]:
     """The normalised e-mail address of each patient in ``patients`` ("" if unusable)."""
     found: dict[str, str] = {}
-    with data.hospital_csv.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["patient_id"] in patients:
-                try:
-                    found[row["patient_id"]] = normalise_email(row["email"])
-                except IdentifierError:
-                    found[row["patient_id"]] = ""
+    for person in data.hospital:
+        if person.patient_id in patients:
+            try:
+                found[person.patient_id] = normalise_email(person.email)
+            except IdentifierError:
+                found[person.patient_id] = ""
     return found
 
 
@@ -349,7 +347,7 @@ def run_trial(root: Path, number: int, plan: KillPlan, sizes: tuple[int, int, in
     killer: Killer | None = None
     try:
         patients, leaked, strangers = sizes
-        data = generate(root / "data", patients, leaked, strangers, seed=number)
+        data = write_dataset(root / "data", patients, leaked, strangers, seed=number)
         strong = sum(1 for m in data.expected if m.strength == "strong")
         killer = Killer(stack, plan, lambda: len(mail_files(info)), strong + 1)
         killer.start()

@@ -25,8 +25,6 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-import nats.errors
-
 import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
 from breachmatch import bus, logs
 from breachmatch.pipes import quiet_on_closed_pipe
@@ -125,9 +123,9 @@ async def _review(args: argparse.Namespace) -> int:
         return CONFIG_ERROR
     try:
         nc, js = await bus.connect(args.nats_url, CLIENT_NAME, tls)
-    except (nats.errors.Error, OSError) as exc:
-        print(f"cannot reach NATS at {args.nats_url} ({type(exc).__name__})", file=sys.stderr)
-        return REVIEW_FAILED
+    except UnreachableError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_UNREACHABLE
     try:
         # Reading and settling entries computes no patient references: no key needed.
         ledger = Ledger(await bus.key_value(js, bus.KV_OUTREACH_LEDGER), ref_key=b"")
