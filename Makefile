@@ -14,7 +14,7 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
 
-.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins bench-core bench-check bench clean
+.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-notify bench-core bench-check bench clean
 
 all: test
 
@@ -97,6 +97,13 @@ deploy-smoke: $(STAMP)
 release-pins: $(STAMP)
 	$(PY) deploy/smoke/release_pins.py --validate
 
+# Crash trials: the demo's flow with a kill -9 of a random component at a random
+# moment, restarted; counts e-mails per notice against ground truth. Not part of
+# `make test` (20 trials take minutes); TRIALS=N to change the number.
+TRIALS ?= 20
+chaos: $(STAMP)
+	$(PY) bench/chaos.py --trials $(TRIALS)
+
 # Benchmarks run in their own venv: openmined-psi pins an older protobuf than
 # grpcio needs, so it cannot share .venv.
 $(BENCH_VENV)/.installed: $(PYPROJECTS)
@@ -111,7 +118,11 @@ bench-core: $(STAMP) $(BENCH_VENV)/.installed
 bench-check: $(STAMP) $(BENCH_VENV)/.installed
 	$(PY) bench/bench_check.py --psi-python $(BENCH_VENV)/bin/python
 
-bench: bench-core bench-check
+# Notices per second into the local SMTP sink, counted by the sink.
+bench-notify: $(STAMP)
+	$(PY) bench/bench_notify.py
+
+bench: bench-core bench-check bench-notify
 	$(PY) bench/bench_matcher.py
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_readers.py

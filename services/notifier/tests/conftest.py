@@ -16,22 +16,24 @@ admin, which seeds breach events as ingest would and inspects the ledger.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email
 import email.policy
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
 import nacl.public
 import nacl.signing
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiosmtpd.smtp import SMTP
@@ -122,6 +124,7 @@ class SmtpSink:
         self.replies: dict[str, str] = {}
         self.rcpt_seen = 0
         self._hold_after: int | None = None
+        self._hold_answers = False
         self.release = asyncio.Event()
         self._changed = asyncio.Condition()
         self.port = 0
@@ -129,6 +132,10 @@ class SmtpSink:
     def hold_after(self, passing: int) -> None:
         """Let ``passing`` recipients through, then hold the rest until `release` is set."""
         self._hold_after = passing
+
+    def hold_answers(self) -> None:
+        """Keep each message, but hold the answer to its DATA until `release` is set."""
+        self._hold_answers = True
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, _: Any
@@ -150,6 +157,8 @@ class SmtpSink:
         async with self._changed:
             self.messages.append(message)
             self._changed.notify_all()
+        if self._hold_answers:
+            await self.release.wait()
         return "250 Message accepted"
 
     async def wait_until(self, predicate: Callable[[SmtpSink], bool]) -> None:
@@ -164,6 +173,59 @@ class SmtpSink:
 
     def to(self, address: str) -> list[EmailMessage]:
         return [message for message in self.messages if message["To"] == address]
+
+
+class RecordingIntent:
+    """A `SendIntent` that keeps, in order, what a channel recorded through it.
+
+    ``refuse`` makes `commit` raise it, as a claim that was taken over does.
+    """
+
+    def __init__(self, refuse: BaseException | None = None) -> None:
+        self.events: list[tuple[str, ...]] = []
+        self._refuse = refuse
+
+    async def commit(self, channel: str, reference: str) -> None:
+        if self._refuse is not None:
+            raise self._refuse
+        self.events.append(("commit", channel, reference))
+
+    async def withdraw(self) -> None:
+        self.events.append(("withdraw",))
+
+
+class LogEvents:
+    """A structlog processor that counts events by name, so a test can wait for one.
+
+    Waiting is on a future the processor resolves — no polling — and works for
+    events logged from other threads too.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._loop = loop
+        self._waiting: list[tuple[str, int, asyncio.Future[None]]] = []
+
+    def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> NoReturn:
+        name = str(event_dict.get("event"))
+        self.counts[name] += 1
+        for event, count, future in self._waiting:
+            if event == name and self.counts[name] >= count:
+                self._loop.call_soon_threadsafe(_resolve, future)
+        raise structlog.DropEvent
+
+    async def wait_for(self, event: str, count: int = 1) -> None:
+        """Return once ``event`` has been logged ``count`` times in all."""
+        if self.counts[event] >= count:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._waiting.append((event, count, future))
+        await asyncio.wait_for(future, EVENT_TIMEOUT)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class SmsGateway:
@@ -289,6 +351,17 @@ class Harness:
         self, breach_id: str, count: int, tenant: str = HOSPITAL
     ) -> dict[str, LedgerEntry]:
         """Ledger entries by idempotency key, once ``count`` of the breach's are settled."""
+        return await self.ledger_when(
+            breach_id, lambda latest: sum(e.terminal for e in latest.values()) >= count, tenant
+        )
+
+    async def ledger_when(
+        self,
+        breach_id: str,
+        done: Callable[[dict[str, LedgerEntry]], bool],
+        tenant: str = HOSPITAL,
+    ) -> dict[str, LedgerEntry]:
+        """The breach's ledger entries by idempotency key, as soon as ``done`` holds for them."""
         prefix = ".".join(("outreach", bus.tenant_token(tenant), bus.tenant_token(breach_id)))
         kv = await bus.key_value(self.js, bus.KV_OUTREACH_LEDGER)
         watcher = await kv.watch(prefix + ".>")
@@ -299,7 +372,7 @@ class Harness:
                 if update is not None and update.value:
                     entry = LedgerEntry.from_bytes(update.value)
                     latest[entry.idempotency_key] = entry
-                if sum(entry.terminal for entry in latest.values()) >= count:
+                if done(latest):
                     return
 
         try:
@@ -307,6 +380,11 @@ class Harness:
         finally:
             await watcher.stop()
         return latest
+
+    async def unacknowledged(self) -> int:
+        """Requests the workers' consumer has handed out or still holds (0: nothing can return)."""
+        info = await self.js.consumer_info(bus.STREAM_OUTREACH, bus.CONSUMER_NOTIFIER_WORKERS)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
     def worker_env(self, **overrides: str | None) -> dict[str, str]:
         """The environment a `breachmatch-notifier worker` subprocess runs with (None: unset)."""
@@ -353,6 +431,18 @@ def write_tenants(path: Path, *, alert_email: str = "") -> Path:
         hospital["alert_email"] = alert_email
     path.write_text(json.dumps({"tenants": {HOSPITAL: hospital, NO_IDENTITY: {}}}))
     return path
+
+
+@pytest.fixture
+async def log_events() -> AsyncIterator[LogEvents]:
+    """The test's structlog events by name (nothing is printed); configuration restored."""
+    events = LogEvents(asyncio.get_running_loop())
+    saved = structlog.get_config()
+    structlog.configure(processors=[events], cache_logger_on_first_use=False)
+    try:
+        yield events
+    finally:
+        structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

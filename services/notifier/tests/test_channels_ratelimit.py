@@ -10,6 +10,8 @@ from breachmatch.v1.outreach_pb2 import ContactDetails
 from breachmatch_notifier.channels import Dispatcher, DryRunChannel, DryRunLog, TokenBucket
 from breachmatch_notifier.notice import Notice
 
+from .conftest import RecordingIntent
+
 
 class FakeClock:
     """A clock that only moves when the bucket sleeps on it."""
@@ -98,6 +100,8 @@ async def test_dispatcher_waits_for_the_channels_bucket() -> None:
         digital_post_text="d",
     )
     for n in range(3):
-        await dispatcher.deliver(notice, ContactDetails(phone="+4520304050"), f"key-{n}")
+        await dispatcher.deliver(
+            notice, ContactDetails(phone="+4520304050"), f"key-{n}", RecordingIntent()
+        )
     assert log.counts() == {"sms": 3}
     assert sum(clock.sleeps) == pytest.approx(2.0)

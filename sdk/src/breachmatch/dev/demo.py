@@ -39,6 +39,40 @@ _SCALES = {
 _BIN = Path(sys.executable).parent
 
 
+def ingest_command(data: Dataset) -> tuple[str, ...]:
+    """The operator's ingest of the synthetic leak (the demo's, and the crash trials')."""
+    return (
+        "breachmatch-ingest", str(data.leak), "--breach-id", BREACH_ID,
+        "--title", "Alles Lægehus patient records (demo)",
+        "--organisation", "Alles Lægehus (synthetic)", "--breach-date", "2025-09-01",
+        "--description-da", "Patientjournaler med CPR-numre, kontaktoplysninger, "
+        "henvisninger og journalnotater blev offentliggjort på en lækageside.",
+        "--description-en", "Patient records with CPR numbers, contact details, referrals "
+        "and journal notes published on a leak site.",
+        "--verified", "--sensitive",
+    )  # fmt: skip
+
+
+def check_command(data: Dataset, results_path: Path) -> tuple[str, ...]:
+    """The hospital's check of its patients, with the matches written to ``results_path``."""
+    return (
+        "breachmatch", "check", "--patients", str(data.hospital_csv),
+        "--breach", BREACH_ID, "--json", str(results_path),
+    )  # fmt: skip
+
+
+def notify_command(results_path: Path) -> tuple[str, ...]:
+    """The hospital's notices for the strong matches in ``results_path``."""
+    return (
+        "breachmatch",
+        "notify",
+        "--from",
+        str(results_path),
+        "--channels",
+        "email,digital_post",
+    )
+
+
 def run_tool(info: StackInfo, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run one of the project's CLIs against the stack, as its users do; fail loudly."""
     env = {**os.environ, **info.env, "BREACHMATCH_LOG_FORMAT": "json"}
@@ -145,33 +179,21 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
         print(f"ingesting the leak ({data.leaked_rows:,} rows) ...")
         phases: dict[str, float] = {}
         started = time.monotonic()
-        run_tool(
-            info, "breachmatch-ingest", str(data.leak), "--breach-id", BREACH_ID,
-            "--title", "Alles Lægehus patient records (demo)",
-            "--organisation", "Alles Lægehus (synthetic)", "--breach-date", "2025-09-01",
-            "--description-da", "Patientjournaler med CPR-numre, kontaktoplysninger, "
-            "henvisninger og journalnotater blev offentliggjort på en lækageside.",
-            "--description-en", "Patient records with CPR numbers, contact details, referrals "
-            "and journal notes published on a leak site.",
-            "--verified", "--sensitive",
-        )  # fmt: skip
+        run_tool(info, *ingest_command(data))
         phases["ingest"] = time.monotonic() - started
         results_path = root / "results.json"
         print(f"checking {data.patients:,} patients ...")
         started = time.monotonic()
-        run_tool(
-            info, "breachmatch", "check", "--patients", str(data.hospital_csv),
-            "--breach", BREACH_ID, "--json", str(results_path),
-        )  # fmt: skip
+        run_tool(info, *check_command(data, results_path))
         phases["check"] = time.monotonic() - started
         results = json.loads(results_path.read_text())
         print("submitting sealed notices ...")
         started = time.monotonic()
-        notify = ("notify", "--from", str(results_path), "--channels", "email,digital_post")
-        out = run_tool(info, "breachmatch", *notify).stdout
+        notify = notify_command(results_path)
+        out = run_tool(info, *notify).stdout
         print("  " + out.strip().splitlines()[-1] if out.strip() else "")
         # Submitting again must send nothing twice.
-        run_tool(info, "breachmatch", *notify)
+        run_tool(info, *notify)
         strong = sum(1 for m in results["matches"] if m["strength"] == "strong")
         expected_mail = strong + 1  # + the notifier's new-breach alert to the tenant
         delivered = _wait_for_mail(info, expected_mail, timeout=120 + strong / 20)

@@ -14,6 +14,10 @@ admits only those certificates and only to their own subjects.
 (grpc.health.v1 Watch, no polling sleeps), then writes ``stack.env`` with the
 `export` lines a hospital CLI needs and ``pids.json`` so `down()` can stop a
 stack started by an earlier process.
+
+`kill9()` and `restart()` crash a component and bring it back with the very
+command line and environment it started with; the crash trials
+(``bench/chaos.py``) use them, so what they test is the stack as it runs.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +42,8 @@ from breachmatch.dev.pki import DevPki, make_dev_pki
 from breachmatch.keys import make_operator_keys
 
 TENANT = "hospital-a"
+#: The component name `kill9` and `restart` take for the NATS server.
+NATS = "nats-server"
 _BIN = Path(sys.executable).parent
 
 
@@ -95,10 +102,12 @@ def _wait_serving(name: str, port: int, process: subprocess.Popen[bytes], timeou
 class Stack:
     """Start, describe and stop the local stack rooted at `root` (normally `.var`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """``env``: extra environment per service name, over the stack's own settings."""
         self.root = root.resolve()
         self.nats: NatsServer | None = None
         self.services: list[ServiceProcess] = []
+        self._extra_env = {name: dict(values) for name, values in (env or {}).items()}
 
     @property
     def pids_file(self) -> Path:
@@ -158,6 +167,7 @@ class Stack:
                 # The service's identity: its gRPC server certificate and NATS user.
                 "BREACHMATCH_TLS_DIR": str(pki.service_dir(name)),
                 **extra,
+                **self._extra_env.get(name, {}),
             }
             return ServiceProcess(
                 name, [str(_BIN / f"breachmatch-{name}"), "serve"], env, health_port,
@@ -199,16 +209,17 @@ class Stack:
              "--dir", str(mail_dir)],
             {}, 0, logs / "smtp-sink.log",
         )  # fmt: skip
+        self.services.insert(0, sink)  # started first, and stopped by a failed start too
         try:
-            for proc in (sink, *self.services):
+            for proc in self.services:
                 self._spawn(proc)
             for proc in self.services:
-                assert proc.process is not None
-                _wait_serving(proc.name, proc.health_port, proc.process, startup_timeout)
+                if proc.health_port:
+                    assert proc.process is not None
+                    _wait_serving(proc.name, proc.health_port, proc.process, startup_timeout)
         except BaseException:
             self.down()
             raise
-        self.services.append(sink)
         info = StackInfo(
             root=self.root,
             nats_url=self.nats.url,
@@ -244,13 +255,48 @@ class Stack:
             "# Written by `make up`: `source .var/stack.env`, then use the CLIs.\n"
             + "".join(f"export {k}={v}\n" for k, v in info.env.items())
         )
-        self.pids_file.write_text(
-            json.dumps(
-                {p.name: p.process.pid for p in self.services if p.process}
-                | {"nats-server": self.nats.pid}
-            )
-        )
+        self._write_pids()
         return info
+
+    def _write_pids(self) -> None:
+        pids = {p.name: p.process.pid for p in self.services if p.process}
+        if self.nats is not None and self.nats.running:
+            pids[NATS] = self.nats.pid
+        self.pids_file.write_text(json.dumps(pids))
+
+    def service(self, name: str) -> ServiceProcess:
+        """A component's process, command line and environment, by name."""
+        for proc in self.services:
+            if proc.name == name:
+                return proc
+        raise StackError(f"no component {name!r} in this stack")
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL one component (a service, the SMTP sink or `NATS`), as a crash would.
+
+        The whole process group goes, worker pools included, as when a container dies.
+        """
+        if name == NATS:
+            assert self.nats is not None
+            self.nats.kill9()
+            return
+        process = self.service(name).process
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: see `_spawn`
+            process.wait()
+
+    def restart(self, name: str, startup_timeout: float = 60.0) -> None:
+        """Start a killed component again with its own command line and environment."""
+        if name == NATS:
+            assert self.nats is not None
+            self.nats.start()
+        else:
+            proc = self.service(name)
+            self._spawn(proc)
+            if proc.health_port:
+                assert proc.process is not None
+                _wait_serving(proc.name, proc.health_port, proc.process, startup_timeout)
+        self._write_pids()
 
     def _spawn(self, proc: ServiceProcess) -> None:
         env = {**os.environ, **proc.env}
@@ -268,12 +314,12 @@ class Stack:
             if proc.process is not None:
                 pids[proc.name] = proc.process.pid
         for name, pid in pids.items():
-            if name != "nats-server":
+            if name != NATS:
                 _terminate(pid, timeout)
         if self.nats is not None:
             self.nats.stop()
-        elif "nats-server" in pids:
-            _terminate(pids["nats-server"], timeout)
+        elif NATS in pids:
+            _terminate(pids[NATS], timeout)
         self.pids_file.unlink(missing_ok=True)
         self.env_file.unlink(missing_ok=True)
 

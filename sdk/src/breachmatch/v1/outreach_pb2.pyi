@@ -181,6 +181,12 @@ class OutreachStatus(_message.Message):
         STATE_FAILED: OutreachStatus._State.ValueType  # 3
         STATE_DEAD: OutreachStatus._State.ValueType  # 4
         STATE_SKIPPED: OutreachStatus._State.ValueType  # 5
+        STATE_HELD: OutreachStatus._State.ValueType  # 6
+        """The notifier stopped between recording that it was about to hand the
+        notice to a channel that cannot recognise a repeat (plain SMTP) and
+        hearing whether the channel took it. It is not sent again on its own:
+        the operator reconciles it by its Message-ID (see the notifier README).
+        """
 
     class State(_State, metaclass=_StateEnumTypeWrapper): ...
     STATE_UNSPECIFIED: OutreachStatus.State.ValueType  # 0
@@ -189,6 +195,12 @@ class OutreachStatus(_message.Message):
     STATE_FAILED: OutreachStatus.State.ValueType  # 3
     STATE_DEAD: OutreachStatus.State.ValueType  # 4
     STATE_SKIPPED: OutreachStatus.State.ValueType  # 5
+    STATE_HELD: OutreachStatus.State.ValueType  # 6
+    """The notifier stopped between recording that it was about to hand the
+    notice to a channel that cannot recognise a repeat (plain SMTP) and
+    hearing whether the channel took it. It is not sent again on its own:
+    the operator reconciles it by its Message-ID (see the notifier README).
+    """
 
     TENANT_FIELD_NUMBER: _builtins.int
     PATIENT_REF_FIELD_NUMBER: _builtins.int

@@ -8,8 +8,11 @@ id and date, and that it is ready to be checked. It carries no link and asks
 for nothing, like every notice, and no patient data (there is none yet).
 
 The alerts consumer is durable, so a breach published while no notifier runs
-is announced when one starts; each (tenant, breach) gets its ledger entry, so
-a redelivered or re-published event alerts nobody twice. An event is alerted
+is announced when one starts; each (tenant, breach) gets its ledger entry,
+claimed before the send and settled after it like a patient notice's
+(`breachmatch_notifier.claims`), so a redelivered or re-published event
+alerts nobody twice, and an alert whose send was cut off after the point of
+no return is held for review rather than sent again. An event is alerted
 only once the breach catalogue has applied it and holds it as the breach's
 current version: an unsigned, replayed, superseded or already retracted
 publication alerts nobody.
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Mapping
 
 import nacl.signing
+import nats.errors
 from markupsafe import escape
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -34,12 +39,14 @@ from breachmatch_notifier import metrics
 from breachmatch_notifier.breaches import BreachCatalogue, breach_info
 from breachmatch_notifier.channels import (
     EMAIL,
+    DeliveryOutcomeUnknownError,
     Dispatcher,
     TransientDeliveryError,
     UndeliverableError,
 )
+from breachmatch_notifier.claims import Claim, ClaimLostError, Verdict, assess, hold_orphan
 from breachmatch_notifier.config import NotifierConfig
-from breachmatch_notifier.ledger import DEAD, SENT, Ledger, LedgerConflictError, LedgerEntry
+from breachmatch_notifier.ledger import DEAD, SENT, Ledger, LedgerEntry
 from breachmatch_notifier.notice import BreachInfo, Notice
 from breachmatch_notifier.worker import keep_alive
 
@@ -186,23 +193,53 @@ class BreachAlerts:
         current = await self._ledger.get(key) or await self._ledger.create(
             key, LedgerEntry.new(tenant.tenant_id, breach.breach_id, "", idempotency_key)
         )
-        if current is None or current.entry.terminal:
-            return  # settled, or another replica is creating it right now
+        if current is None:
+            return  # another replica is creating it right now
+        config = self._config
+        verdict = assess(current.entry, time.time())
+        if verdict is Verdict.SETTLED:
+            return
+        if verdict is Verdict.BUSY:
+            raise TransientDeliveryError(EMAIL, "another worker holds this alert")
+        try:
+            if verdict is Verdict.ORPHANED:
+                await hold_orphan(self._ledger, current, patience=config.ack_wait)
+                metrics.BREACH_ALERTS.labels("held").inc()
+                log.warning("breach alert held for review", tenant=tenant.tenant_id)
+                return
+            claim = await Claim.take(
+                self._ledger,
+                current,
+                lease=config.claim_lease,
+                patience=config.ack_wait,
+                attempts=current.entry.attempts + 1,
+            )
+        except ClaimLostError:
+            return  # another worker took it over and will settle it
         contact = ContactDetails(
             email=tenant.alert_email, language=tenant.language, channels=[EMAIL]
         )
         notice = alert_notice(breach, tenant.language)
         try:
-            result = await self._dispatcher.deliver(notice, contact, idempotency_key)
+            result = await self._dispatcher.deliver(notice, contact, idempotency_key, claim)
         except UndeliverableError as exc:
             metrics.BREACH_ALERTS.labels("failed").inc()
             log.warning("breach alert undeliverable", tenant=tenant.tenant_id, reason=exc.reason)
-            settled = current.entry.evolve(state=DEAD, detail=exc.reason)
+            await claim.settle(DEAD, detail=exc.reason)
+        except DeliveryOutcomeUnknownError as exc:
+            metrics.BREACH_ALERTS.labels("held").inc()
+            log.warning("breach alert held for review", tenant=tenant.tenant_id, reason=exc.reason)
+            await claim.hold(exc.reason)
+        except ClaimLostError:
+            log.warning("breach alert taken over before the send", tenant=tenant.tenant_id)
+        except TransientDeliveryError as exc:
+            await claim.release(f"attempt failed: {exc.reason}")
+            raise
+        except nats.errors.Error:
+            # The intent could not be recorded, so nothing was sent.
+            await claim.release("attempt failed: ledger unavailable")
+            raise
         else:
             metrics.BREACH_ALERTS.labels("sent").inc()
             log.info("breach alert sent", tenant=tenant.tenant_id, breach_id=breach.breach_id)
-            settled = current.entry.evolve(state=SENT, channel=result.channel)
-        try:
-            await self._ledger.replace(current, settled)
-        except LedgerConflictError:
-            log.warning("breach alert settled concurrently", tenant=tenant.tenant_id)
+            await claim.settle(SENT, channel=result.channel)

@@ -109,7 +109,7 @@ class NotifierApp:
         workers = PullWorkers(
             js,
             stream=bus.STREAM_OUTREACH,
-            consumer=worker_consumer_config(config.ack_wait, config.max_deliver),
+            consumer=worker_consumer_config(config.ack_wait),
             handler=OutreachDelivery(
                 config=config,
                 ledger=ledger,

@@ -114,6 +114,16 @@ class NotifierConfig:
             drain_seconds=self.drain_seconds,
         )
 
+    @property
+    def claim_lease(self) -> float:
+        """How long a worker's claim on a ledger entry stands without a word from it.
+
+        Two ``ack_wait``: JetStream redelivers a request after one, so a live
+        holder cut off from NATS for less than that keeps its claim and
+        records its own outcome (`breachmatch_notifier.claims`).
+        """
+        return 2 * self.ack_wait
+
     def retry_delay(self, delivered: int) -> float:
         """Seconds before attempt ``delivered + 1``, after ``delivered`` attempts failed."""
         return self.backoff[min(delivered, len(self.backoff)) - 1]

@@ -1,39 +1,45 @@
-"""Delivering one outreach request: ledger, sealed box, notice, channel, settle.
+"""Delivering one outreach request: ledger, claim, sealed box, notice, channel, settle.
 
 For each request a worker, in this order:
 
 1. reads the ledger entry. Superseded by a newer round → ack. Settled already
-   (sent, dead, skipped) → re-emit its status and ack, send nothing: this is
-   the redelivery after a crash, and the ledger says the notice went out.
-2. dead-letters it if it is past its last attempt (``max_deliver``), which
-   also ends a request that crashes its worker every time;
-3. claims the entry (attempt count +1, compare-and-set): a second worker
-   holding the same request loses the race and backs off;
+   (sent, dead, skipped, held) → re-emit its status and ack, send nothing:
+   this is the redelivery after a crash, and the ledger has the outcome;
+2. backs off (nak until the lease ends) when another worker's claim on the
+   entry is still running, and holds the entry for review when a lapsed
+   claim had recorded an intent to send — the outcome is unknown and the
+   notice is not sent again (`breachmatch_notifier.claims`);
+3. claims the entry (state CLAIMED, a fencing token, a lease, attempt count
+   +1: one compare-and-set), and dead-letters it if that was one attempt too
+   many (``max_deliver``) — which also ends a request that crashes its worker
+   every time;
 4. opens the sealed contact with the notifier's secret key — only here, in
    memory — and renders the notice with the tenant's sender identity, the
    breach's manifest and the contact's language and categories;
-5. delivers it while telling JetStream it is in progress, then writes SENT to
-   the ledger (compare-and-set) *before* acknowledging the message.
+5. delivers it while telling JetStream it is in progress; a channel that
+   cannot recognise a repeat records its intent on the claim right before its
+   point of no return; then the worker writes SENT (compare-and-set)
+   *before* acknowledging the message.
 
-So a worker killed at any point either left the ledger unsettled (the request
-comes back after ``ack_wait`` and is sent by someone else; the channel message
-ids derive from the idempotency key, so a receiving system can still spot the
-one copy a crash between a channel's acceptance and the ledger write can
-leave) or settled (the redelivery is acked and nothing is sent twice).
+So a worker killed at any point left the entry claimed (the request comes
+back after ``ack_wait``, the claim lapses, the next worker claims it and
+sends: nothing went out over a channel that cannot recognise a repeat),
+intent-recorded (held for review, never sent twice) or settled (the
+redelivery is acked and nothing is sent again).
 
 Outcomes: a transient failure is retried after the configured backoff until
 the attempts are used up, then dead-lettered; a channel that refuses the
 address permanently is reported FAILED on that channel and the next one is
-tried; when none is left the request is DEAD. A sealed box that does not open,
-or a request that is not one, is poison: dead-lettered at once, and the
-message terminated so it is never redelivered. The contact and the rendered
-notice live only in `_deliver`'s frame and are gone when it returns.
+tried; when none is left the request is DEAD. A session cut off after the
+point of no return is HELD. A sealed box that does not open, or a request
+that is not one, is poison: dead-lettered at once, and the message terminated
+so it is never redelivered. The contact and the rendered notice live only in
+`_deliver`'s frame and are gone when it returns.
 """
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+import time
 
 import nacl.exceptions
 import nacl.public
@@ -48,21 +54,16 @@ from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachStatus
 from breachmatch_notifier import dead_letters, metrics
 from breachmatch_notifier.breaches import BreachCatalogue
 from breachmatch_notifier.channels import (
+    DeliveryOutcomeUnknownError,
     DeliveryResult,
     Dispatcher,
     TransientDeliveryError,
     UndeliverableError,
 )
+from breachmatch_notifier.claims import Claim, ClaimLostError, Verdict, assess, hold_orphan
 from breachmatch_notifier.config import NotifierConfig
 from breachmatch_notifier.dead_letters import DeadLetters
-from breachmatch_notifier.ledger import (
-    DEAD,
-    SENT,
-    SKIPPED,
-    Ledger,
-    LedgerConflictError,
-    Versioned,
-)
+from breachmatch_notifier.ledger import DEAD, SENT, SKIPPED, Ledger, LedgerEntry, Versioned
 from breachmatch_notifier.notice import NoticeContext, NoticeError, NoticeRenderer, Sender
 from breachmatch_notifier.queue import (
     QueuedRequest,
@@ -75,10 +76,10 @@ from breachmatch_notifier.worker import keep_alive
 
 log = logs.get_logger(__name__)
 
-#: Pause between attempts to settle the ledger while NATS is unreachable.
-_SETTLE_PAUSE = 0.5
 #: Reads and compare-and-sets of one entry before a worker leaves it to another.
 _CLAIM_TRIES = 3
+#: Added to a running lease before looking again, so the lease has surely ended.
+_LEASE_MARGIN = 0.5
 
 
 class ContactError(ValueError):
@@ -140,6 +141,7 @@ class OutreachDelivery:
         item = request.item
         ref = self._ledger.patient_ref(request.tenant, item.patient_ref, item.breach_id)
         key = self._ledger.outreach_key(request.tenant, item.breach_id, ref)
+        config = self._config
         # A conflict is usually intake recording the queue sequence just after
         # publishing; read again and decide again rather than wait a backoff.
         for _ in range(_CLAIM_TRIES):
@@ -148,123 +150,146 @@ class OutreachDelivery:
                     msg, request, None, dead_letters.NO_LEDGER_ENTRY, "no ledger entry"
                 )
                 return
-            if not await self._still_open(msg, request, current):
-                return
             entry = current.entry
+            if request.round != entry.round or entry.queued_seq not in (0, request.sequence):
+                log.info("superseded request dropped")
+                await msg.ack_sync()
+                return
+            verdict = assess(entry, time.time())
+            if verdict is Verdict.SETTLED:
+                # Settled by an earlier delivery whose worker may have died before it said so.
+                await self._publish(request, entry.proto_state, entry.channel, entry.detail)
+                await msg.ack_sync()
+                return
+            if verdict is Verdict.BUSY:
+                wait = entry.lease_until - time.time() + _LEASE_MARGIN
+                log.info("request is held by another worker; backing off", seconds=round(wait, 1))
+                await msg.nak(delay=max(wait, _LEASE_MARGIN))
+                return
             try:
-                claimed = await self._ledger.replace(
+                if verdict is Verdict.ORPHANED:
+                    await self._hold_orphan(msg, request, current)
+                    return
+                claim = await Claim.take(
+                    self._ledger,
                     current,
-                    entry.evolve(attempts=entry.attempts + 1, queued_seq=request.sequence),
+                    lease=config.claim_lease,
+                    patience=config.ack_wait,
+                    attempts=entry.attempts + 1,
+                    queued_seq=request.sequence,
                 )
-            except LedgerConflictError:
+            except ClaimLostError:
                 continue
-            async with keep_alive(msg, self._config.ack_wait / 3):
-                await self._deliver(msg, request, claimed)
+            async with keep_alive(msg, config.ack_wait / 3):
+                await self._deliver(msg, request, claim)
             return
         log.info("request is being handled elsewhere; backing off")
-        await msg.nak(delay=self._config.retry_delay(1))
+        await msg.nak(delay=config.retry_delay(1))
 
-    async def _still_open(self, msg: Msg, request: QueuedRequest, current: Versioned) -> bool:
-        """Whether ``request`` is still to be delivered; if not, it has been settled here."""
-        entry = current.entry
-        if request.round != entry.round or entry.queued_seq not in (0, request.sequence):
-            log.info("superseded request dropped")
-            await msg.ack_sync()
-            return False
-        if entry.terminal:
-            # Settled by an earlier delivery whose worker may have died before it said so.
-            await self._statuses.publish(
-                status_for(
-                    request.tenant, request.item, entry.proto_state, entry.channel, entry.detail
-                ),
-                request.round,
-            )
-            await msg.ack_sync()
-            return False
-        if request.delivered > self._config.max_deliver:
-            detail = f"gave up after {self._config.max_deliver} attempts"
-            await self._bury(msg, request, current, dead_letters.EXHAUSTED, detail)
-            return False
-        return True
+    async def _hold_orphan(self, msg: Msg, request: QueuedRequest, current: Versioned) -> None:
+        """A lapsed holder recorded an intent and never an outcome: hold it, send nothing."""
+        held = await hold_orphan(self._ledger, current, patience=self._config.ack_wait)
+        await self._held(msg, request, held.entry)
 
-    async def _deliver(self, msg: Msg, request: QueuedRequest, claimed: Versioned) -> None:
+    async def _deliver(self, msg: Msg, request: QueuedRequest, claim: Claim) -> None:
         item = request.item
+        if claim.entry.attempts > self._config.max_deliver:
+            detail = f"gave up after {self._config.max_deliver} attempts"
+            await self._bury(msg, request, claim, dead_letters.EXHAUSTED, detail)
+            return
         breach = self._catalogue.get(item.breach_id)
         if breach is None:
             if self._catalogue.is_retracted(item.breach_id):
-                await self._skip(msg, request, claimed)
+                await self._skip(msg, request, claim)
             else:
                 await self._retry_or_bury(
-                    msg, request, claimed, dead_letters.UNKNOWN_BREACH, "breach not known yet"
+                    msg, request, claim, dead_letters.UNKNOWN_BREACH, "breach not known yet"
                 )
             return
         try:
             contact = open_contact(self._box, item.sealed_contact)
         except ContactError as exc:
-            await self._bury(msg, request, claimed, dead_letters.UNOPENABLE, str(exc))
+            await self._bury(msg, request, claim, dead_letters.UNOPENABLE, str(exc))
             return
         tenant = self._tenants.get(request.tenant)
         sender = Sender(tenant.organisation, tenant.contact_point)
         try:
             notice = self._renderer.render(NoticeContext.for_contact(breach, sender, contact))
-            result = await self._dispatcher.deliver(notice, contact, item.idempotency_key)
+            result = await self._dispatcher.deliver(notice, contact, item.idempotency_key, claim)
         except NoticeError as exc:
-            await self._bury(msg, request, claimed, dead_letters.UNRENDERABLE, str(exc))
+            await self._bury(msg, request, claim, dead_letters.UNRENDERABLE, str(exc))
         except UndeliverableError as exc:
             for failure in exc.failures:
                 await self._channel_failed(request, failure.channel, failure.reason)
-            await self._bury(msg, request, claimed, dead_letters.UNDELIVERABLE, exc.reason)
+            await self._bury(msg, request, claim, dead_letters.UNDELIVERABLE, exc.reason)
+        except DeliveryOutcomeUnknownError as exc:
+            log.warning("delivery outcome unknown; held for review", reason=str(exc))
+            await claim.hold(exc.reason)
+            await self._held(msg, request, claim.entry)
         except TransientDeliveryError as exc:
             metrics.TRANSIENT_FAILURES.labels(exc.channel).inc()
-            await self._retry_or_bury(msg, request, claimed, dead_letters.EXHAUSTED, str(exc))
+            await self._retry_or_bury(msg, request, claim, dead_letters.EXHAUSTED, str(exc))
+        except ClaimLostError:
+            # Another worker holds the entry now and will settle (and ack) it.
+            log.warning("claim taken over before the send; left to its new holder")
+        except nats.errors.Error as exc:
+            # The intent could not be recorded, so nothing was sent: retry later.
+            await claim.release(f"attempt {claim.entry.attempts}: ledger unavailable")
+            await msg.nak(delay=self._config.retry_delay(claim.entry.attempts))
+            log.warning("intent not recorded; nothing sent, will retry", error=type(exc).__name__)
         else:
-            await self._sent(msg, request, claimed, result)
+            await self._sent(msg, request, claim, result)
 
     async def _sent(
-        self, msg: Msg, request: QueuedRequest, claimed: Versioned, result: DeliveryResult
+        self, msg: Msg, request: QueuedRequest, claim: Claim, result: DeliveryResult
     ) -> None:
         failed = ", ".join(result.failed_channels)
         detail = f"after {failed} failed" if failed else ""
-        await self._settle(claimed, state=SENT, channel=result.channel, detail=detail)
+        await claim.settle(SENT, channel=result.channel, detail=detail)
         for channel in result.failed_channels:
             await self._channel_failed(request, channel, "refused the address; the next was tried")
         metrics.NOTICES_SENT.labels(result.channel).inc()
-        await self._statuses.publish(
-            status_for(
-                request.tenant, request.item, OutreachStatus.STATE_SENT, result.channel, detail
-            ),
-            request.round,
-        )
+        await self._publish(request, OutreachStatus.STATE_SENT, result.channel, detail)
         await msg.ack_sync()
         log.info("notice sent", channel=result.channel)
 
+    async def _held(self, msg: Msg, request: QueuedRequest, entry: LedgerEntry) -> None:
+        metrics.HELD.labels(entry.channel).inc()
+        await self._publish(request, OutreachStatus.STATE_HELD, entry.channel, entry.detail)
+        await msg.ack_sync()
+        log.warning("notice held for review", channel=entry.channel, reference=entry.reference)
+
     async def _channel_failed(self, request: QueuedRequest, channel: str, reason: str) -> None:
         metrics.CHANNEL_FAILURES.labels(channel).inc()
-        await self._statuses.publish(
-            status_for(request.tenant, request.item, OutreachStatus.STATE_FAILED, channel, reason),
-            request.round,
-        )
+        await self._publish(request, OutreachStatus.STATE_FAILED, channel, reason)
 
-    async def _skip(self, msg: Msg, request: QueuedRequest, claimed: Versioned) -> None:
+    async def _publish(
+        self,
+        request: QueuedRequest,
+        state: OutreachStatus.State.ValueType,
+        channel: str = "",
+        detail: str = "",
+    ) -> None:
+        status = status_for(request.tenant, request.item, state, channel, detail)
+        await self._statuses.publish(status, request.round)
+
+    async def _skip(self, msg: Msg, request: QueuedRequest, claim: Claim) -> None:
         detail = "breach retracted"
-        await self._settle(claimed, state=SKIPPED, detail=detail)
+        await claim.settle(SKIPPED, detail=detail)
         metrics.SKIPPED.inc()
-        await self._statuses.publish(
-            status_for(request.tenant, request.item, OutreachStatus.STATE_SKIPPED, detail=detail),
-            request.round,
-        )
+        await self._publish(request, OutreachStatus.STATE_SKIPPED, detail=detail)
         await msg.ack_sync()
         log.info("notice skipped", reason=detail)
 
     async def _retry_or_bury(
-        self, msg: Msg, request: QueuedRequest, claimed: Versioned, reason: str, detail: str
+        self, msg: Msg, request: QueuedRequest, claim: Claim, reason: str, detail: str
     ) -> None:
-        attempt = request.delivered
+        attempt = claim.entry.attempts
         if attempt >= self._config.max_deliver:
             detail = f"gave up after {attempt} attempts: {detail}"
-            await self._bury(msg, request, claimed, reason, detail)
+            await self._bury(msg, request, claim, reason, detail)
             return
-        await self._settle(claimed, detail=f"attempt {attempt} failed: {detail}")
+        await claim.release(f"attempt {attempt} failed: {detail}")
         delay = self._config.retry_delay(attempt)
         await msg.nak(delay=delay)
         log.info("delivery will be retried", attempt=attempt, delay=delay, reason=detail)
@@ -273,15 +298,15 @@ class OutreachDelivery:
         self,
         msg: Msg,
         request: QueuedRequest,
-        current: Versioned | None,
+        claim: Claim | None,
         reason: str,
         detail: str,
     ) -> None:
         """Dead-letter first (deduplicated by sequence), then ledger, status, and terminate."""
         status = status_for(request.tenant, request.item, OutreachStatus.STATE_DEAD, detail=detail)
         await self._dead.publish(subject_token(msg), status, reason, request.sequence)
-        if current is not None:
-            await self._settle(current, state=DEAD, detail=detail)
+        if claim is not None:
+            await claim.settle(DEAD, detail=detail)
         await self._statuses.publish(status, request.round)
         metrics.DEAD_LETTERS.labels(reason).inc()
         await msg.term()
@@ -295,29 +320,3 @@ class OutreachDelivery:
         metrics.DEAD_LETTERS.labels(dead_letters.UNPARSEABLE).inc()
         await msg.term()
         log.warning("unreadable request dead-lettered", detail=detail, sequence=sequence)
-
-    async def _settle(self, current: Versioned, **changes: Any) -> None:
-        """Write ``changes`` over the entry, riding out conflicts and a short NATS outage.
-
-        After a send, failing to record it would mean sending it again, so NATS
-        errors are retried for up to ``ack_wait`` (the time the message stays
-        ours anyway). A conflict means another worker touched the entry: if it
-        settled it, the notice went out twice and that is logged loudly.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._config.ack_wait
-        while True:
-            try:
-                await self._ledger.replace(current, current.entry.evolve(**changes))
-                return
-            except LedgerConflictError:
-                latest = await self._ledger.get(current.key)
-                if latest is None or latest.entry.terminal:
-                    log.error("ledger entry settled by another worker", state=changes.get("state"))
-                    return
-                current = latest
-            except nats.errors.Error as exc:
-                if loop.time() >= deadline:
-                    raise
-                log.warning("ledger write failed; retrying", error=type(exc).__name__)
-                await asyncio.sleep(_SETTLE_PAUSE)

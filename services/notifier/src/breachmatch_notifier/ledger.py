@@ -14,7 +14,13 @@ The ledger must not become a list of patients (docs/architecture.md, promises 2 
   numbers, and no raw reference ever becomes a subject;
 * a value holds the state, channel, attempt count, timestamps, breach id,
   that keyed reference and the idempotency key (itself the hospital's opaque
-  HMAC) — never a contact detail.
+  HMAC), and while a worker holds the entry its claim: a random fencing token,
+  the lease's end and the channel's message reference (a Message-ID derived
+  from the idempotency key) — never a contact detail.
+
+How workers claim an entry, record their intent before a send and settle it
+is `breachmatch_notifier.claims`; this module only stores entries and
+compares-and-sets them by KV revision.
 
 Rotating the notifier's secret key changes every keyed reference; the ledger
 then no longer recognises earlier submissions, so a rotation must wait until
@@ -43,22 +49,33 @@ from nats.js.kv import KeyValue
 from breachmatch import bus
 from breachmatch.v1.outreach_pb2 import OutreachStatus
 
-LEDGER_VERSION = 1
+#: Version 2 added the claim (holder, lease_until, reference); version 1 entries read as unclaimed.
+LEDGER_VERSION = 2
+_READABLE_VERSIONS = frozenset({1, LEDGER_VERSION})
 OUTREACH_PREFIX = "outreach"
 ALERT_PREFIX = "alert"
 _REF_KEY_CONTEXT = b"breachmatch.notifier.ledger-ref.v1"
 
 QUEUED = "queued"
+#: A worker holds the entry (``holder``, until ``lease_until``) and may be sending.
+CLAIMED = "claimed"
+#: The holder recorded its intent to send over a channel that cannot recognise a repeat.
+SENDING = "sending"
 SENT = "sent"
 DEAD = "dead"
 SKIPPED = "skipped"
-#: States after which nothing more is sent for an entry.
-TERMINAL = frozenset({SENT, DEAD, SKIPPED})
+#: The outcome of a recorded intent is unknown; an operator decides (never resent blindly).
+HELD = "held"
+#: States after which no worker sends anything for an entry.
+TERMINAL = frozenset({SENT, DEAD, SKIPPED, HELD})
 _PROTO_STATES: Mapping[str, OutreachStatus.State.ValueType] = {
     QUEUED: OutreachStatus.STATE_QUEUED,
+    CLAIMED: OutreachStatus.STATE_QUEUED,
+    SENDING: OutreachStatus.STATE_QUEUED,
     SENT: OutreachStatus.STATE_SENT,
     DEAD: OutreachStatus.STATE_DEAD,
     SKIPPED: OutreachStatus.STATE_SKIPPED,
+    HELD: OutreachStatus.STATE_HELD,
 }
 
 
@@ -93,6 +110,12 @@ class LedgerEntry:
     detail: str = ""
     created_at: str = ""
     updated_at: str = ""
+    #: Fencing token of the claim that last wrote the entry ("" when unclaimed).
+    holder: str = ""
+    #: Unix time the holder's lease ends; after it a silent holder counts as gone.
+    lease_until: float = 0.0
+    #: The channel's own id of the message an intent names (e-mail Message-ID).
+    reference: str = ""
 
     @classmethod
     def new(cls, tenant: str, breach_id: str, ref: str, idempotency_key: str) -> LedgerEntry:
@@ -132,7 +155,7 @@ class LedgerEntry:
     @classmethod
     def from_bytes(cls, data: bytes) -> LedgerEntry:
         document = json.loads(data)
-        if document.pop("v", None) != LEDGER_VERSION:
+        if document.pop("v", None) not in _READABLE_VERSIONS:
             raise ValueError("unsupported ledger entry version")
         return cls(**document)
 
@@ -195,7 +218,10 @@ class Ledger:
         scope = [OUTREACH_PREFIX, bus.tenant_token(tenant)]
         if breach_id:
             scope.append(bus.tenant_token(breach_id))
-        pattern = ".".join([*scope, ">"])
+        return [found.entry for found in await self.scan(".".join([*scope, ">"]))]
+
+    async def scan(self, pattern: str) -> list[Versioned]:
+        """Every entry whose key matches ``pattern`` (NATS wildcards), as of now."""
         # nats-py's watcher may send its "initial values done" marker before
         # the values when they reach it during its own consumer-info check, so
         # count the keys first and read until every one of them is in.
@@ -204,14 +230,15 @@ class Ledger:
         )
         expected = len(info.state.subjects or {})
         watcher = await self._kv.watch(pattern, ignore_deletes=True)
-        found: dict[str, LedgerEntry] = {}
+        found: dict[str, Versioned] = {}
         marker_seen = False
         try:
             async for update in watcher:
                 if update is None:
                     marker_seen = True
                 else:
-                    found[update.key] = LedgerEntry.from_bytes(update.value or b"")
+                    entry = LedgerEntry.from_bytes(update.value or b"")
+                    found[update.key] = Versioned(update.key, entry, update.revision or 0)
                 if marker_seen and len(found) >= expected:
                     break
         finally:

@@ -34,6 +34,11 @@ DEAD_LETTERS = Counter(
     "Requests given up on and dead-lettered, by reason",
     ["reason"],
 )
+HELD = Counter(
+    "breachmatch_notifier_held_total",
+    "Notices held for operator review because their outcome is unknown, by channel",
+    ["channel"],
+)
 SKIPPED = Counter(
     "breachmatch_notifier_skipped_total",
     "Requests not sent because their breach was retracted",
@@ -44,7 +49,7 @@ QUEUE_DEPTH = Gauge(
 )
 BREACH_ALERTS = Counter(
     "breachmatch_notifier_breach_alerts_total",
-    "New-breach alerts to tenants, by outcome (sent, failed, retry)",
+    "New-breach alerts to tenants, by outcome (sent, failed, retry, held)",
     ["outcome"],
 )
 BREACH_EVENTS_REJECTED = Counter(

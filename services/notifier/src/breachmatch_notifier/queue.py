@@ -14,10 +14,13 @@ unique (one request per tenant, patient and breach), and two tenants that
 happen to choose the same idempotency key cannot swallow each other's request.
 
 All workers, in any number of processes, bind the one durable pull consumer
-`bus.CONSUMER_NOTIFIER_WORKERS`. Its ``max_deliver`` is one above the
-notifier's own limit: the worker counts attempts and dead-letters a request on
-the delivery after its last attempt, so a request that crashes its worker
-every time still ends up in dead letters instead of silently stuck.
+`bus.CONSUMER_NOTIFIER_WORKERS`. It redelivers without limit: attempts are
+counted in the ledger, one per claim (`breachmatch_notifier.claims`), and a
+request is dead-lettered on the claim after its last attempt — so a request
+that crashes its worker every time still ends up in dead letters, while the
+deliveries a worker only backs off from (another's claim still running) count
+for nothing. A JetStream limit would instead leave such a request stuck,
+neither delivered nor dead-lettered, once it ran out.
 """
 
 from __future__ import annotations
@@ -49,8 +52,6 @@ class QueuedRequest:
     round: int
     #: Stream sequence of the message: identifies this round of the request.
     sequence: int
-    #: How many times JetStream has delivered it, this time included.
-    delivered: int
 
 
 async def publish_request(
@@ -88,13 +89,10 @@ def read_request(msg: Msg) -> QueuedRequest:
         raise RequestFormatError("request is not an OutreachItem") from None
     if not (item.patient_ref and item.breach_id and item.idempotency_key):
         raise RequestFormatError("request lacks its patient ref, breach id or idempotency key")
-    metadata = msg.metadata
-    return QueuedRequest(
-        tenant, item, int(round_text), metadata.sequence.stream, metadata.num_delivered
-    )
+    return QueuedRequest(tenant, item, int(round_text), msg.metadata.sequence.stream)
 
 
-def worker_consumer_config(ack_wait: float, max_deliver: int) -> ConsumerConfig:
+def worker_consumer_config(ack_wait: float) -> ConsumerConfig:
     return ConsumerConfig(
         name=bus.CONSUMER_NOTIFIER_WORKERS,
         durable_name=bus.CONSUMER_NOTIFIER_WORKERS,
@@ -102,5 +100,5 @@ def worker_consumer_config(ack_wait: float, max_deliver: int) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=ack_wait,
-        max_deliver=max_deliver + 1,
+        max_deliver=-1,
     )

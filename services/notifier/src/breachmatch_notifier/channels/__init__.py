@@ -3,10 +3,12 @@
 Most callers need only this::
 
     dispatcher = Dispatcher.from_config(ChannelsConfig.from_env())
-    result = await dispatcher.deliver(notice, contact, idempotency_key)
+    result = await dispatcher.deliver(notice, contact, idempotency_key, claim)
 
-`deliver` raises `TransientDeliveryError` (retry later) or
-`UndeliverableError` (a `PermanentDeliveryError`: do not retry).
+`deliver` raises `TransientDeliveryError` (retry later), `UndeliverableError`
+(a `PermanentDeliveryError`: do not retry) or `DeliveryOutcomeUnknownError`
+(hold for review); ``claim`` records the intent before an unrepeatable send
+(`breachmatch_notifier.claims.Claim`).
 """
 
 from breachmatch_notifier.channels.base import (
@@ -17,8 +19,10 @@ from breachmatch_notifier.channels.base import (
     SMS,
     Channel,
     DeliveryError,
+    DeliveryOutcomeUnknownError,
     DeliveryResult,
     PermanentDeliveryError,
+    SendIntent,
     TransientDeliveryError,
     message_uuid,
 )
@@ -46,6 +50,7 @@ __all__ = [
     "ChannelConfigError",
     "ChannelsConfig",
     "DeliveryError",
+    "DeliveryOutcomeUnknownError",
     "DeliveryResult",
     "DigitalPostChannel",
     "DigitalPostConfig",
@@ -54,6 +59,7 @@ __all__ = [
     "DryRunLog",
     "EmailChannel",
     "PermanentDeliveryError",
+    "SendIntent",
     "SmsChannel",
     "SmsGatewayConfig",
     "SmtpConfig",

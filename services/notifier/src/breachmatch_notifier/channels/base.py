@@ -3,9 +3,18 @@
 A channel either delivers or says which kind of failure it met, because the
 worker acts differently on each: a *permanent* failure (the address cannot be
 used) means "try the next channel, never retry this one"; a *transient* one
-(server down, timeout, rate-limited) means "retry the whole delivery later".
-Error messages name the channel and the reason only: contact details never go
-into an exception, since exceptions end up in logs and status events.
+(server down, timeout, rate-limited) means "retry the whole delivery later";
+an *unknown outcome* (cut off after the point of no return) means "do not
+send again: hold it for review" (`breachmatch_notifier.claims`). Error
+messages name the channel and the reason only: contact details never go into
+an exception, since exceptions end up in logs and status events.
+
+A channel whose provider recognises a repeat of the same message id
+(``deduplicates``) may simply be sent again after a crash. One that cannot
+must call ``intent.commit`` right before its point of no return and must not
+send when that raises; after a commit, a permanent or transient error asserts
+that the provider did *not* take the message, and anything it cannot be sure
+of is raised as `DeliveryOutcomeUnknownError`.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import abc
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 from breachmatch.v1.outreach_pb2 import ContactDetails
 from breachmatch_notifier.notice import Notice
@@ -52,6 +62,20 @@ class TransientDeliveryError(DeliveryError):
     """Delivery may work later (server down, timeout, throttled): retry the delivery."""
 
 
+class DeliveryOutcomeUnknownError(DeliveryError):
+    """Cut off after the point of no return: the provider may or may not have the notice."""
+
+
+class SendIntent(Protocol):
+    """Where a channel records that it is about to hand over a notice it cannot take back."""
+
+    async def commit(self, channel: str, reference: str) -> None:
+        """Record the intent (``reference``: the channel's message id); raise to forbid the send."""
+
+    async def withdraw(self) -> None:
+        """The channel refused after the commit, so nothing went out (a no-op without one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
     """Where a notice went.
@@ -87,14 +111,18 @@ def message_uuid(idempotency_key: str) -> uuid.UUID:
 class Channel(abc.ABC):
     """One way of getting a notice to a person."""
 
+    #: Whether the provider drops a repeat of a message id it has already taken.
+    deduplicates: bool = False
+
     def __init__(self, name: str) -> None:
         self.name = name
 
     @abc.abstractmethod
     async def send(
-        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
     ) -> DeliveryResult:
-        """Deliver once; raise `PermanentDeliveryError` or `TransientDeliveryError`."""
+        """Deliver once; raise `PermanentDeliveryError`, `TransientDeliveryError` or
+        `DeliveryOutcomeUnknownError` (see the module docstring for ``intent``)."""
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not a forgotten body
         """Release connections; channels holding none need not override this."""

@@ -11,7 +11,9 @@ Files are written atomically — a temporary file in the same directory, fsync,
 then a rename over the final name (``Path.replace`` is ``os.replace``) — so the
 gateway never picks up half a letter. The file name and the MeMo MessageUUID
 both come from the idempotency key, so a retry overwrites its own earlier
-file instead of queueing a second letter.
+file instead of queueing a second letter, and Digital Post refuses a second
+message with a MessageUUID it has already delivered: the channel deduplicates,
+so it needs no recorded intent and is simply written again after a crash.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from breachmatch_notifier.channels.base import (
     Channel,
     DeliveryResult,
     PermanentDeliveryError,
+    SendIntent,
     TransientDeliveryError,
     message_uuid,
 )
@@ -52,12 +55,14 @@ class DigitalPostConfig:
 
 
 class DigitalPostChannel(Channel):
+    deduplicates = True
+
     def __init__(self, config: DigitalPostConfig, name: str = DIGITAL_POST) -> None:
         super().__init__(name)
         self._config = config
 
     async def send(
-        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
     ) -> DeliveryResult:
         try:
             cpr = normalise_cpr(contact.cpr)

@@ -6,7 +6,9 @@ Post. Channels whose address field is empty are skipped before anything is
 tried, and a channel that fails *permanently* hands over to the next one. A
 *transient* failure stops the attempt and is raised: the worker retries the
 whole delivery later with the same idempotency key, so the ids the channels
-derive from it stay the same.
+derive from it stay the same. Either failure from a channel that may have
+recorded an intent withdraws it (the channel asserts nothing went out); an
+unknown outcome is raised as it is, intent and all.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from breachmatch_notifier.channels.base import (
     Channel,
     DeliveryResult,
     PermanentDeliveryError,
+    SendIntent,
     TransientDeliveryError,
 )
 from breachmatch_notifier.channels.config import ChannelsConfig, build_channels
@@ -94,29 +97,36 @@ class Dispatcher:
         return route(contact, self._channels)
 
     async def deliver(
-        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
     ) -> DeliveryResult:
         """Send over the first channel that takes it.
 
-        Raises `TransientDeliveryError` (retry later) or `UndeliverableError`
-        (a `PermanentDeliveryError`: every routed channel refused, or none fits).
+        Raises `TransientDeliveryError` (retry later), `UndeliverableError`
+        (a `PermanentDeliveryError`: every routed channel refused, or none
+        fits) or `DeliveryOutcomeUnknownError` (hold it: see
+        `breachmatch_notifier.claims`).
         """
         failures: list[PermanentDeliveryError] = []
         for name in self.route(contact):
             limit = self._rate_limits.get(name)
             if limit is not None:
                 await limit.acquire()
+            channel = self._channels[name]
             try:
-                result = await self._channels[name].send(notice, contact, idempotency_key)
+                result = await channel.send(notice, contact, idempotency_key, intent)
             except PermanentDeliveryError as exc:
                 _log.warning("channel failed permanently", channel=name, reason=exc.reason)
+                if not channel.deduplicates:
+                    await intent.withdraw()
                 failures.append(exc)
                 continue
             except TransientDeliveryError as exc:
                 _log.warning("channel failed transiently", channel=name, reason=exc.reason)
+                if not channel.deduplicates:
+                    await intent.withdraw()
                 raise
             failed = tuple(failure.channel for failure in failures)
-            _log.info("notice delivered", channel=name, failed_channels=list(failed))
+            _log.debug("notice delivered", channel=name, failed_channels=list(failed))
             return replace(result, failed_channels=failed)
         raise UndeliverableError(failures)
 

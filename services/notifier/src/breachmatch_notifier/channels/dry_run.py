@@ -16,6 +16,7 @@ from breachmatch_notifier.channels.base import (
     DRY_RUN,
     Channel,
     DeliveryResult,
+    SendIntent,
     message_uuid,
 )
 from breachmatch_notifier.notice import Notice
@@ -35,12 +36,15 @@ class DryRunLog:
 
 
 class DryRunChannel(Channel):
+    #: Nothing goes anywhere, so a repeat harms no one: like a deduplicating provider.
+    deduplicates = True
+
     def __init__(self, log: DryRunLog, name: str = DRY_RUN) -> None:
         super().__init__(name)
         self.log = log
 
     async def send(
-        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
     ) -> DeliveryResult:
         reference = str(message_uuid(idempotency_key))
         self.log.record(self.name)

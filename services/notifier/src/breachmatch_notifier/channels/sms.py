@@ -7,6 +7,12 @@ take this message (bad number, refused content) so the next channel is tried;
 5xx, 408, 429, timeouts and refused connections mean "later". The idempotency
 key goes along (as ``Idempotency-Key`` and, if configured, in the body) so a
 gateway that deduplicates can drop a retry of a message it already sent.
+
+Whether it does is configuration (``deduplicates``), because it decides what a
+crash mid-request means (`breachmatch_notifier.claims`): a deduplicating
+gateway is simply asked again; otherwise the intent is recorded before the
+POST, and a request cut off after it was sent (timeout, dropped connection)
+is an unknown outcome, held for review rather than sent twice.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from breachmatch.v1.outreach_pb2 import ContactDetails
 from breachmatch_notifier.channels.base import (
     SMS,
     Channel,
+    DeliveryOutcomeUnknownError,
     DeliveryResult,
     PermanentDeliveryError,
+    SendIntent,
     TransientDeliveryError,
     message_uuid,
 )
@@ -45,6 +53,8 @@ class SmsGatewayConfig:
     #: Fixed fields sent with every message, e.g. {"from": "Rigshospitalet"}.
     extra_fields: Mapping[str, str] = field(default_factory=dict)
     timeout_seconds: float = 10.0
+    #: The gateway drops a message whose reference it has already taken.
+    deduplicates: bool = False
 
 
 class SmsChannel(Channel):
@@ -54,9 +64,10 @@ class SmsChannel(Channel):
         super().__init__(name)
         self._config = config
         self._session: aiohttp.ClientSession | None = None
+        self.deduplicates = config.deduplicates
 
     async def send(
-        self, notice: Notice, contact: ContactDetails, idempotency_key: str
+        self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
     ) -> DeliveryResult:
         config = self._config
         try:
@@ -72,17 +83,22 @@ class SmsChannel(Channel):
         headers = {"Idempotency-Key": idempotency_key}
         if config.token:
             headers[config.auth_header] = f"{config.auth_scheme} {config.token}".strip()
+        if not self.deduplicates:
+            await intent.commit(self.name, reference)
         try:
             async with self._client().post(
                 config.url, json=body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
-        except TimeoutError:
-            raise TransientDeliveryError(self.name, "gateway timed out") from None
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:  # no connection: nothing was sent
             raise TransientDeliveryError(
                 self.name, f"gateway unreachable ({type(exc).__name__})"
             ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            reason = f"gateway request cut off ({type(exc).__name__})"
+            if self.deduplicates:
+                raise TransientDeliveryError(self.name, reason) from None
+            raise DeliveryOutcomeUnknownError(self.name, reason) from None
         # The response body is never read into an error: gateways echo the number.
         if 200 <= status < 300:
             return DeliveryResult(
