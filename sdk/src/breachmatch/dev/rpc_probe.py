@@ -12,6 +12,8 @@ stopped the call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +53,18 @@ async def raw_call(
     async with grpc.aio.secure_channel(address, credentials) as channel:
         call: Any
         raw = {"request_serializer": None, "response_deserializer": None}  # bytes in, bytes out
-        if method.client_streaming and method.server_streaming:
-            call = channel.stream_stream(path, **raw)(iter([payload]), timeout=RPC_TIMEOUT)
-        elif method.client_streaming:
-            call = channel.stream_unary(path, **raw)(iter([payload]), timeout=RPC_TIMEOUT)
+        if method.client_streaming:
+            # Written by hand, not from a request iterator: a server that refuses at once
+            # may end the call while the client still writes, and grpc.aio's iterator
+            # consumer then reports its own INTERNAL instead of the server's status.
+            kind: Any = channel.stream_stream if method.server_streaming else channel.stream_unary
+            call = kind(path, **raw)(None, timeout=RPC_TIMEOUT)  # None: no request iterator
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await call.write(payload)
+                await call.done_writing()
         elif method.server_streaming:
             call = channel.unary_stream(path, **raw)(payload, timeout=RPC_TIMEOUT)
         else:
             call = channel.unary_unary(path, **raw)(payload, timeout=RPC_TIMEOUT)
-        try:
-            if method.server_streaming:
-                async for _ in call:
-                    pass
-            else:
-                await call
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-    return grpc.StatusCode.OK
+        code: grpc.StatusCode = await call.code()
+        return code
