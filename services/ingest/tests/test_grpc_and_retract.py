@@ -238,7 +238,7 @@ async def test_retraction_is_one_event_and_final(
         Manifest.from_bytes(announced.manifest), announced.manifest, announced.signature
     )
     with pytest.raises(BreachRetractedError):
-        await publish_artifact(js, signed, before.body)
+        await publish_artifact(js, signed, before.body, before.proof_index)
 
     for request, code in (
         (ingest_pb2.RetractBreachRequest(breach_id="never-published", reason="x"), "NOT_FOUND"),

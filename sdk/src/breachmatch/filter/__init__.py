@@ -2,8 +2,10 @@
 
 Ingest builds it (`FilterWriter`, `Manifest.for_body`, `sign_manifest`); the
 matcher serves it (`SignedManifest.to_artifact`); a hospital verifies it
-(`verify_artifact`, `BreachFilter`) and looks its tokens up (`lookup`). See
-`tags` for the false-match bound and `layout` for the byte format.
+(`verify_artifact`, `BreachFilter`) and looks its tokens up (`lookup`); the
+notifier checks a hospital's proof of match with it and the proof index
+(`ProofIndex`, `proven_labels`). See `tags` for the false-match bound,
+`proofs` for why a proof needs the index, and `layout` for the byte formats.
 """
 
 from breachmatch.filter.errors import (
@@ -27,6 +29,7 @@ from breachmatch.filter.manifest import (
     verify_body,
     verify_manifest,
 )
+from breachmatch.filter.proofs import ProofIndex, proof_object_name, proven_labels
 from breachmatch.filter.reader import NOT_FOUND, BreachFilter, lookup_stream
 from breachmatch.filter.stats import FilterStats, filter_stats
 from breachmatch.filter.tags import Tags, TokenKeys, derive_keys, false_match_bound
@@ -47,6 +50,7 @@ __all__ = [
     "Manifest",
     "ManifestFormatError",
     "ManifestSignatureError",
+    "ProofIndex",
     "SignedManifest",
     "Tags",
     "TokenKeys",
@@ -54,6 +58,8 @@ __all__ = [
     "false_match_bound",
     "filter_stats",
     "lookup_stream",
+    "proof_object_name",
+    "proven_labels",
     "read_breach_event",
     "sign_manifest",
     "verify_artifact",

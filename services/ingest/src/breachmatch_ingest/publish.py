@@ -1,10 +1,12 @@
 """Announcing and retracting breaches: object store + events on stream BREACHES.
 
 Publication is two steps, in this order: the body goes into the object store
-``breach-filters`` under the breach id, then a signed `BreachEvent`
-(KIND_PUBLISHED) goes to ``breachmatch.breach.published``. The matcher
-follows the stream, so a body without an event is invisible and an event is
-only emitted once its body is in place.
+``breach-filters`` under the breach id, and its proof index (for the
+notifier's proofs of match, `breachmatch.filter.proofs`) under
+``proofs.<body sha256>``; then a signed `BreachEvent` (KIND_PUBLISHED) goes to
+``breachmatch.breach.published``. The matcher and the notifier follow the
+stream, so objects without an event are invisible and an event is only
+emitted once its objects are in place.
 
 Publishing is idempotent, which is what makes a re-ingest or a resumed job
 safe to run:
@@ -12,7 +14,9 @@ safe to run:
 * the stream is read first (it holds one event per announcement, so it is
   small): when the breach's latest event already announces a body with the
   same SHA-256, nothing is published again;
-* the object is written only when the stored one has a different digest;
+* the body is written only when the stored one has a different digest (the
+  proof index only when it is missing: its name holds the body's digest, and
+  the same body always has the same index);
 * the event carries the dedup id ``published:<breach id>:<body sha256>``,
   so even two coordinators racing past the first check yield one event
   (within the stream's seven-day duplicate window).
@@ -39,7 +43,7 @@ from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
 from breachmatch import bus, logs
-from breachmatch.filter import Manifest, SignedManifest
+from breachmatch.filter import Manifest, SignedManifest, proof_object_name
 from breachmatch.v1.breach_pb2 import BreachArtifact, BreachEvent
 
 log = logs.get_logger(__name__)
@@ -117,13 +121,27 @@ async def _store_body(
     await store.put(breach_id, body)
 
 
-async def publish_artifact(
-    js: JetStreamContext, signed: SignedManifest, body: bytes | BufferedIOBase
-) -> PublishOutcome:
-    """Store the body and announce it, unless exactly this body is already announced.
+async def _store_proof_index(
+    store: ObjectStore, name: str, proof_index: bytes | BufferedIOBase
+) -> None:
+    with contextlib.suppress(NotFoundError):
+        await store.get_info(name)
+        return
+    if not isinstance(proof_index, bytes):
+        proof_index.seek(0)
+    await store.put(name, proof_index)
 
-    `body` may be a seekable file (a large filter is never held in memory);
-    it is read from its start.
+
+async def publish_artifact(
+    js: JetStreamContext,
+    signed: SignedManifest,
+    body: bytes | BufferedIOBase,
+    proof_index: bytes | BufferedIOBase,
+) -> PublishOutcome:
+    """Store body and proof index and announce them, unless this body is already announced.
+
+    Both may be seekable files (a large filter is never held in memory); they
+    are read from their start.
     """
     manifest = signed.manifest
     latest = (await latest_events(js)).get(manifest.breach_id)
@@ -131,6 +149,7 @@ async def publish_artifact(
         raise BreachRetractedError("this breach id was retracted; use a new breach id")
     store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
     await _store_body(store, manifest.breach_id, body, manifest.body_sha256)
+    await _store_proof_index(store, proof_object_name(manifest), proof_index)
     if _announces(latest, manifest.body_sha256):
         return PublishOutcome.ALREADY_PUBLISHED
     event = BreachEvent(
