@@ -13,6 +13,13 @@ not start when it raises.
 Notices carry no links and ask for nothing because, after the Alles Lægehus
 leak, fraudsters used the leaked details to sound credible; a genuine notice
 must not look like their messages, and says so explicitly.
+
+The recipient's name is the one value a hospital writes into a notice, so it
+is held to more than the others (`check_recipient_name`): besides the link and
+request checks every field passes, it is capped at `MAX_NAME_LENGTH`
+characters, one printable line, and holds no digits — a name has none, while
+a phone number, an amount or a card number in a greeting is exactly how a
+scam text would ride inside a genuine notice.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from breachmatch.v1.outreach_pb2 import ContactDetails
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_LANGUAGE = "da"
 SMS_MAX_SEGMENTS = 2
+#: Longest recipient name a notice greets (characters); real names are far shorter.
+MAX_NAME_LENGTH = 100
 
 #: Each part of a notice and the template it is rendered from.
 TEMPLATE_FILES: Mapping[str, str] = {
@@ -63,6 +72,10 @@ _REQUEST = re.compile(
             r"\bclick",
             r"\b(?:log|sign) ?in\b",
             r"\bsend us\b",
+            r"\bgive (?:us |me )?your\b",
+            r"\b(?:card|account) ?number",
+            r"\bpin ?code",
+            r"\bcv[cv]\b",
             r"\bsvar (?:på|med|os)\b",
             r"\bbekræft",
             r"\bklik",
@@ -70,6 +83,9 @@ _REQUEST = re.compile(
             r"\bsend os\b",
             r"\bindtast",
             r"\b(?:oplys|opdater) (?:dit|din|dine)\b",
+            r"\bgiv (?:os |mig )?(?:dit|din|dine)\b",
+            r"\b(?:kort|konto)nummer",
+            r"\bpinkode",
         )
     ),
     re.IGNORECASE,
@@ -139,13 +155,20 @@ class NoticeContext:
 
     @classmethod
     def for_contact(
-        cls, breach: BreachInfo, sender: Sender, contact: ContactDetails
+        cls,
+        breach: BreachInfo,
+        sender: Sender,
+        contact: ContactDetails,
+        categories: tuple[str, ...],
     ) -> NoticeContext:
-        """The context for the person a sealed `ContactDetails` describes."""
+        """The context for the person a sealed `ContactDetails` describes.
+
+        ``categories`` are the proven entry's (`proofs.ProvenMatch`), never the hospital's word.
+        """
         return cls(
             breach=breach,
             sender=sender,
-            categories=tuple(contact.categories),
+            categories=categories,
             recipient_name=contact.name,
             language=contact.language,
         )
@@ -331,6 +354,28 @@ def _categories(names: Iterable[str]) -> Category:
         raise NoticeError("categories: unknown category name") from None
 
 
+def check_recipient_name(name: str) -> None:
+    """Refuse a name that is not one short printable line without digits, links or requests.
+
+    Raises `NoticeError` naming the rule (never the name). An empty name is
+    allowed: the notice then greets "patient".
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        raise NoticeError(f"recipient_name: longer than {MAX_NAME_LENGTH} characters")
+    if not name.isprintable():
+        raise NoticeError("recipient_name: must be one line of printable characters")
+    if any(ch.isdigit() for ch in name):
+        raise NoticeError("recipient_name: holds digits; a name has none")
+    _check_field("recipient_name", name)
+
+
+def _check_field(name: str, value: str) -> None:
+    if _LINK.search(value):
+        raise NoticeError(f"{name}: contains a link; notices carry none")
+    if _REQUEST.search(value):
+        raise NoticeError(f"{name}: asks the reader for something; notices ask for nothing")
+
+
 def _check_context(context: NoticeContext) -> None:
     """Refuse values that would put a link or a request into a notice."""
     values = {
@@ -339,14 +384,10 @@ def _check_context(context: NoticeContext) -> None:
         "breach.description": context.breach.description,
         "sender.organisation": context.sender.organisation,
         "sender.contact_point": context.sender.contact_point,
-        "recipient_name": context.recipient_name,
     }
     for name, value in values.items():
-        if _LINK.search(value):
-            raise NoticeError(f"{name}: contains a link; notices carry none")
-        # A person's name is theirs to have; every other value is written by us.
-        if name != "recipient_name" and _REQUEST.search(value):
-            raise NoticeError(f"{name}: asks the reader for something; notices ask for nothing")
+        _check_field(name, value)
+    check_recipient_name(context.recipient_name)
     for name in ("breach.title", "breach.organisation", "sender.organisation"):
         if not values[name].strip():
             raise NoticeError(f"{name}: empty")
