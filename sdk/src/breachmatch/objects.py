@@ -15,6 +15,7 @@ it until they close it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import shutil
 import tempfile
@@ -67,11 +68,12 @@ class LocalCopies:
         new one. Raises whatever fetching raises (a missing object, NATS down)
         or ``check`` raises (a digest that differs); nothing is kept then.
         """
-        path = self.directory / file_name
+        # Two objects may share a version (two breaches with one body): the name tells them apart.
+        path = self.directory / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}-{file_name}"
         async with self._locks.setdefault(name, asyncio.Lock()):
             if self._paths.get(name) == path:
                 return path
-            partial = path.with_suffix(".partial")
+            partial = path.with_name(path.name + ".partial")
             try:
                 with partial.open("wb") as handle:
                     writer = _DigestingWriter(handle)

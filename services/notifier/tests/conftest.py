@@ -19,6 +19,8 @@ import asyncio
 import email
 import email.policy
 import hashlib
+import hmac
+import io
 import json
 import os
 import sys
@@ -41,11 +43,16 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, keys
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
-from breachmatch.filter import FilterParameters, Manifest, sign_manifest
+from breachmatch.filter import FilterWriter, Manifest, proof_object_name, sign_manifest
 from breachmatch.records import Category
 from breachmatch.tls import TlsFiles, channel_credentials
 from breachmatch.v1 import breach_pb2, outreach_pb2_grpc
-from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachItem, WatchStatusResponse
+from breachmatch.v1.outreach_pb2 import (
+    ContactDetails,
+    MatchProof,
+    OutreachItem,
+    WatchStatusResponse,
+)
 from breachmatch_notifier.app import NotifierApp
 from breachmatch_notifier.channels import (
     ChannelsConfig,
@@ -71,6 +78,15 @@ SETTLE_TIMEOUT = 30.0
 EVENT_TIMEOUT = 20.0
 
 
+#: The hospital's key for opaque patient refs (the SDK derives its own from the cache key).
+REF_KEY = bytes(range(32))
+
+
+def opaque_ref(ref: str) -> str:
+    """What the hospital sends in place of a patient ref."""
+    return hmac.new(REF_KEY, ref.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class Patient:
     """A test patient; every contact value is something no store or log may hold."""
@@ -83,7 +99,22 @@ class Patient:
     postal_address: str = ""
     language: str = "da"
     channels: tuple[str, ...] = ()
+    #: The label of the patient's entry in the breach: what the notice must list.
     categories: tuple[str, ...] = ("contact", "national_id")
+    #: The kind of match key the proof is for.
+    kind: str = "cpr"
+
+    @property
+    def opaque_ref(self) -> str:
+        return opaque_ref(self.ref)
+
+    @property
+    def token(self) -> bytes:
+        """Stands in for the OPRF output of the patient's key: the notifier only looks it up."""
+        return hashlib.sha512(b"breachmatch test token\x00" + self.ref.encode()).digest()
+
+    def proof(self) -> MatchProof:
+        return MatchProof(key_kind=self.kind, token=self.token)
 
     def contact(self) -> ContactDetails:
         return ContactDetails(
@@ -94,7 +125,7 @@ class Patient:
             postal_address=self.postal_address,
             language=self.language,
             channels=list(self.channels),
-            categories=list(self.categories),
+            proof=self.proof(),
         )
 
     def secrets(self) -> list[str]:
@@ -243,25 +274,47 @@ class Harness:
         public = keys.load_sealing_public_key(self.operator.notifier_public_key)
         return bytes(nacl.public.SealedBox(public).encrypt(contact.SerializeToString()))
 
-    def item(self, patient: Patient, breach_id: str, key: str | None = None) -> OutreachItem:
+    def item(
+        self,
+        patient: Patient,
+        breach_id: str,
+        key: str | None = None,
+        contact: ContactDetails | None = None,
+    ) -> OutreachItem:
+        """The item the SDK would send for ``patient`` (or for another ``contact``)."""
         return OutreachItem(
-            patient_ref=patient.ref,
+            patient_ref=patient.opaque_ref,
             breach_id=breach_id,
             idempotency_key=key or f"k-{patient.ref}-{breach_id}",
-            sealed_contact=self.seal(patient.contact()),
+            sealed_contact=self.seal(contact or patient.contact()),
         )
 
     async def publish_breach(
         self,
         breach_id: str,
+        members: Iterable[Patient] = (),
         *,
         title: str = "Alles Lægehus-lækket",
         organisation: str = "Alles Lægehus ApS",
-        body_marker: bytes = b"",
+        proof_index: bool = True,
     ) -> None:
-        """Publish a signed breach (empty filter body) on stream BREACHES."""
-        sha = hashlib.sha256(body_marker).hexdigest()
-        manifest = Manifest(
+        """Publish a signed breach whose filter holds ``members``' tokens and labels.
+
+        Body and proof index go to the object store as ingest stores them;
+        without ``proof_index`` the breach looks like one published before
+        proof indexes existed.
+        """
+        people = list(members)
+        writer = FilterWriter()
+        if people:
+            writer.add_batch(
+                [patient.token for patient in people],
+                [int(Category.from_names(patient.categories)) for patient in people],
+            )
+        body, proofs = io.BytesIO(), io.BytesIO()
+        summary = writer.finish(body, proofs)
+        manifest = Manifest.for_body(
+            summary,
             breach_id=breach_id,
             title=title,
             organisation=organisation,
@@ -271,12 +324,11 @@ class Harness:
             verified=True,
             sensitive=True,
             oprf_key_id="k-test",
-            entry_count=0,
-            filter_parameters=FilterParameters(),
-            category_counts=dict.fromkeys(Category.legend(), 0),
-            body_size=len(body_marker),
-            body_sha256=sha,
         )
+        store = await bus.object_store(self.js, bus.OBJ_BREACH_FILTERS)
+        await store.put(breach_id, body.getvalue())
+        if proof_index:
+            await store.put(proof_object_name(manifest), proofs.getvalue())
         signed = sign_manifest(manifest, keys.load_signing_key(self.operator.signing_key))
         event = breach_pb2.BreachEvent(
             kind=breach_pb2.BreachEvent.KIND_PUBLISHED, artifact=signed.to_artifact()

@@ -29,7 +29,7 @@ from .conftest import HOSPITAL, NO_IDENTITY, UNKNOWN, Harness, Patient
 BREACH = "alles-2025"
 RPC_TIMEOUT = 20.0
 PATIENTS = [
-    Patient(ref=f"P-{n}", name=f"Testperson Nummer{n}", email=f"person{n}@example.dk")
+    Patient(ref=f"P-{n}", name=f"Testperson {chr(65 + n)}", email=f"person{n}@example.dk")
     for n in range(1, 5)
 ]
 
@@ -45,7 +45,7 @@ async def submit(stub: OutreachAsyncStub, items: list[OutreachItem]) -> list[boo
 
 
 async def test_tenants_not_configured_for_outreach_are_refused(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     app = await harness.start_app(workers_per_process=0)
     items = [harness.item(PATIENTS[0], BREACH)]
     for tenant, code in (
@@ -71,7 +71,7 @@ async def test_tenants_not_configured_for_outreach_are_refused(harness: Harness)
 async def test_expired_and_foreign_certificates_never_reach_the_service(
     harness: Harness, which: str
 ) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     app = await harness.start_app(workers_per_process=0)
     tls_dir = harness.pki.expired_dir if which == "expired" else harness.pki.foreign_dir
     stub = harness.stub(app, tls_dir)
@@ -84,8 +84,8 @@ async def test_expired_and_foreign_certificates_never_reach_the_service(
 
 
 async def test_malformed_batches_are_refused_whole(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
-    await harness.publish_breach("withdrawn-2025")
+    await harness.publish_breach(BREACH, PATIENTS)
+    await harness.publish_breach("withdrawn-2025", PATIENTS)
     await harness.retract_breach("withdrawn-2025")
     app = await harness.start_app(workers_per_process=0, max_batch=3)
     stub = harness.stub(app)
@@ -101,6 +101,8 @@ async def test_malformed_batches_are_refused_whole(harness: Harness) -> None:
     cases = [
         ([good] * 4, grpc.StatusCode.INVALID_ARGUMENT, "at most 3 items"),
         ([good, variant(patient_ref="")], grpc.StatusCode.INVALID_ARGUMENT, "items[1].patient_ref"),
+        ([variant(patient_ref="P-1")], grpc.StatusCode.INVALID_ARGUMENT, "opaque ref"),
+        ([variant(patient_ref="0101901234")], grpc.StatusCode.INVALID_ARGUMENT, "opaque ref"),
         ([variant(idempotency_key="has space")], grpc.StatusCode.INVALID_ARGUMENT, "items[0]"),
         ([variant(sealed_contact=b"x" * 48)], grpc.StatusCode.INVALID_ARGUMENT, "sealed_contact"),
         (
@@ -109,7 +111,7 @@ async def test_malformed_batches_are_refused_whole(harness: Harness) -> None:
             "sealed_contact",
         ),
         (
-            [good, variant(patient_ref="P-other")],
+            [good, variant(patient_ref=PATIENTS[1].opaque_ref)],
             grpc.StatusCode.INVALID_ARGUMENT,
             "items[1].idempotency_key: already used",
         ),
@@ -126,7 +128,7 @@ async def test_malformed_batches_are_refused_whole(harness: Harness) -> None:
 
 
 async def test_duplicate_submissions_send_nothing_twice(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     app = await harness.start_app()
     stub = harness.stub(app)
     first = [harness.item(patient, BREACH) for patient in PATIENTS[:3]]
@@ -155,8 +157,8 @@ async def test_duplicate_submissions_send_nothing_twice(harness: Harness) -> Non
 
 
 async def test_get_status_reads_the_callers_ledger_entries(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
-    await harness.publish_breach("other-2025")
+    await harness.publish_breach(BREACH, PATIENTS)
+    await harness.publish_breach("other-2025", PATIENTS)
     app = await harness.start_app()
     stub = harness.stub(app)
     items = [harness.item(patient, BREACH) for patient in PATIENTS[:2]]

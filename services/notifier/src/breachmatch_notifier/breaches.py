@@ -17,6 +17,7 @@ and is the configuration to run.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import nacl.signing
@@ -46,12 +47,22 @@ def breach_info(manifest: Manifest) -> BreachInfo:
 
 
 class BreachCatalogue:
-    """Published breaches by id, and the ids that were retracted."""
+    """Published breaches by id, and the ids that were retracted.
 
-    def __init__(self, js: JetStreamContext, verify_key: nacl.signing.VerifyKey | None) -> None:
+    ``on_withdrawn(breach_id)`` is called when a breach is retracted or
+    republished, so what is held for its old body can be dropped.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        verify_key: nacl.signing.VerifyKey | None,
+        on_withdrawn: Callable[[str], None] = lambda _breach_id: None,
+    ) -> None:
         self._js = js
         self._verify_key = verify_key
-        self._published: dict[str, BreachInfo] = {}
+        self._on_withdrawn = on_withdrawn
+        self._manifests: dict[str, Manifest] = {}
         self._retracted: set[str] = set()
         self._ready = asyncio.Event()
         self._target = 0
@@ -69,7 +80,7 @@ class BreachCatalogue:
         )
         self._follower = asyncio.create_task(self._follow(), name="breach-catalogue")
         await asyncio.wait_for(self._ready.wait(), replay_seconds)
-        log.info("breach catalogue replayed", published=len(self._published))
+        log.info("breach catalogue replayed", published=len(self._manifests))
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -80,7 +91,12 @@ class BreachCatalogue:
 
     def get(self, breach_id: str) -> BreachInfo | None:
         """The breach, if it is published and not retracted."""
-        return None if breach_id in self._retracted else self._published.get(breach_id)
+        manifest = self.manifest(breach_id)
+        return None if manifest is None else breach_info(manifest)
+
+    def manifest(self, breach_id: str) -> Manifest | None:
+        """The breach's manifest (its body and digest), if it is published and not retracted."""
+        return None if breach_id in self._retracted else self._manifests.get(breach_id)
 
     def is_retracted(self, breach_id: str) -> bool:
         return breach_id in self._retracted
@@ -98,10 +114,13 @@ class BreachCatalogue:
         except BreachEventError as exc:
             self._reject(sequence, exc.reason)
             return
+        breach_id = checked.breach_id
+        if breach_id in self._manifests:
+            self._on_withdrawn(breach_id)
         if checked.manifest is not None:
-            self._published[checked.breach_id] = breach_info(checked.manifest)
+            self._manifests[breach_id] = checked.manifest
         else:
-            self._retracted.add(checked.breach_id)
+            self._retracted.add(breach_id)
 
     def _reject(self, sequence: int, reason: str) -> None:
         metrics.BREACH_EVENTS_REJECTED.labels(reason).inc()

@@ -1,4 +1,27 @@
-"""Outreach intake: check a tenant's batch, record it in the ledger, queue it durably.
+"""Outreach intake: check each item of a tenant's batch, prove it, record it, queue it.
+
+A batch is refused whole (an error status; nothing stored) only when it is
+malformed — too many items, a field that breaks the wire rules, one
+idempotency key for two items — or names a breach that is not published, was
+retracted, or cannot be checked (no proof index). Everything else is judged
+per item, cheapest first; a refused item gets a receipt saying why
+(`OutreachReceipt.Refusal`) and nothing of it is stored or queued:
+
+1. the sealed contact must open (REFUSAL_UNREADABLE_CONTACT) — in memory,
+   here and in the worker only — and the recipient's name must pass the
+   notice rules (`notice.check_recipient_name`: REFUSAL_CONTACT_REJECTED);
+2. its proof of match must hold (`proofs`: REFUSAL_NO_PROOF,
+   REFUSAL_INVALID_PROOF); the notice's categories and strength come from it;
+3. an item not yet in the ledger (or dead and submitted again) claims the
+   proven entry and every address its notice could go to, for this breach
+   and tenant (`claims`: REFUSAL_PROOF_USED, REFUSAL_DUPLICATE_ADDRESS);
+4. and is charged to the tenant's daily outreach limit, one count shared by
+   every replica (`breachmatch.quota`: REFUSAL_RATE_LIMITED, its claims
+   given back).
+
+Patient refs arrive opaque — an HMAC under a key only the hospital holds,
+64 hex digits, checked here — so status events and dead letters carry no
+raw ref, and the ledger keys them again under the notifier's own key.
 
 For each item, the ledger entry for (tenant, patient ref, breach) is created
 *before* the request is published, so whichever replica, retry or idempotency
@@ -14,24 +37,31 @@ second notice:
   the same message id, so the stream drops it if the first one did land;
 * it is dead (never delivered): submitting it again starts a new round, with
   the entry's original idempotency key so channel message ids stay stable.
-
-The sealed contact is not opened here; only its size is checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import re
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from enum import Enum
 
+import nacl.public
 from nats.js import JetStreamContext
 
 from breachmatch import logs
+from breachmatch.quota import DailyQuota
+from breachmatch.tenants import Tenants
 from breachmatch.v1.outreach_pb2 import OutreachItem, OutreachReceipt, OutreachStatus
 from breachmatch_notifier import metrics
 from breachmatch_notifier.breaches import BreachCatalogue
 from breachmatch_notifier.channels import message_uuid
+from breachmatch_notifier.claims import ENTRY, Claim, Claims, contact_addresses
 from breachmatch_notifier.config import MAX_SEALED_CONTACT_BYTES
+from breachmatch_notifier.contact import ContactError, open_contact
 from breachmatch_notifier.ledger import (
     DEAD,
     QUEUED,
@@ -40,15 +70,22 @@ from breachmatch_notifier.ledger import (
     LedgerEntry,
     Versioned,
 )
+from breachmatch_notifier.notice import NoticeError, check_recipient_name
+from breachmatch_notifier.proofs import ProofChecker, ProofRefusal, ProvenMatch
 from breachmatch_notifier.queue import publish_request
 from breachmatch_notifier.status import StatusEvents, status_for
 
 log = logs.get_logger(__name__)
 
+Refusal = OutreachReceipt.Refusal
+
 #: nacl SealedBox overhead: ephemeral public key (32) and MAC (16).
 SEAL_OVERHEAD = 48
-MAX_PATIENT_REF_LENGTH = 256
 MAX_BREACH_ID_LENGTH = 128
+#: An opaque patient ref: HMAC-SHA256 in lower-case hex (what the SDK sends).
+OPAQUE_REF = re.compile(r"[0-9a-f]{64}")
+#: Where a tenant's daily outreach counts live in the ledger bucket.
+QUOTA_PREFIX = "quota"
 #: How often one item's ledger entry may change under us before the call gives up.
 _LEDGER_TRIES = 3
 
@@ -69,45 +106,88 @@ class RetractedBreachError(IntakeError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    refusal: Refusal.ValueType
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """An item whose contact opened and whose proof holds."""
+
+    item: OutreachItem
+    #: The ledger's keyed reference of the patient, and the item's ledger key.
+    ref: str
+    key: str
+    proven: ProvenMatch
+    claims: list[Claim]
+
+
+class _Next(Enum):
+    """What an item that passed its checks needs next."""
+
+    #: Already queued or settled: nothing to do (a duplicate).
+    NOTHING = "nothing"
+    #: Recorded but its publish was never confirmed: publish it again.
+    REQUEUE = "requeue"
+    #: New (or dead and submitted again): a notice will go out, so it counts against the limit.
+    QUEUE = "queue"
+
+
 class Intake:
     def __init__(
         self,
+        *,
         js: JetStreamContext,
         ledger: Ledger,
         statuses: StatusEvents,
         catalogue: BreachCatalogue,
+        proofs: ProofChecker,
+        claims: Claims,
+        quota: DailyQuota,
+        tenants: Tenants,
+        channels: Collection[str],
+        secret_key: nacl.public.PrivateKey,
         max_batch: int,
     ) -> None:
         self._js = js
         self._ledger = ledger
         self._statuses = statuses
         self._catalogue = catalogue
+        self._proofs = proofs
+        self._claims = claims
+        self._quota = quota
+        self._tenants = tenants
+        self._channels = tuple(channels)
+        self._box = nacl.public.SealedBox(secret_key)
         self._max_batch = max_batch
 
     async def submit(self, tenant: str, items: Sequence[OutreachItem]) -> list[OutreachReceipt]:
-        """Receipts in item order; raises `IntakeError` before anything is stored."""
+        """Receipts in item order; raises `IntakeError` (or `BreachUnprovableError`) first."""
         self._check(items)
+        examined = await asyncio.gather(
+            *(self._examine(tenant, index, item) for index, item in enumerate(items))
+        )
+        checked = {i: found for i, found in enumerate(examined) if isinstance(found, _Checked)}
         first_of: dict[str, int] = {}
-        refs: list[str] = []
-        for index, item in enumerate(items):
-            ref = self._ledger.patient_ref(tenant, item.patient_ref, item.breach_id)
-            refs.append(ref)
-            first_of.setdefault(ref, index)
+        for index, found in checked.items():
+            first_of.setdefault(found.key, index)
         unique = sorted(first_of.values())
-        outcomes = await asyncio.gather(
-            *(self._submit_one(tenant, items[index], refs[index]) for index in unique)
-        )
-        accepted = dict(zip(unique, outcomes, strict=True))
-        receipts = []
-        for index, item in enumerate(items):
-            fresh = accepted.get(index, False)
-            metrics.OUTREACH_SUBMITTED.labels(tenant, "accepted" if fresh else "duplicate").inc()
-            receipts.append(OutreachReceipt(idempotency_key=item.idempotency_key, accepted=fresh))
-        log.info(
-            "outreach submitted",
-            items=len(items),
-            accepted=sum(receipt.accepted for receipt in receipts),
-        )
+        prepared = await asyncio.gather(*(self._prepare(checked[i]) for i in unique))
+        decided: dict[int, _Next | _Refused] = dict(zip(unique, prepared, strict=True))
+        await self._charge(tenant, checked, decided)
+        to_queue = [i for i in unique if decided[i] in (_Next.QUEUE, _Next.REQUEUE)]
+        results = await asyncio.gather(*(self._submit_one(tenant, checked[i]) for i in to_queue))
+        queued = dict(zip(to_queue, results, strict=True))
+        receipts = [
+            _receipt(item, examined[index], decided.get(index), queued.get(index, False))
+            for index, item in enumerate(items)
+        ]
+        outcomes = Counter(_outcome(receipt) for receipt in receipts)
+        for outcome, count in outcomes.items():
+            metrics.OUTREACH_SUBMITTED.labels(tenant, outcome).inc(count)
+        log.info("outreach submitted", items=len(items), **outcomes)
         return receipts
 
     def _check(self, items: Sequence[OutreachItem]) -> None:
@@ -127,11 +207,78 @@ class Intake:
             if self._catalogue.get(breach_id) is None:
                 raise UnknownBreachError(f"breach {breach_id!r} is not published")
 
-    async def _submit_one(self, tenant: str, item: OutreachItem, ref: str) -> bool:
+    async def _examine(self, tenant: str, index: int, item: OutreachItem) -> _Checked | _Refused:
+        """Open the contact and check name and proof; nothing is stored."""
+        where = f"items[{index}]"
+        try:
+            contact = open_contact(self._box, item.sealed_contact)
+        except ContactError as exc:
+            return _Refused(Refusal.REFUSAL_UNREADABLE_CONTACT, f"{where}.sealed_contact: {exc}")
+        try:
+            check_recipient_name(contact.name)
+        except NoticeError as exc:
+            return _Refused(Refusal.REFUSAL_CONTACT_REJECTED, f"{where}.contact.{exc}")
+        manifest = self._catalogue.manifest(item.breach_id)
+        assert manifest is not None  # `_check` refused unknown and retracted breaches
+        proof = contact.proof if contact.HasField("proof") else None
+        try:
+            proven = await self._proofs.check(manifest, proof)
+        except ProofRefusal as exc:
+            return _Refused(exc.refusal, f"{where}.contact.{exc.detail}")
+        ref = self._ledger.patient_ref(tenant, item.patient_ref, item.breach_id)
+        addresses = contact_addresses(contact, self._channels)
+        return _Checked(
+            item=item,
+            ref=ref,
+            key=self._ledger.outreach_key(tenant, item.breach_id, ref),
+            proven=proven,
+            claims=self._claims.claims_for(tenant, item.breach_id, proven.entry, addresses),
+        )
+
+    async def _prepare(self, checked: _Checked) -> _Next | _Refused:
+        """What a checked item needs; a new one takes its claims here."""
+        current = await self._ledger.get(checked.key)
+        if current is not None and current.entry.state != DEAD:
+            unconfirmed = current.entry.state == QUEUED and current.entry.queued_seq == 0
+            return _Next.REQUEUE if unconfirmed else _Next.NOTHING
+        conflict = await self._claims.acquire(checked.key, checked.claims)
+        if conflict is None:
+            return _Next.QUEUE
+        if conflict.what == ENTRY:
+            return _Refused(
+                Refusal.REFUSAL_PROOF_USED,
+                "proof: this breach entry already backs a notice to another patient",
+            )
+        return _Refused(
+            Refusal.REFUSAL_DUPLICATE_ADDRESS,
+            f"contact.{conflict.what}: already has a notice about this breach",
+        )
+
+    async def _charge(
+        self,
+        tenant: str,
+        checked: dict[int, _Checked],
+        decided: dict[int, _Next | _Refused],
+    ) -> None:
+        """Charge the new items to the tenant's daily limit; those past it are refused."""
+        new = [index for index, next_step in decided.items() if next_step is _Next.QUEUE]
+        if not new:
+            return
+        limit = self._tenants.get(tenant).outreach_daily_limit
+        allowance = await self._quota.take(tenant, len(new), limit, partial=True)
+        resets_at = allowance.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        for index in sorted(new)[allowance.granted :]:
+            await self._claims.release(checked[index].key, checked[index].claims)
+            decided[index] = _Refused(
+                Refusal.REFUSAL_RATE_LIMITED,
+                f"the daily outreach limit of {limit} notices is reached until {resets_at}",
+            )
+
+    async def _submit_one(self, tenant: str, checked: _Checked) -> bool:
         """Whether this call queued the item (False: it was already taken care of)."""
-        key = self._ledger.outreach_key(tenant, item.breach_id, ref)
+        item, key = checked.item, checked.key
         for _ in range(_LEDGER_TRIES):
-            entry = LedgerEntry.new(tenant, item.breach_id, ref, item.idempotency_key)
+            entry = LedgerEntry.new(tenant, item.breach_id, checked.ref, item.idempotency_key)
             created = await self._ledger.create(key, entry)
             if created is not None:
                 return await self._enqueue(tenant, item, created)
@@ -178,12 +325,40 @@ class Intake:
         return True
 
 
+def _receipt(
+    item: OutreachItem,
+    examined: _Checked | _Refused,
+    decided: _Next | _Refused | None,
+    queued: bool,
+) -> OutreachReceipt:
+    refused = decided if isinstance(decided, _Refused) else examined
+    if isinstance(refused, _Refused):
+        return OutreachReceipt(
+            idempotency_key=item.idempotency_key,
+            accepted=False,
+            refusal=refused.refusal,
+            detail=refused.detail,
+        )
+    return OutreachReceipt(
+        idempotency_key=item.idempotency_key,
+        accepted=queued,
+        strength=refused.proven.strength.value,
+    )
+
+
+def _outcome(receipt: OutreachReceipt) -> str:
+    """The metric label of a receipt: accepted, duplicate or refused_<reason>."""
+    if receipt.refusal != Refusal.REFUSAL_UNSPECIFIED:
+        return Refusal.Name(receipt.refusal).lower()
+    return "accepted" if receipt.accepted else "duplicate"
+
+
 def _check_item(index: int, item: OutreachItem) -> None:
     where = f"items[{index}]"
-    ref = item.patient_ref
-    if not ref or len(ref) > MAX_PATIENT_REF_LENGTH or not ref.isprintable():
+    if not OPAQUE_REF.fullmatch(item.patient_ref):
         raise InvalidItemError(
-            f"{where}.patient_ref: must be 1 to {MAX_PATIENT_REF_LENGTH} printable characters"
+            f"{where}.patient_ref: must be an opaque ref, HMAC-SHA256 of the hospital's "
+            "patient reference in 64 lower-case hex digits, never the reference itself"
         )
     breach_id = item.breach_id
     if not breach_id or len(breach_id) > MAX_BREACH_ID_LENGTH or not breach_id.isprintable():
