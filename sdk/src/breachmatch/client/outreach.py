@@ -2,21 +2,30 @@
 
 Contact details leave the hospital only inside a `nacl.public.SealedBox` to
 the notifier's public key, so the operator's intake, queue and ledger carry
-ciphertext; only a notifier worker opens it, and drops it after delivery.
-The CPR number goes in only when Digital Post (which addresses by CPR) is
-among the channels.
+ciphertext; only the notifier opens it (intake to check it, a worker to
+deliver), and drops it after delivery. The CPR number goes in only when
+Digital Post (which addresses by CPR) is among the channels.
 
-Each item's idempotency key is ``HMAC-SHA256(outreach subkey of the cache
-key, "outreach|" + tenant + "|" + patient_id + "|" + breach_id)`` in hex: the
-same for every resubmission of the same notice, so the notifier's ledger
-queues it once; and keyed, so the notifier cannot recover patient ids from it.
+Each sealed contact carries a proof of match (`Checker.prove`): the token of
+the patient's strongest key found in the breach. The notifier refuses a
+notice without one, and reads the exposed categories from the breach entry
+the token proves — the hospital no longer states them.
+
+Nothing the notifier stores names a patient: the item's ``patient_ref`` is
+``HMAC-SHA256(outreach-ref subkey of the cache key, "outreach-ref|" + tenant +
+"|" + patient_id)`` in hex (`opaque_ref`), and its idempotency key is
+``HMAC-SHA256(outreach subkey, "outreach|" + tenant + "|" + patient_id + "|" +
+breach_id)`` — the same for every resubmission of the same notice, so the
+notifier's ledger queues it once. In Danish exports the patient id is often
+the CPR number; keyed under the hospital's secret, neither can be reversed by
+hashing candidate numbers. `status` maps both back from what `notify` recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -31,6 +40,9 @@ from breachmatch.identifiers import Strength
 from breachmatch.records import PersonRecord
 from breachmatch.v1 import outreach_pb2, outreach_pb2_grpc
 
+_REFUSAL = outreach_pb2.OutreachReceipt.Refusal
+_NOT_REFUSED = _REFUSAL.REFUSAL_UNSPECIFIED
+
 CHANNELS = ("email", "sms", "digital_post", "dry_run")
 DEFAULT_CHANNELS = ("email", "sms", "digital_post")
 #: Items per SubmitOutreach call.
@@ -43,8 +55,14 @@ def idempotency_key(cache_key: CacheKey, tenant: str, patient_id: str, breach_id
     return hmac.new(cache_key.subkey("outreach-idempotency"), message, hashlib.sha256).hexdigest()
 
 
+def opaque_ref(cache_key: CacheKey, tenant: str, patient_id: str) -> str:
+    """What the notifier knows a patient by: 64 hex digits only this hospital can map back."""
+    message = f"outreach-ref|{tenant}|{patient_id}".encode()
+    return hmac.new(cache_key.subkey("outreach-ref"), message, hashlib.sha256).hexdigest()
+
+
 def contact_details(
-    record: PersonRecord, match: Match, channels: Sequence[str]
+    record: PersonRecord, proof: outreach_pb2.MatchProof, channels: Sequence[str]
 ) -> outreach_pb2.ContactDetails:
     name = record.full_name or " ".join(
         part for part in (record.given_name, record.family_name) if part
@@ -57,7 +75,7 @@ def contact_details(
         postal_address=record.address or "",
         language=record.language or "",
         channels=list(channels),
-        categories=list(match.categories),
+        proof=proof,
     )
 
 
@@ -68,15 +86,26 @@ def seal(details: outreach_pb2.ContactDetails, notifier_key: nacl.public.PublicK
 @dataclass(frozen=True)
 class OutreachPlan:
     items: tuple[outreach_pb2.OutreachItem, ...]
+    #: Patient id of each item, in item order (the items carry opaque refs only).
+    patient_ids: tuple[str, ...]
     #: Matches left out because the patient is no longer in the export.
     missing_patients: int
     #: Matches left out by the strength policy (medium-only, for review).
     below_strength: int
+    #: Matches left out because they no longer hold (the patient's data changed,
+    #: or the breach is no longer served): there is nothing to prove them with.
+    unproven: int = 0
+
+
+def selected(result: CheckResult, min_strength: Strength) -> list[Match]:
+    """The matches the strength policy lets through."""
+    return [m for m in result.matches if min_strength is Strength.MEDIUM or m.is_strong]
 
 
 def plan_outreach(
     result: CheckResult,
     patients: PatientSet,
+    proofs: Mapping[tuple[str, str], outreach_pb2.MatchProof],
     *,
     tenant: str,
     cache_key: CacheKey,
@@ -84,35 +113,54 @@ def plan_outreach(
     channels: Sequence[str],
     min_strength: Strength,
 ) -> OutreachPlan:
-    """One sealed item per match the policy selects."""
+    """One sealed item per match the policy selects and ``proofs`` (`Checker.prove`) proves."""
     known = patients.by_id()
+    chosen = selected(result, min_strength)
     items = []
-    missing = below = 0
-    for match in result.matches:
-        if min_strength is Strength.STRONG and not match.is_strong:
-            below += 1
-            continue
+    patient_ids = []
+    missing = unproven = 0
+    for match in chosen:
         patient = known.get(match.patient_id)
         if patient is None:
             missing += 1
             continue
+        proof = proofs.get((match.patient_id, match.breach_id))
+        if proof is None:
+            unproven += 1
+            continue
+        contact = contact_details(patient.record, proof, channels)
         items.append(
             outreach_pb2.OutreachItem(
-                patient_ref=match.patient_id,
+                patient_ref=opaque_ref(cache_key, tenant, match.patient_id),
                 breach_id=match.breach_id,
                 idempotency_key=idempotency_key(
                     cache_key, tenant, match.patient_id, match.breach_id
                 ),
-                sealed_contact=seal(contact_details(patient.record, match, channels), notifier_key),
+                sealed_contact=seal(contact, notifier_key),
             )
         )
-    return OutreachPlan(tuple(items), missing, below)
+        patient_ids.append(match.patient_id)
+    below = len(result.matches) - len(chosen)
+    return OutreachPlan(tuple(items), tuple(patient_ids), missing, below, unproven)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An item the notifier refused: nothing of it was queued."""
+
+    patient_id: str
+    breach_id: str
+    #: "no_proof", "invalid_proof", "proof_used", "contact_rejected",
+    #: "duplicate_address", "rate_limited", "unreadable_contact".
+    reason: str
+    detail: str
 
 
 @dataclass(frozen=True)
 class SubmitSummary:
     accepted: int
     already_submitted: int
+    refused: tuple[Refused, ...] = ()
 
 
 class OutreachClient:
@@ -121,20 +169,27 @@ class OutreachClient:
         self._endpoint = endpoint
         self._backoff = backoff
 
-    def submit(self, items: Sequence[outreach_pb2.OutreachItem]) -> SubmitSummary:
+    def submit(self, plan: OutreachPlan) -> SubmitSummary:
         """Submit in batches; resubmitting is safe (idempotency keys), so retries are too."""
         accepted = already = 0
+        refused = []
+        items = plan.items
         for start in range(0, len(items), SUBMIT_BATCH):
             request = outreach_pb2.SubmitOutreachRequest(items=items[start : start + SUBMIT_BATCH])
             response = call_unary(
                 self._stub.SubmitOutreach, request, self._endpoint, self._backoff, _DEADLINE
             )
-            for receipt in response.receipts:
-                if receipt.accepted:
+            for at, receipt in enumerate(response.receipts, start=start):
+                if receipt.refusal != _NOT_REFUSED:
+                    reason = _REFUSAL.Name(receipt.refusal).removeprefix("REFUSAL_").lower()
+                    refused.append(
+                        Refused(plan.patient_ids[at], items[at].breach_id, reason, receipt.detail)
+                    )
+                elif receipt.accepted:
                     accepted += 1
                 else:
                     already += 1
-        return SubmitSummary(accepted, already)
+        return SubmitSummary(accepted, already, tuple(refused))
 
     def status(
         self, breach_id: str | None = None, idempotency_keys: Iterable[str] = ()
