@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -95,22 +96,34 @@ def _cpr(rng: random.Random, born: date) -> str:
     return f"{born:%d%m%y}{seventh}{rng.randrange(1000):03d}"
 
 
-def _patient(rng: random.Random, index: int, used_names: set[tuple[str, str, date]]) -> Patient:
+def _unique(draw: Callable[[], str], used: set[object]) -> str:
+    """A value of ``draw`` nobody has yet.
+
+    Real CPR numbers are unique, and a shared phone would match people the
+    ground truth does not know about (and share one notice between two).
+    """
+    while (value := draw()) in used:
+        pass
+    used.add(value)
+    return value
+
+
+def _patient(rng: random.Random, index: int, used: set[object]) -> Patient:
     while True:
         born = date(1930, 1, 1) + timedelta(days=rng.randrange(365 * 90))
         given, family = rng.choice(_GIVEN), rng.choice(_FAMILY)
-        if (given, family, born) not in used_names:
-            used_names.add((given, family, born))
+        if (given, family, born) not in used:
+            used.add((given, family, born))
             break
     local = f"{given}.{family}{index}".lower().translate(str.maketrans("æøå", "eoa"))
     return Patient(
         patient_id=f"P{index:07d}",
-        cpr=_cpr(rng, born),
+        cpr=_unique(lambda: _cpr(rng, born), used),
         first_name=given,
         last_name=family,
         birth_date=born,
         email=f"{local}@example.dk",
-        phone=f"{rng.randrange(20_000_000, 99_999_999)}",
+        phone=_unique(lambda: f"{rng.randrange(20_000_000, 99_999_999)}", used),
         address=f"{rng.choice(_STREETS)} {rng.randrange(1, 200)}, {rng.choice(_TOWNS)}",
         language="en" if rng.random() < 0.1 else "da",
     )
@@ -177,7 +190,7 @@ def generate(
     """Write `hospital.csv`, `leak.csv` (cp1252, `;`) and `truth.json` into `directory`."""
     rng = random.Random(seed)  # noqa: S311 - reproducible made-up data, not secrets
     directory.mkdir(parents=True, exist_ok=True)
-    used: set[tuple[str, str, date]] = set()
+    used: set[object] = set()
     people = [_patient(rng, i, used) for i in range(1, patients + strangers + 1)]
     hospital, outsiders = people[:patients], people[patients:]
 
