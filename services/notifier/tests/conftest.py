@@ -405,14 +405,18 @@ class Harness:
         return [str(Path(sys.executable).parent / "breachmatch-notifier")]
 
 
-def write_tenants(path: Path, *, alert_email: str = "") -> Path:
-    hospital: dict[str, str] = {
+def write_tenants(
+    path: Path, *, alert_email: str = "", outreach_daily_limit: int | None = None
+) -> Path:
+    hospital: dict[str, str | int] = {
         "organisation": ORGANISATION,
         "contact_point": CONTACT_POINT,
         "language": "da",
     }
     if alert_email:
         hospital["alert_email"] = alert_email
+    if outreach_daily_limit is not None:
+        hospital["outreach_daily_limit"] = outreach_daily_limit
     path.write_text(json.dumps({"tenants": {HOSPITAL: hospital, NO_IDENTITY: {}}}))
     return path
 

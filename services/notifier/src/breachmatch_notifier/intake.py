@@ -174,8 +174,10 @@ class Intake:
         for index, found in checked.items():
             first_of.setdefault(found.key, index)
         unique = sorted(first_of.values())
-        prepared = await asyncio.gather(*(self._prepare(checked[i]) for i in unique))
-        decided: dict[int, _Next | _Refused] = dict(zip(unique, prepared, strict=True))
+        decided: dict[int, _Next | _Refused] = {**_within_batch(checked, unique)}
+        pending = [i for i in unique if i not in decided]
+        prepared = await asyncio.gather(*(self._prepare(checked[i]) for i in pending))
+        decided.update(zip(pending, prepared, strict=True))
         await self._charge(tenant, checked, decided)
         to_queue = [i for i in unique if decided[i] in (_Next.QUEUE, _Next.REQUEUE)]
         results = await asyncio.gather(*(self._submit_one(tenant, checked[i]) for i in to_queue))
@@ -242,17 +244,7 @@ class Intake:
             unconfirmed = current.entry.state == QUEUED and current.entry.queued_seq == 0
             return _Next.REQUEUE if unconfirmed else _Next.NOTHING
         conflict = await self._claims.acquire(checked.key, checked.claims)
-        if conflict is None:
-            return _Next.QUEUE
-        if conflict.what == ENTRY:
-            return _Refused(
-                Refusal.REFUSAL_PROOF_USED,
-                "proof: this breach entry already backs a notice to another patient",
-            )
-        return _Refused(
-            Refusal.REFUSAL_DUPLICATE_ADDRESS,
-            f"contact.{conflict.what}: already has a notice about this breach",
-        )
+        return _Next.QUEUE if conflict is None else _claimed_elsewhere(conflict)
 
     async def _charge(
         self,
@@ -323,6 +315,35 @@ class Intake:
             status_for(tenant, queued, OutreachStatus.STATE_QUEUED), entry.round
         )
         return True
+
+
+def _claimed_elsewhere(conflict: Claim) -> _Refused:
+    if conflict.what == ENTRY:
+        return _Refused(
+            Refusal.REFUSAL_PROOF_USED,
+            "proof: this breach entry already backs a notice to another patient",
+        )
+    return _Refused(
+        Refusal.REFUSAL_DUPLICATE_ADDRESS,
+        f"contact.{conflict.what}: already has a notice about this breach",
+    )
+
+
+def _within_batch(checked: dict[int, _Checked], unique: Sequence[int]) -> dict[int, _Refused]:
+    """Items whose claims an earlier item of the same batch makes: the first one wins.
+
+    Concurrent claims would otherwise let whichever item reaches NATS first win.
+    """
+    holder: dict[str, str] = {}
+    refused = {}
+    for index in unique:
+        item = checked[index]
+        conflict = next((c for c in item.claims if holder.get(c.key, item.key) != item.key), None)
+        if conflict is not None:
+            refused[index] = _claimed_elsewhere(conflict)
+            continue
+        holder.update(dict.fromkeys((c.key for c in item.claims), item.key))
+    return refused
 
 
 def _receipt(
