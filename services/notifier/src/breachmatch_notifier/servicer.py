@@ -14,9 +14,9 @@ hospital's name needs both — else PERMISSION_DENIED / FAILED_PRECONDITION.
   valid proof of match, a rejected name, an address or entry that already has
   a notice, the daily limit) get a receipt with the refusal, per item.
 * GetStatus reads the ledger: current state per item of the calling tenant,
-  by breach and/or idempotency keys. The ledger holds no patient refs, so
-  statuses here identify items by idempotency key (WatchStatus events carry
-  the patient ref too).
+  by breach and/or idempotency keys. The ledger keys refs again under the
+  notifier's own key, so statuses here identify items by idempotency key
+  (WatchStatus events carry the opaque patient ref too).
 * WatchStatus streams the tenant's own status events after a sequence.
 
 Messages never quote contact data; they name the item index and the rule.
