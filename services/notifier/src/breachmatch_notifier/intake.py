@@ -55,7 +55,12 @@ from nats.js import JetStreamContext
 from breachmatch import logs
 from breachmatch.quota import DailyQuota
 from breachmatch.tenants import Tenants
-from breachmatch.v1.outreach_pb2 import OutreachItem, OutreachReceipt, OutreachStatus
+from breachmatch.v1.outreach_pb2 import (
+    ContactDetails,
+    OutreachItem,
+    OutreachReceipt,
+    OutreachStatus,
+)
 from breachmatch_notifier import metrics
 from breachmatch_notifier.breaches import BreachCatalogue
 from breachmatch_notifier.channels import message_uuid
@@ -124,6 +129,10 @@ class _Checked:
     claims: list[Claim]
 
 
+#: Placeholder of an item whose proof is still to be checked (never returned).
+_UNPROVEN = _Refused(Refusal.REFUSAL_UNSPECIFIED, "")
+
+
 class _Next(Enum):
     """What an item that passed its checks needs next."""
 
@@ -166,9 +175,7 @@ class Intake:
     async def submit(self, tenant: str, items: Sequence[OutreachItem]) -> list[OutreachReceipt]:
         """Receipts in item order; raises `IntakeError` (or `BreachUnprovableError`) first."""
         self._check(items)
-        examined = await asyncio.gather(
-            *(self._examine(tenant, index, item) for index, item in enumerate(items))
-        )
+        examined = await self._examine(tenant, items)
         checked = {i: found for i, found in enumerate(examined) if isinstance(found, _Checked)}
         first_of: dict[str, int] = {}
         for index, found in checked.items():
@@ -209,32 +216,50 @@ class Intake:
             if self._catalogue.get(breach_id) is None:
                 raise UnknownBreachError(f"breach {breach_id!r} is not published")
 
-    async def _examine(self, tenant: str, index: int, item: OutreachItem) -> _Checked | _Refused:
-        """Open the contact and check name and proof; nothing is stored."""
-        where = f"items[{index}]"
-        try:
-            contact = open_contact(self._box, item.sealed_contact)
-        except ContactError as exc:
-            return _Refused(Refusal.REFUSAL_UNREADABLE_CONTACT, f"{where}.sealed_contact: {exc}")
-        try:
-            check_recipient_name(contact.name)
-        except NoticeError as exc:
-            return _Refused(Refusal.REFUSAL_CONTACT_REJECTED, f"{where}.contact.{exc}")
-        manifest = self._catalogue.manifest(item.breach_id)
-        assert manifest is not None  # `_check` refused unknown and retracted breaches
-        proof = contact.proof if contact.HasField("proof") else None
-        try:
-            proven = await self._proofs.check(manifest, proof)
-        except ProofRefusal as exc:
-            return _Refused(exc.refusal, f"{where}.contact.{exc.detail}")
+    async def _examine(
+        self, tenant: str, items: Sequence[OutreachItem]
+    ) -> list[_Checked | _Refused]:
+        """Open each contact and check its name, then the proofs, breach by breach.
+
+        Nothing is stored; the contacts are dropped when this returns.
+        """
+        opened = [_open_and_check(self._box, index, item) for index, item in enumerate(items)]
+        examined: list[_Checked | _Refused] = [
+            found if isinstance(found, _Refused) else _UNPROVEN for found in opened
+        ]
+        for breach_id in {item.breach_id for item in items}:
+            manifest = self._catalogue.manifest(breach_id)
+            assert manifest is not None  # `_check` refused unknown and retracted breaches
+            contacts = {
+                index: found
+                for index, found in enumerate(opened)
+                if isinstance(found, ContactDetails) and items[index].breach_id == breach_id
+            }
+            outcomes = await self._proofs.check_many(
+                manifest, [c.proof if c.HasField("proof") else None for c in contacts.values()]
+            )
+            for (index, contact), outcome in zip(contacts.items(), outcomes, strict=True):
+                examined[index] = self._checked(tenant, index, items[index], contact, outcome)
+        return examined
+
+    def _checked(
+        self,
+        tenant: str,
+        index: int,
+        item: OutreachItem,
+        contact: ContactDetails,
+        outcome: ProvenMatch | ProofRefusal,
+    ) -> _Checked | _Refused:
+        if isinstance(outcome, ProofRefusal):
+            return _Refused(outcome.refusal, f"items[{index}].contact.{outcome.detail}")
         ref = self._ledger.patient_ref(tenant, item.patient_ref, item.breach_id)
         addresses = contact_addresses(contact, self._channels)
         return _Checked(
             item=item,
             ref=ref,
             key=self._ledger.outreach_key(tenant, item.breach_id, ref),
-            proven=proven,
-            claims=self._claims.claims_for(tenant, item.breach_id, proven.entry, addresses),
+            proven=outcome,
+            claims=self._claims.claims_for(tenant, item.breach_id, outcome.entry, addresses),
         )
 
     async def _prepare(self, checked: _Checked) -> _Next | _Refused:
@@ -315,6 +340,22 @@ class Intake:
             status_for(tenant, queued, OutreachStatus.STATE_QUEUED), entry.round
         )
         return True
+
+
+def _open_and_check(
+    box: nacl.public.SealedBox[nacl.public.PrivateKey], index: int, item: OutreachItem
+) -> ContactDetails | _Refused:
+    """The item's contact if it opens and its name passes the notice rules."""
+    where = f"items[{index}]"
+    try:
+        contact = open_contact(box, item.sealed_contact)
+    except ContactError as exc:
+        return _Refused(Refusal.REFUSAL_UNREADABLE_CONTACT, f"{where}.sealed_contact: {exc}")
+    try:
+        check_recipient_name(contact.name)
+    except NoticeError as exc:
+        return _Refused(Refusal.REFUSAL_CONTACT_REJECTED, f"{where}.contact.{exc}")
+    return contact
 
 
 def _claimed_elsewhere(conflict: Claim) -> _Refused:
