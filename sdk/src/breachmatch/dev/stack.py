@@ -135,6 +135,8 @@ class Stack:
                             "organisation": "Hospital A (demo), Region Hovedstaden",
                             "contact_point": "Patientkontoret, tlf. 70 20 30 40, hverdage 9-15",
                             "daily_budget": 5_000_000,
+                            # `make demo-alles` notifies ~25,000 strong matches at once.
+                            "outreach_daily_limit": 100_000,
                             "alert_email": "dpo@hospital-a.example.dk",
                             "language": "da",
                         },

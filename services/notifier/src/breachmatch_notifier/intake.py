@@ -393,23 +393,23 @@ def _receipt(
     decided: _Next | _Refused | None,
     queued: bool,
 ) -> OutreachReceipt:
-    refused = decided if isinstance(decided, _Refused) else examined
-    if isinstance(refused, _Refused):
+    outcome = decided if isinstance(decided, _Refused) else examined
+    if isinstance(outcome, _Refused):
         return OutreachReceipt(
             idempotency_key=item.idempotency_key,
             accepted=False,
-            refusal=refused.refusal,
-            detail=refused.detail,
+            refusal=outcome.refusal,
+            detail=outcome.detail,
         )
     return OutreachReceipt(
         idempotency_key=item.idempotency_key,
         accepted=queued,
-        strength=refused.proven.strength.value,
+        strength=outcome.proven.strength.value,
     )
 
 
 def _outcome(receipt: OutreachReceipt) -> str:
-    """The metric label of a receipt: accepted, duplicate or refused_<reason>."""
+    """The metric label of a receipt: accepted, duplicate or refusal_<reason>."""
     if receipt.refusal != Refusal.REFUSAL_UNSPECIFIED:
         return Refusal.Name(receipt.refusal).lower()
     return "accepted" if receipt.accepted else "duplicate"
