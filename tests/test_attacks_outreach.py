@@ -374,7 +374,7 @@ def test_the_daily_limit_holds_across_notifier_replicas(world: World, tmp_path: 
         + [(False, Refusal.REFUSAL_RATE_LIMITED)] * 2
     )
     assert f"limit of {LIMIT_B} notices" in rest[-1].detail
-    # The refused ones hold no claims: they are refused again for the limit, not as duplicates.
+    # The refused ones hold no reservations: refused again for the limit, not as duplicates.
     again = submit(world.stub(tenant="hospital-b"), *items[LIMIT_B:])
     assert [r.refusal for r in again] == [Refusal.REFUSAL_RATE_LIMITED] * 2
 

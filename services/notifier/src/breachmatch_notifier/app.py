@@ -38,7 +38,6 @@ from breachmatch_notifier import metrics
 from breachmatch_notifier.alerts import BreachAlerts, alerts_consumer_config
 from breachmatch_notifier.breaches import BreachCatalogue
 from breachmatch_notifier.channels import Dispatcher
-from breachmatch_notifier.claims import Claims
 from breachmatch_notifier.config import NotifierConfig
 from breachmatch_notifier.dead_letters import DeadLetters
 from breachmatch_notifier.delivery import OutreachDelivery
@@ -48,6 +47,7 @@ from breachmatch_notifier.notice import validate_templates
 from breachmatch_notifier.probes import WorkerProbes
 from breachmatch_notifier.proofs import ProofChecker
 from breachmatch_notifier.queue import worker_consumer_config
+from breachmatch_notifier.reservations import Reservations
 from breachmatch_notifier.servicer import SERVICE_NAME, OutreachServicer
 from breachmatch_notifier.status import StatusEvents
 from breachmatch_notifier.worker import PullWorkers
@@ -171,7 +171,7 @@ class NotifierApp:
                 statuses=statuses,
                 catalogue=catalogue,
                 proofs=proofs,
-                claims=Claims(ledger_kv, ref_key),
+                reservations=Reservations(ledger_kv, ref_key),
                 quota=DailyQuota(ledger_kv, QUOTA_PREFIX),
                 tenants=tenants,
                 channels=dispatcher.channel_names,

@@ -12,11 +12,11 @@ per item, cheapest first; a refused item gets a receipt saying why
    notice rules (`notice.check_recipient_name`: REFUSAL_CONTACT_REJECTED);
 2. its proof of match must hold (`proofs`: REFUSAL_NO_PROOF,
    REFUSAL_INVALID_PROOF); the notice's categories and strength come from it;
-3. an item not yet in the ledger (or dead and submitted again) claims the
+3. an item not yet in the ledger (or dead and submitted again) reserves the
    proven entry and every address its notice could go to, for this breach
-   and tenant (`claims`: REFUSAL_PROOF_USED, REFUSAL_DUPLICATE_ADDRESS);
+   and tenant (`reservations`: REFUSAL_PROOF_USED, REFUSAL_DUPLICATE_ADDRESS);
 4. and is charged to the tenant's daily outreach limit, one count shared by
-   every replica (`breachmatch.quota`: REFUSAL_RATE_LIMITED, its claims
+   every replica (`breachmatch.quota`: REFUSAL_RATE_LIMITED, its reservations
    given back).
 
 Patient refs arrive opaque — an HMAC under a key only the hospital holds,
@@ -64,7 +64,6 @@ from breachmatch.v1.outreach_pb2 import (
 from breachmatch_notifier import metrics
 from breachmatch_notifier.breaches import BreachCatalogue
 from breachmatch_notifier.channels import message_uuid
-from breachmatch_notifier.claims import ENTRY, Claim, Claims, contact_addresses
 from breachmatch_notifier.config import MAX_SEALED_CONTACT_BYTES
 from breachmatch_notifier.contact import ContactError, open_contact
 from breachmatch_notifier.ledger import (
@@ -78,6 +77,12 @@ from breachmatch_notifier.ledger import (
 from breachmatch_notifier.notice import NoticeError, check_recipient_name
 from breachmatch_notifier.proofs import ProofChecker, ProofRefusal, ProvenMatch
 from breachmatch_notifier.queue import publish_request
+from breachmatch_notifier.reservations import (
+    ENTRY,
+    Reservation,
+    Reservations,
+    contact_addresses,
+)
 from breachmatch_notifier.status import StatusEvents, status_for
 
 log = logs.get_logger(__name__)
@@ -126,7 +131,7 @@ class _Checked:
     ref: str
     key: str
     proven: ProvenMatch
-    claims: list[Claim]
+    reservations: list[Reservation]
 
 
 #: Placeholder of an item whose proof is still to be checked (never returned).
@@ -153,7 +158,7 @@ class Intake:
         statuses: StatusEvents,
         catalogue: BreachCatalogue,
         proofs: ProofChecker,
-        claims: Claims,
+        reservations: Reservations,
         quota: DailyQuota,
         tenants: Tenants,
         channels: Collection[str],
@@ -165,7 +170,7 @@ class Intake:
         self._statuses = statuses
         self._catalogue = catalogue
         self._proofs = proofs
-        self._claims = claims
+        self._reservations = reservations
         self._quota = quota
         self._tenants = tenants
         self._channels = tuple(channels)
@@ -259,17 +264,19 @@ class Intake:
             ref=ref,
             key=self._ledger.outreach_key(tenant, item.breach_id, ref),
             proven=outcome,
-            claims=self._claims.claims_for(tenant, item.breach_id, outcome.entry, addresses),
+            reservations=self._reservations.needed(
+                tenant, item.breach_id, outcome.entry, addresses
+            ),
         )
 
     async def _prepare(self, checked: _Checked) -> _Next | _Refused:
-        """What a checked item needs; a new one takes its claims here."""
+        """What a checked item needs; a new one takes its reservations here."""
         current = await self._ledger.get(checked.key)
         if current is not None and current.entry.state != DEAD:
             unconfirmed = current.entry.state == QUEUED and current.entry.queued_seq == 0
             return _Next.REQUEUE if unconfirmed else _Next.NOTHING
-        conflict = await self._claims.acquire(checked.key, checked.claims)
-        return _Next.QUEUE if conflict is None else _claimed_elsewhere(conflict)
+        conflict = await self._reservations.acquire(checked.key, checked.reservations)
+        return _Next.QUEUE if conflict is None else _reserved_elsewhere(conflict)
 
     async def _charge(
         self,
@@ -285,7 +292,7 @@ class Intake:
         allowance = await self._quota.take(tenant, len(new), limit, partial=True)
         resets_at = allowance.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         for index in sorted(new)[allowance.granted :]:
-            await self._claims.release(checked[index].key, checked[index].claims)
+            await self._reservations.release(checked[index].key, checked[index].reservations)
             decided[index] = _Refused(
                 Refusal.REFUSAL_RATE_LIMITED,
                 f"the daily outreach limit of {limit} notices is reached until {resets_at}",
@@ -358,7 +365,7 @@ def _open_and_check(
     return contact
 
 
-def _claimed_elsewhere(conflict: Claim) -> _Refused:
+def _reserved_elsewhere(conflict: Reservation) -> _Refused:
     if conflict.what == ENTRY:
         return _Refused(
             Refusal.REFUSAL_PROOF_USED,
@@ -371,19 +378,21 @@ def _claimed_elsewhere(conflict: Claim) -> _Refused:
 
 
 def _within_batch(checked: dict[int, _Checked], unique: Sequence[int]) -> dict[int, _Refused]:
-    """Items whose claims an earlier item of the same batch makes: the first one wins.
+    """Items needing a reservation an earlier item of the same batch needs: the first wins.
 
-    Concurrent claims would otherwise let whichever item reaches NATS first win.
+    Concurrent reservations would otherwise let whichever item reaches NATS first win.
     """
     holder: dict[str, str] = {}
     refused = {}
     for index in unique:
         item = checked[index]
-        conflict = next((c for c in item.claims if holder.get(c.key, item.key) != item.key), None)
+        conflict = next(
+            (c for c in item.reservations if holder.get(c.key, item.key) != item.key), None
+        )
         if conflict is not None:
-            refused[index] = _claimed_elsewhere(conflict)
+            refused[index] = _reserved_elsewhere(conflict)
             continue
-        holder.update(dict.fromkeys((c.key for c in item.claims), item.key))
+        holder.update(dict.fromkeys((c.key for c in item.reservations), item.key))
     return refused
 
 

@@ -25,7 +25,7 @@ PRF or the 104-bit search above. What the proof does *not* show is that the
 contact address belongs to that identifier's owner: the hospital is the
 controller of its own patient records and could mis-file an address either
 way. That is bounded instead: a proven entry backs one notice per breach and
-tenant, an address gets one notice per breach and tenant (`claims`), and a
+tenant, an address gets one notice per breach and tenant (`reservations`), and a
 tenant's notices per day are capped (`breachmatch.quota`). The kind is the
 hospital's statement too (the token cannot show which kind of key it came
 from), so the strength it gives is informational: it decides nothing here.
@@ -38,8 +38,8 @@ notice lists). The token cannot be turned back into the identifier without
 the OPRF key, and every other breach it could be looked up in was built by
 the operator's ingest from the leaked records themselves. The token lives in
 memory while the proof is checked — here at intake and again in the worker
-that opens the contact — and is never stored: claims key the proven entry by
-an HMAC of its tag hash under the notifier's own key.
+that opens the contact — and is never stored: reservations key the proven
+entry by an HMAC of its tag hash under the notifier's own key.
 
 Filter bodies and proof indexes come from the object store ``breach-filters``
 (the breach's manifest, from the signed event, says which body and digest),
@@ -104,7 +104,7 @@ class ProvenMatch:
     kind: KeyKind
     #: `Category` names from the proven entry's label.
     categories: tuple[str, ...]
-    #: The proven entry's 128-bit tag hash (claims key it under an HMAC; never stored as is).
+    #: The proven entry's 128-bit tag hash (reservations key it under an HMAC; never stored).
     entry: bytes
 
     @property
