@@ -13,6 +13,7 @@ misused hospital account would, and must fail:
 * two patient refs with one address, for two e-mails;
 * more notices than the tenant's daily limit, spread over two notifier
   replicas;
+* a proof index planted in the object store by a service other than ingest;
 * and, after the run, a raw patient ref or CPR number anywhere in the
   JetStream store (streams, KV, dead letters) or the services' logs.
 """
@@ -32,9 +33,11 @@ from pathlib import Path
 
 import grpc
 import nacl.public
+import nats.errors
+import nats.js.errors
 import pytest
 
-from breachmatch import keys, tls
+from breachmatch import bus, keys, tls
 from breachmatch.client import CheckResult, Client
 from breachmatch.client.cache_key import CacheKey
 from breachmatch.client.outreach import contact_details, idempotency_key, opaque_ref
@@ -82,8 +85,7 @@ class World:
         self, address: str | None = None, tenant: str = TENANT
     ) -> outreach_pb2_grpc.OutreachStub:
         """A plain Outreach client with ``tenant``'s certificate: no SDK rules apply."""
-        assert self.stack.pki is not None
-        files = tls.TlsFiles.from_dir(self.stack.pki.tenant_dir(tenant))
+        files = tls.TlsFiles.from_dir(self.info.pki.tenant_dir(tenant))
         channel = grpc.secure_channel(
             address or self.info.notifier_addr, tls.channel_credentials(files)
         )
@@ -336,11 +338,10 @@ def test_two_refs_with_one_address_get_one_email(world: World):
 
 def test_the_daily_limit_holds_across_notifier_replicas(world: World, tmp_path: Path):
     """hospital-b may queue LIMIT_B notices a day, whichever replica it reaches."""
-    assert world.stack.pki is not None
     second = world.stack.start_replica("notifier")
     client = Client(
         world.info.matcher_addr,
-        world.stack.pki.tenant_dir("hospital-b"),
+        world.info.pki.tenant_dir("hospital-b"),
         state_dir=tmp_path / "state-b",
         cache_key=tmp_path / "hospital-b.key",
         operator_key=Path(world.info.env["BREACHMATCH_OPERATOR_KEY"]),
@@ -377,6 +378,30 @@ def test_the_daily_limit_holds_across_notifier_replicas(world: World, tmp_path: 
     # The refused ones hold no reservations: refused again for the limit, not as duplicates.
     again = submit(world.stub(tenant="hospital-b"), *items[LIMIT_B:])
     assert [r.refusal for r in again] == [Refusal.REFUSAL_RATE_LIMITED] * 2
+
+
+async def test_only_ingest_can_write_a_proof_index(world: World):
+    """A planted index (or body) would let its writer prove anything: only ingest may write.
+
+    The notifier and the matcher read ``breach-filters``; a write by either is
+    refused by nats-server, and nothing lands in the store.
+    """
+    assert world.stack.nats is not None
+    forged = "proofs." + "0" * 64
+    for service in ("notifier", "matcher"):
+        nc, _ = await world.stack.nats.connect(service, f"forger-{service}")
+        try:
+            store = await nc.jetstream(timeout=1.0).object_store(bus.OBJ_BREACH_FILTERS)
+            with pytest.raises(nats.errors.Error):
+                await store.put(forged, b"\xff" * 64)
+        finally:
+            await nc.close()
+    nc, js = await world.stack.nats.connect()
+    try:
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await (await js.object_store(bus.OBJ_BREACH_FILTERS)).get_info(forged)
+    finally:
+        await nc.close()
 
 
 def _identifiers(world: World) -> dict[str, list[bytes]]:

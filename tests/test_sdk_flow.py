@@ -677,9 +677,11 @@ async def test_proofs_of_match_are_each_patients_strongest_token_in_the_breach(
     folder = first_check.state / "breaches" / "leak-1"
     artifact = breach_pb2.BreachArtifact.FromString((folder / "artifact.bin").read_bytes())
     manifest = verify_artifact(artifact, keys.load_verify_key(stack.keys.verify_key))
-    nc, js = await bus.connect(stack.nats_url, "sdk-flow-proofs")
+    # As the notifier: its NATS user may read the filters and proof indexes.
+    notifier_tls = tls.TlsFiles.from_dir(stack.pki.service_dir("notifier"))
+    nc, js = await bus.connect(stack.nats_url, "sdk-flow-proofs", notifier_tls)
     try:
-        store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
+        store = await js.object_store(bus.OBJ_BREACH_FILTERS)
         index_bytes = (await store.get(proof_object_name(manifest))).data
     finally:
         await nc.close()

@@ -472,6 +472,8 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     outbox = tmp_path / "outbox"
     outbox.mkdir()
+    # What ingest's start-up creates (breach events, filter store): the notifier waits for it.
+    await fresh_nats_server.provision("ingest")
     nc, js = await fresh_nats_server.connect("admin", "notifier-tests")
     await bus.ensure_streams(js, *bus.STREAMS)
     secret = keys.load_sealing_secret_key(operator_keys.notifier_secret_key)

@@ -106,7 +106,6 @@ class Stack:
     ) -> None:
         self.root = root.resolve()
         self.nats: NatsServer | None = None
-        self.pki: DevPki | None = None
         self.services: list[ServiceProcess] = []
         self._extra_tenants = dict(extra_tenants or {})
 
@@ -123,7 +122,7 @@ class Stack:
             raise StackError(f"a stack seems to be running ({self.pids_file}); run `make down`")
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        pki = self.pki = make_dev_pki(self.root / "pki", tenants=(TENANT, "hospital-b"))
+        pki = make_dev_pki(self.root / "pki", tenants=(TENANT, "hospital-b"))
         keys = make_operator_keys(self.root / "keys")
         tenants_file = self.root / "tenants.json"
         tenants_file.write_text(
