@@ -277,8 +277,8 @@ def main() -> None:
     outputs = [os.urandom(oprf.OUTPUT_SIZE) for _ in range(args.filter_entries)]
     writer = FilterWriter()
     writer.add_batch(outputs, [1] * len(outputs))
-    body, proofs = io.BytesIO(), io.BytesIO()
-    summary = writer.finish(body, proofs)
+    body, proof_index = io.BytesIO(), io.BytesIO()
+    summary = writer.finish(body, proof_index)
     stats = filter_stats(summary)
     manifest = Manifest.for_body(
         summary,
@@ -295,15 +295,15 @@ def main() -> None:
     breach_filter = BreachFilter.from_bytes(body.getvalue(), manifest)
     found = breach_filter.lookup(outputs[:1000])
     assert all(label is not None for label in found), "filter lost entries"
-    index = ProofIndex.from_bytes(proofs.getvalue(), summary.entry_count)
-    checked = outputs[:1000]
+    index = ProofIndex.from_bytes(proof_index.getvalue(), summary.entry_count)
+    proven = outputs[:1000]
     rows.append(
         (
             "proof check (notifier)",
             median_rate(
-                len(checked),
+                len(proven),
                 repeat,
-                lambda: [proven_labels(breach_filter, index, derive_keys([o])) for o in checked],
+                lambda: [proven_labels(breach_filter, index, derive_keys([o])) for o in proven],
             ),
             0.0,
             None,
@@ -343,7 +343,7 @@ def main() -> None:
     gcs_text = f"{gcs:>16.2f}" if gcs else f"{'—':>16}"
     print(f"{'filter bytes/entry (tags)':<32}{stats.tag_bytes_per_entry:>14.2f}{'—':>14}{gcs_text}")
     print(f"{'filter bytes/entry (+label)':<32}{stats.bytes_per_entry:>14.2f}{'—':>14}{'—':>16}")
-    index_bytes = len(proofs.getvalue()) / summary.entry_count
+    index_bytes = len(proof_index.getvalue()) / summary.entry_count
     print(f"{'proof index bytes/entry':<32}{index_bytes:>14.2f}{'—':>14}{'—':>16}")
     print(
         f"  ours: {args.filter_entries:,} entries, per-query false match "
