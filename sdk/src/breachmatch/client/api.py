@@ -201,6 +201,8 @@ class Client:
             source = patients
         else:
             source = PatientSource(Path(patients))
+        # The sealing key first: an untrusted one stops everything before any other work.
+        notifier_key = self._notifier_public_key()
         patient_set = source.read()
         proofs = self.prove(result, patient_set, min_strength)
         plan = plan_outreach(
@@ -209,7 +211,7 @@ class Client:
             proofs,
             tenant=self.tenant,
             cache_key=self._cache_key,
-            notifier_key=self._notifier_public_key(),
+            notifier_key=notifier_key,
             channels=channels,
             min_strength=min_strength,
         )
