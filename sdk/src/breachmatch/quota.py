@@ -135,11 +135,6 @@ class DailyQuota:
         raise QuotaContentionError("unused units could not be returned")
 
 
-def all_or_nothing(wanted: int) -> Callable[[int], int]:
-    """A charge of exactly ``wanted`` units if they fit, else none."""
-    return lambda room: wanted if wanted <= room else 0
-
-
 def as_many_as_fit(wanted: int) -> Callable[[int], int]:
     """A charge of up to ``wanted`` units: as many as the room allows."""
     return lambda room: min(wanted, room)

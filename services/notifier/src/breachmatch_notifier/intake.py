@@ -53,7 +53,7 @@ import nacl.public
 from nats.js import JetStreamContext
 
 from breachmatch import logs
-from breachmatch.quota import DailyQuota
+from breachmatch.quota import DailyQuota, as_many_as_fit
 from breachmatch.tenants import Tenants
 from breachmatch.v1.outreach_pb2 import (
     ContactDetails,
@@ -289,7 +289,7 @@ class Intake:
         if not new:
             return
         limit = self._tenants.get(tenant).outreach_daily_limit
-        allowance = await self._quota.take(tenant, len(new), limit, partial=True)
+        allowance = await self._quota.take(tenant, limit, as_many_as_fit(len(new)))
         resets_at = allowance.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
         for index in sorted(new)[allowance.granted :]:
             await self._reservations.release(checked[index].key, checked[index].reservations)
