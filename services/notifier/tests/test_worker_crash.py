@@ -20,7 +20,9 @@ from .conftest import SETTLE_TIMEOUT, Harness, Patient, contact_data_in
 
 BREACH = "alles-2025"
 PATIENTS = [
-    Patient(ref=f"P-{n}", name=f"Kirsten Jensen{n}", email=f"kirsten.jensen{n}@example.dk")
+    Patient(
+        ref=f"P-{n}", name=f"Kirsten Jensen {chr(65 + n)}", email=f"kirsten.jensen{n}@example.dk"
+    )
     for n in range(1, 7)
 ]
 
@@ -44,7 +46,7 @@ async def first_sent(harness: Harness) -> LedgerEntry:
 async def test_killed_worker_mid_batch_delivers_every_notice_exactly_once(
     harness: Harness,
 ) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     intake = await harness.start_app(workers_per_process=0)
     items = [harness.item(patient, BREACH) for patient in PATIENTS]
     response = await harness.stub(intake).SubmitOutreach(

@@ -9,9 +9,11 @@ For each request a worker, in this order:
    also ends a request that crashes its worker every time;
 3. claims the entry (attempt count +1, compare-and-set): a second worker
    holding the same request loses the race and backs off;
-4. opens the sealed contact with the notifier's secret key — only here, in
-   memory — and renders the notice with the tenant's sender identity, the
-   breach's manifest and the contact's language and categories;
+4. opens the sealed contact with the notifier's secret key — only here and
+   at intake, in memory — checks its proof of match again (`proofs`: a
+   request that reached the queue some other way proves nothing) and renders
+   the notice with the tenant's sender identity, the breach's manifest, the
+   contact's language and the categories of the proven entry;
 5. delivers it while telling JetStream it is in progress, then writes SENT to
    the ledger (compare-and-set) *before* acknowledging the message.
 
@@ -35,18 +37,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import nacl.exceptions
 import nacl.public
 import nats.errors
 import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from breachmatch import logs
 from breachmatch.tenants import Tenants
-from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachStatus
+from breachmatch.v1.outreach_pb2 import OutreachStatus
 from breachmatch_notifier import dead_letters, metrics
-from breachmatch_notifier.breaches import BreachCatalogue
+from breachmatch_notifier.breaches import BreachCatalogue, breach_info
 from breachmatch_notifier.channels import (
     DeliveryResult,
     Dispatcher,
@@ -54,6 +54,7 @@ from breachmatch_notifier.channels import (
     UndeliverableError,
 )
 from breachmatch_notifier.config import NotifierConfig
+from breachmatch_notifier.contact import ContactError, open_contact
 from breachmatch_notifier.dead_letters import DeadLetters
 from breachmatch_notifier.ledger import (
     DEAD,
@@ -64,6 +65,7 @@ from breachmatch_notifier.ledger import (
     Versioned,
 )
 from breachmatch_notifier.notice import NoticeContext, NoticeError, NoticeRenderer, Sender
+from breachmatch_notifier.proofs import BreachUnprovableError, ProofChecker, ProofRefusal
 from breachmatch_notifier.queue import (
     QueuedRequest,
     RequestFormatError,
@@ -81,23 +83,6 @@ _SETTLE_PAUSE = 0.5
 _CLAIM_TRIES = 3
 
 
-class ContactError(ValueError):
-    """The sealed contact cannot be used; the message says why, never what it holds."""
-
-
-def open_contact(
-    box: nacl.public.SealedBox[nacl.public.PrivateKey], sealed: bytes
-) -> ContactDetails:
-    try:
-        plain = box.decrypt(sealed)
-    except nacl.exceptions.CryptoError:
-        raise ContactError("sealed contact does not open with the notifier's key") from None
-    try:
-        return ContactDetails.FromString(plain)
-    except DecodeError:
-        raise ContactError("sealed contact is not a ContactDetails message") from None
-
-
 class OutreachDelivery:
     """The `worker.Handler` of stream OUTREACH."""
 
@@ -112,6 +97,7 @@ class OutreachDelivery:
         tenants: Tenants,
         renderer: NoticeRenderer,
         dispatcher: Dispatcher,
+        proofs: ProofChecker,
         secret_key: nacl.public.PrivateKey,
     ) -> None:
         self._config = config
@@ -122,6 +108,7 @@ class OutreachDelivery:
         self._tenants = tenants
         self._renderer = renderer
         self._dispatcher = dispatcher
+        self._proofs = proofs
         self._box = nacl.public.SealedBox(secret_key)
 
     async def handle(self, msg: Msg) -> None:
@@ -189,8 +176,9 @@ class OutreachDelivery:
 
     async def _deliver(self, msg: Msg, request: QueuedRequest, claimed: Versioned) -> None:
         item = request.item
-        breach = self._catalogue.get(item.breach_id)
-        if breach is None:
+        # The newest verified version: its facts render the notice and its body checks the proof.
+        manifest = self._catalogue.manifest(item.breach_id)
+        if manifest is None:
             if self._catalogue.is_retracted(item.breach_id):
                 await self._skip(msg, request, claimed)
             else:
@@ -203,10 +191,22 @@ class OutreachDelivery:
         except ContactError as exc:
             await self._bury(msg, request, claimed, dead_letters.UNOPENABLE, str(exc))
             return
+        try:
+            # Intake checked it too; the categories are read here, from the proven entry.
+            proven = await self._proofs.check(manifest, contact.proof)
+        except ProofRefusal as exc:
+            await self._bury(msg, request, claimed, dead_letters.UNPROVEN, exc.detail)
+            return
+        except BreachUnprovableError as exc:
+            await self._retry_or_bury(msg, request, claimed, dead_letters.UNPROVEN, str(exc))
+            return
         tenant = self._tenants.get(request.tenant)
         sender = Sender(tenant.organisation, tenant.contact_point)
         try:
-            notice = self._renderer.render(NoticeContext.for_contact(breach, sender, contact))
+            context = NoticeContext.for_contact(
+                breach_info(manifest), sender, contact, proven.categories
+            )
+            notice = self._renderer.render(context)
             result = await self._dispatcher.deliver(notice, contact, item.idempotency_key)
         except NoticeError as exc:
             await self._bury(msg, request, claimed, dead_letters.UNRENDERABLE, str(exc))
