@@ -387,7 +387,7 @@ async def test_only_ingest_can_write_a_proof_index(world: World):
     refused by nats-server, and nothing lands in the store.
     """
     assert world.stack.nats is not None
-    forged = "proofs." + "0" * 64
+    forged = f"{BREACH}.{'0' * 64}.proofs"
     for service in ("notifier", "matcher"):
         nc, _ = await world.stack.nats.connect(service, f"forger-{service}")
         try:

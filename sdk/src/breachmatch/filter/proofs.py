@@ -17,9 +17,11 @@ outputs only, so it says nothing about anyone to whoever lacks the OPRF key.
 The notifier reads it (it checks hospitals' proofs of match); hospitals never
 need it and the matcher does not serve it.
 
-The byte layout is in `layout`. The index's object name carries the body's
-SHA-256 (`proof_object_name`), so the index of a republished body can never
-be taken for the old one's.
+The byte layout is in `layout`. The index's object name is the body's
+(`Manifest.body_object`: breach id and body SHA-256) plus ``.proofs``
+(`proof_object_name`), so the index of a republished body can never be taken
+for the old one's, and no breach id can make a body's name an index's (a body
+name ends in 64 hex digits).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ _CHECK_CHUNK = 1 << 20
 
 def proof_object_name(manifest: Manifest) -> str:
     """Where ingest stores the proof index of ``manifest``'s body (bucket ``breach-filters``)."""
-    return f"proofs.{manifest.body_sha256}"
+    return f"{manifest.body_object}.proofs"
 
 
 class ProofIndex:

@@ -52,7 +52,7 @@ class BodyCache:
         try:
             return await self._copies.path(
                 manifest.body_object,
-                "body",
+                f"{manifest.body_sha256}.body",
                 lambda digest: digest.verify(manifest.body_size, manifest.body_sha256),
             )
         except (

@@ -115,7 +115,8 @@ class ProvenMatch:
 @dataclass(frozen=True)
 class _Artifacts:
     body_sha256: str
-    #: The proof index's object name (it holds the body's digest).
+    #: The body's and the proof index's object names (both hold the body's digest).
+    body_name: str
     index_name: str
     body: BreachFilter
     index: ProofIndex
@@ -204,8 +205,8 @@ class ProofChecker:
         artifacts = self._open.pop(breach_id, None)
         if artifacts is not None:
             artifacts.close()
+            self._copies.forget(artifacts.body_name)
             self._copies.forget(artifacts.index_name)
-        self._copies.forget(breach_id)
 
     def close(self) -> None:
         for breach_id in list(self._open):
@@ -230,7 +231,7 @@ class ProofChecker:
         index_name = proof_object_name(manifest)
         try:
             body_path = await self._copies.path(
-                manifest.breach_id,
+                manifest.body_object,
                 f"{sha}.body",
                 lambda digest: digest.verify(manifest.body_size, manifest.body_sha256),
             )
@@ -259,7 +260,7 @@ class ProofChecker:
             raise BreachUnprovableError(
                 f"breach {manifest.breach_id}: stored artifacts differ from its manifest ({exc})"
             ) from None
-        return _Artifacts(sha, index_name, body, index)
+        return _Artifacts(sha, manifest.body_object, index_name, body, index)
 
 
 def _check_size(size: int, expected: int) -> None:
