@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what a check would read from the patient export (no connection needed)",
     )
     _patient_flags(inspect, required=True)
+    # No connection flags (inspect connects to nothing), but `main` configures logging.
+    add_log_arguments(inspect, default_level="WARNING")
     add_env_argument(
         inspect,
         "--rows",
