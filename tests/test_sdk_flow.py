@@ -51,6 +51,7 @@ from breachmatch.client.errors import (
     UnverifiableEvaluationError,
 )
 from breachmatch.client.evaluate import STREAM_DEPTH
+from breachmatch.client.outreach import OutreachPlan, idempotency_key
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 from breachmatch.dev.breach_events import (
     make_manifest,
@@ -69,7 +70,7 @@ from breachmatch.filter import (
 )
 from breachmatch.identifiers import Strength
 from breachmatch.records import Category
-from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc
+from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc, outreach_pb2
 from breachmatch_matcher import app as matcher_app
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig
@@ -1224,11 +1225,28 @@ async def test_notify_sends_the_other_breaches_when_one_was_retracted(stack: Sta
         )  # fmt: skip
         with client:
             done = await asyncio.to_thread(client.notify, result, _facility(stack.hospital))
+            # A breach retracted between proving and submitting: the notifier refuses its
+            # batch with the breach's state, and the SDK still sends the other breach's.
+            first = done.plan.items[0]
+            late = outreach_pb2.OutreachItem()
+            late.CopyFrom(first)
+            late.breach_id = "leak-n2"
+            late.idempotency_key = idempotency_key(
+                client_cache_key(tmp_path), "sdk-lifecycle", done.plan.patient_ids[0], "leak-n2"
+            )
+            raced = await asyncio.to_thread(
+                client._outreach_client().submit,
+                OutreachPlan((first, late, late), (done.plan.patient_ids[0],) * 3, 0, 0),
+            )
     finally:
         await app.stop()
     strong_1 = sum(m[2] == "strong" for m in EXPECTED_1)
     strong_2 = sum(m[2] == "strong" for m in EXPECTED_2)
     assert (done.submitted.accepted, done.submitted.already_submitted) == (strong_1, 0)
-    assert done.submitted.refused_breaches == {"leak-n2": "retracted"}
+    # The matcher no longer serves the retracted breach: its matches have no proof
+    # and are left out before anything is sent.
+    assert done.plan.unproven == strong_2
     assert done.submitted.refused == ()
-    assert done.submitted.not_sent == strong_2
+    assert (raced.accepted, raced.already_submitted, raced.refused) == (0, 1, ())
+    assert raced.refused_breaches == {"leak-n2": "retracted"}
+    assert raced.not_sent == 2
