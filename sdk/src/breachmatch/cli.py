@@ -238,8 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="show what a check would read from the patient export (no connection needed)",
     )
     _patient_flags(inspect, required=True)
-    # No connection flags (inspect connects to nothing), but `main` configures logging.
-    add_log_arguments(inspect, default_level="WARNING")
     add_env_argument(
         inspect,
         "--rows",
@@ -250,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_env_argument(
         inspect, "--json", type=Path, help="also write the report as JSON; - for stdout"
     )
+    add_log_arguments(inspect, default_level="WARNING")
 
     status = commands.add_parser("status", help="delivery status of submitted notices")
     add_env_argument(status, "--breach", help="only notices about this breach")
