@@ -61,7 +61,7 @@ def _commands(dev_pki: DevPki, tmp: Path, dead: str) -> dict[str, list[str]]:
         "matcher": [
             "breachmatch-matcher", "serve", "--tls-dir", str(dev_pki.service_dir("matcher")),
             "--oprf-key-dir", str(keys.oprf_dir), "--verify-key", str(keys.verify_key),
-            "--notifier-public-key", str(keys.notifier_public_key),
+            "--notifier-statement", str(keys.notifier_statement),
             "--grpc-addr", "127.0.0.1:0", "--workers", "1", *probes, *nats,
         ],
         "notifier": [

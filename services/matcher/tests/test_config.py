@@ -70,7 +70,7 @@ def test_serve_refuses_to_start_without_required_paths(flag, capsys, monkeypatch
 
 
 @pytest.mark.parametrize(
-    "flag", ["--tenants-file", "--verify-key", "--notifier-public-key", "--oprf-key-dir"]
+    "flag", ["--tenants-file", "--verify-key", "--notifier-statement", "--oprf-key-dir"]
 )
 def test_an_unreadable_file_stops_start_up_with_status_2(
     flag, matcher_files, tmp_path, capsys, monkeypatch
@@ -83,7 +83,7 @@ def test_an_unreadable_file_stops_start_up_with_status_2(
         "--tls-dir": config.tls_dir,
         "--tenants-file": config.tenants_file,
         "--verify-key": config.verify_key,
-        "--notifier-public-key": config.notifier_public_key,
+        "--notifier-statement": config.notifier_statement,
         "--oprf-key-dir": config.oprf_key_dir,
     }
     paths[flag] = tmp_path / "missing"
