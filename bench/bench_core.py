@@ -12,6 +12,8 @@ One run, one table. Rows are per-core operations per second (medians over
 * evaluate (batch)   — ingest's server-side evaluation on 1 and 2 cores
 * filter bytes/entry — our Golomb-Rice filter vs OpenMined's GCS at the same
                        per-query false-positive rate
+* proof check        — the notifier's check of one proof of match (filter and
+                       proof index lookup of one token), and the index's size
 
 The "rbcl bound" does only the libsodium calls a step cannot avoid (for mode
 0x01 also the composite's scalar multiplications and additions: libsodium has
@@ -45,7 +47,15 @@ from typing import Any
 import rbcl
 
 from breachmatch import oprf, voprf
-from breachmatch.filter import BreachFilter, FilterWriter, Manifest, filter_stats
+from breachmatch.filter import (
+    BreachFilter,
+    FilterWriter,
+    Manifest,
+    ProofIndex,
+    derive_keys,
+    filter_stats,
+    proven_labels,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -267,8 +277,8 @@ def main() -> None:
     outputs = [os.urandom(oprf.OUTPUT_SIZE) for _ in range(args.filter_entries)]
     writer = FilterWriter()
     writer.add_batch(outputs, [1] * len(outputs))
-    body = io.BytesIO()
-    summary = writer.finish(body)
+    body, proof_index = io.BytesIO(), io.BytesIO()
+    summary = writer.finish(body, proof_index)
     stats = filter_stats(summary)
     manifest = Manifest.for_body(
         summary,
@@ -283,8 +293,24 @@ def main() -> None:
         sensitive=False,
         oprf_key_id="bench",
     )
-    found = BreachFilter.from_bytes(body.getvalue(), manifest).lookup(outputs[:1000])
+    breach_filter = BreachFilter.from_bytes(body.getvalue(), manifest)
+    found = breach_filter.lookup(outputs[:1000])
     assert all(label is not None for label in found), "filter lost entries"
+    index = ProofIndex.from_bytes(proof_index.getvalue(), summary.entry_count)
+    proven = outputs[:1000]
+    rows.append(
+        (
+            "proof check (notifier)",
+            median_rate(
+                len(proven),
+                repeat,
+                lambda: [proven_labels(breach_filter, index, derive_keys([o])) for o in proven],
+            ),
+            0.0,
+            None,
+            None,
+        )
+    )
 
     print(
         f"\nbreachmatch core benchmark — n={n}, batch={size}, repeat={repeat}, medians, "
@@ -318,6 +344,8 @@ def main() -> None:
     gcs_text = f"{gcs:>16.2f}" if gcs else f"{'—':>16}"
     print(f"{'filter bytes/entry (tags)':<32}{stats.tag_bytes_per_entry:>14.2f}{'—':>14}{gcs_text}")
     print(f"{'filter bytes/entry (+label)':<32}{stats.bytes_per_entry:>14.2f}{'—':>14}{'—':>16}")
+    index_bytes = len(proof_index.getvalue()) / summary.entry_count
+    print(f"{'proof index bytes/entry':<32}{index_bytes:>14.2f}{'—':>14}{'—':>16}")
     print(
         f"  ours: {args.filter_entries:,} entries, per-query false match "
         f"2^{stats.false_match_log2:.1f}; OpenMined GCS: {n:,} entries at the same per-query rate"

@@ -68,7 +68,6 @@ def submit(info: StackInfo, public_key: nacl.public.PublicKey, notices: int) -> 
                             email=f"patient{number}@example.dk",
                             language="da",
                             channels=["email"],
-                            categories=["contact", "national_id"],
                         ).SerializeToString()
                     ),
                 )

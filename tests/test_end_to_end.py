@@ -89,3 +89,20 @@ def test_stack_env_names_where_each_service_serves_metrics(outcome: Outcome) -> 
         ]
         assert started, name
         assert address.endswith(f":{started[0]['metrics_port']}"), name
+
+
+def test_no_patient_id_reaches_the_operator(outcome: Outcome) -> None:
+    """Patient ids (often the CPR number in Danish exports) stay with the hospital.
+
+    The notifier knows each patient by an HMAC under the hospital's key, so
+    neither the JetStream store nor any service log holds an id; the
+    hospital's own state directory and results file do, by design.
+    """
+    root = outcome.info.root
+    with outcome.data.hospital_csv.open(encoding="utf-8") as handle:
+        ids = [row["patient_id"].encode() for row in csv.DictReader(handle)]
+    assert ids
+    for folder in ("nats", "logs"):
+        stored = b"".join(p.read_bytes() for p in (root / folder).rglob("*") if p.is_file())
+        assert stored
+        assert [i for i in ids if i in stored] == [], f"patient ids in {folder}"

@@ -51,6 +51,7 @@ from breachmatch.client.errors import (
     UnverifiableEvaluationError,
 )
 from breachmatch.client.evaluate import STREAM_DEPTH
+from breachmatch.client.outreach import OutreachPlan, idempotency_key
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 from breachmatch.dev.breach_events import (
     make_manifest,
@@ -59,8 +60,17 @@ from breachmatch.dev.breach_events import (
     retraction,
     unsigned_retraction,
 )
-from breachmatch.filter import verify_artifact
-from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc
+from breachmatch.filter import (
+    BreachFilter,
+    ProofIndex,
+    derive_keys,
+    proof_object_name,
+    proven_labels,
+    verify_artifact,
+)
+from breachmatch.identifiers import Strength
+from breachmatch.records import Category
+from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc, outreach_pb2
 from breachmatch_matcher import app as matcher_app
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig
@@ -671,6 +681,62 @@ async def test_key_rotation_re_evaluates_exactly_the_retired_entries(stack: Stac
         await rotating.stop()
 
 
+async def test_proofs_of_match_are_each_patients_strongest_token_in_the_breach(
+    stack: Stack, first_check: FirstCheck
+):
+    patients = _facility(stack.hospital).read()
+    with stack.client("sdk-first", first_check.state) as client:
+        proofs = await asyncio.to_thread(
+            client.prove, first_check.result, patients, Strength.MEDIUM
+        )
+    kinds = {patient: proof.key_kind for (patient, _), proof in proofs.items()}
+    assert kinds == {
+        "H-cpr": "cpr",
+        "H-email": "email",
+        "H-phone": "phone",
+        "H-namedob": "name_dob",
+        "H-mrn": "mrn",
+        "H-multi": "cpr",  # matched by CPR and e-mail: the strong key proves it
+    }
+    # Each token proves its entry the way the notifier checks it (filter and proof
+    # index), and the entry's label is what the check reported for the patient.
+    folder = first_check.state / "breaches" / "leak-1"
+    artifact = breach_pb2.BreachArtifact.FromString((folder / "artifact.bin").read_bytes())
+    manifest = verify_artifact(artifact, keys.load_verify_key(stack.keys.verify_key))
+    # As the notifier: its NATS user may read the filters and proof indexes.
+    notifier_tls = tls.TlsFiles.from_dir(stack.pki.service_dir("notifier"))
+    nc, js = await bus.connect(stack.nats_url, "sdk-flow-proofs", notifier_tls)
+    try:
+        store = await js.object_store(bus.OBJ_BREACH_FILTERS)
+        index_bytes = (await store.get(proof_object_name(manifest))).data
+    finally:
+        await nc.close()
+    assert index_bytes is not None
+    order = sorted(proofs)
+    with BreachFilter.open(folder / "body", manifest) as body:
+        labels = proven_labels(
+            body,
+            ProofIndex.from_bytes(index_bytes, manifest.entry_count),
+            derive_keys([proofs[key].token for key in order]),
+        )
+    reported = {patient: categories for patient, _, _, categories in EXPECTED_1}
+    assert {
+        patient: tuple(Category(int(label)).names())
+        for (patient, _), label in zip(order, labels, strict=True)
+    } == reported
+
+    # A patient whose data changed since the check has nothing left to prove it with.
+    changed = replace(
+        patients,
+        patients=tuple(
+            replace(p, keys=()) if p.patient_id == "H-cpr" else p for p in patients.patients
+        ),
+    )
+    with stack.client("sdk-first", first_check.state) as client:
+        fewer = await asyncio.to_thread(client.prove, first_check.result, changed, Strength.MEDIUM)
+    assert set(fewer) == set(proofs) - {("H-cpr", "leak-1")}
+
+
 def client_cache_key(state_root: Path) -> CacheKey:
     return CacheKey.load_or_create(cache_key_for(state_root / "state"))
 
@@ -1159,10 +1225,28 @@ async def test_notify_sends_the_other_breaches_when_one_was_retracted(stack: Sta
         )  # fmt: skip
         with client:
             done = await asyncio.to_thread(client.notify, result, _facility(stack.hospital))
+            # A breach retracted between proving and submitting: the notifier refuses its
+            # batch with the breach's state, and the SDK still sends the other breach's.
+            first = done.plan.items[0]
+            late = outreach_pb2.OutreachItem()
+            late.CopyFrom(first)
+            late.breach_id = "leak-n2"
+            late.idempotency_key = idempotency_key(
+                client_cache_key(tmp_path), "sdk-lifecycle", done.plan.patient_ids[0], "leak-n2"
+            )
+            raced = await asyncio.to_thread(
+                client._outreach_client().submit,
+                OutreachPlan((first, late, late), (done.plan.patient_ids[0],) * 3, 0, 0),
+            )
     finally:
         await app.stop()
     strong_1 = sum(m[2] == "strong" for m in EXPECTED_1)
     strong_2 = sum(m[2] == "strong" for m in EXPECTED_2)
     assert (done.submitted.accepted, done.submitted.already_submitted) == (strong_1, 0)
-    assert done.submitted.refused == {"leak-n2": "retracted"}
-    assert done.submitted.not_sent == strong_2
+    # The matcher no longer serves the retracted breach: its matches have no proof
+    # and are left out before anything is sent.
+    assert done.plan.unproven == strong_2
+    assert done.submitted.refused == ()
+    assert (raced.accepted, raced.already_submitted, raced.refused) == (0, 1, ())
+    assert raced.refused_breaches == {"leak-n2": "retracted"}
+    assert raced.not_sent == 2

@@ -1,4 +1,4 @@
-"""Notices: sealed to the notifier's key, CPR only for Digital Post, stable idempotency keys."""
+"""Notices: sealed to the notifier's key with a proof, CPR only for Digital Post, opaque refs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import nacl.public
 import pytest
 
 from breachmatch.client.cache_key import CacheKey
-from breachmatch.client.outreach import idempotency_key, plan_outreach
+from breachmatch.client.outreach import idempotency_key, opaque_ref, plan_outreach
 from breachmatch.client.patients import read_patients
 from breachmatch.client.results import CheckResult, Match
 from breachmatch.identifiers import Strength
@@ -39,6 +39,12 @@ def _result(*matches: Match) -> CheckResult:
 STRONG = Match("P1", "leak-1", ("cpr",), "strong", ("national_id", "medical_history"))
 MEDIUM = Match("P2", "leak-1", ("email",), "medium", ("contact",))
 GONE = Match("P9", "leak-1", ("cpr",), "strong", ("contact",))
+CHANGED = Match("P2", "leak-1", ("cpr",), "strong", ("contact",))
+PROOFS = {
+    ("P1", "leak-1"): outreach_pb2.MatchProof(key_kind="cpr", token=b"\x01" * 64),
+    ("P2", "leak-1"): outreach_pb2.MatchProof(key_kind="email", token=b"\x02" * 64),
+    ("P9", "leak-1"): outreach_pb2.MatchProof(key_kind="cpr", token=b"\x09" * 64),
+}
 
 
 @pytest.fixture
@@ -65,6 +71,7 @@ def test_items_are_sealed_contact_details_only_the_notifier_opens(
     plan = plan_outreach(
         _result(STRONG),
         read_patients(export),
+        PROOFS,
         tenant="hospital-a",
         cache_key=cache_key,
         notifier_key=notifier.public_key,
@@ -72,7 +79,8 @@ def test_items_are_sealed_contact_details_only_the_notifier_opens(
         min_strength=Strength.STRONG,
     )
     (item,) = plan.items
-    assert item.patient_ref == "P1"
+    assert plan.patient_ids == ("P1",)
+    assert item.patient_ref == opaque_ref(cache_key, "hospital-a", "P1")
     assert b"anna@example.dk" not in item.sealed_contact
     details = _open(item, notifier)
     assert details.name == "Anna Berg"
@@ -81,7 +89,8 @@ def test_items_are_sealed_contact_details_only_the_notifier_opens(
     assert details.postal_address == "Vej 1, 8000 Aarhus C"
     assert details.language == "en"
     assert list(details.channels) == ["digital_post", "email"]
-    assert list(details.categories) == ["national_id", "medical_history"]
+    # The proof goes in: the notifier reads the categories from the entry it proves.
+    assert details.proof == PROOFS["P1", "leak-1"]
     with pytest.raises(nacl.exceptions.CryptoError):
         nacl.public.SealedBox(nacl.public.PrivateKey.generate()).decrypt(item.sealed_contact)
 
@@ -92,6 +101,7 @@ def test_cpr_is_left_out_unless_digital_post_is_a_channel(tmp_path: Path, notifi
     plan = plan_outreach(
         _result(STRONG),
         read_patients(export),
+        PROOFS,
         tenant="hospital-a",
         cache_key=cache_key,
         notifier_key=notifier.public_key,
@@ -108,24 +118,59 @@ def test_policy_and_missing_patients_are_counted_not_sent(tmp_path: Path, notifi
     strict = plan_outreach(
         _result(STRONG, MEDIUM, GONE),
         patients,
+        PROOFS,
         tenant="hospital-a",
         cache_key=cache_key,
         notifier_key=notifier.public_key,
         channels=["email"],
         min_strength=Strength.STRONG,
     )
-    assert [i.patient_ref for i in strict.items] == ["P1"]
+    assert strict.patient_ids == ("P1",)
     assert (strict.below_strength, strict.missing_patients) == (1, 1)
     lenient = plan_outreach(
         _result(STRONG, MEDIUM),
         patients,
+        PROOFS,
         tenant="hospital-a",
         cache_key=cache_key,
         notifier_key=notifier.public_key,
         channels=["email"],
         min_strength=Strength.MEDIUM,
     )
-    assert [i.patient_ref for i in lenient.items] == ["P1", "P2"]
+    assert lenient.patient_ids == ("P1", "P2")
+
+
+def test_a_match_without_a_proof_is_counted_not_sent(tmp_path: Path, notifier, cache_key):
+    export = tmp_path / "p.csv"
+    export.write_text(EXPORT)
+    plan = plan_outreach(
+        _result(STRONG, CHANGED),
+        read_patients(export),
+        {("P1", "leak-1"): PROOFS["P1", "leak-1"]},
+        tenant="hospital-a",
+        cache_key=cache_key,
+        notifier_key=notifier.public_key,
+        channels=["email"],
+        min_strength=Strength.STRONG,
+    )
+    assert plan.patient_ids == ("P1",)
+    assert plan.unproven == 1
+
+
+def test_opaque_refs_are_stable_keyed_and_distinct(cache_key):
+    ref = opaque_ref(cache_key, "hospital-a", "0102031234")
+    assert ref == opaque_ref(cache_key, "hospital-a", "0102031234")
+    assert len(ref) == 64
+    assert set(ref) <= set("0123456789abcdef")
+    assert "0102031234" not in ref
+    assert ref != idempotency_key(cache_key, "hospital-a", "0102031234", "leak-1")
+    others = {
+        opaque_ref(cache_key, "hospital-b", "0102031234"),
+        opaque_ref(cache_key, "hospital-a", "0102031235"),
+        opaque_ref(CacheKey(os.urandom(32)), "hospital-a", "0102031234"),
+    }
+    assert ref not in others
+    assert len(others) == 3
 
 
 def test_idempotency_keys_are_stable_keyed_and_distinct(cache_key):

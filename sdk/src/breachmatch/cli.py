@@ -300,8 +300,12 @@ def _notice(message: str) -> None:
     print(f"breachmatch: {message}", file=sys.stderr, flush=True)
 
 
-def _patient_source(args: argparse.Namespace) -> PatientSource:
-    return PatientSource(args.patients, args.format, args.map, args.facility, args.encoding)
+def _patient_source(args: argparse.Namespace, default: Path | None = None) -> PatientSource:
+    """--patients (or ``default``) read with --format, --map, --facility and --encoding."""
+    path: Path | None = args.patients or default
+    if path is None:
+        raise ClientError("--patients FILE is required")
+    return PatientSource(path, args.format, args.map, args.facility, args.encoding)
 
 
 def _run_check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -333,27 +337,38 @@ def _output(path: Path, text: str) -> None:
         write_secret_file(path, text)
 
 
-def _print_notified(client: Client, result: CheckResult, args: argparse.Namespace) -> None:
+def _print_notified(client: Client, result: CheckResult, args: argparse.Namespace) -> int:
+    """Submit and report; how many notices the notifier refused."""
     done = client.notify(
         result,
-        _patient_source(args) if args.patients else None,
+        # The proofs are the patients' match keys again: read with the same mapping.
+        _patient_source(args, Path(result.patients_file)),
         channels=args.channels,
         min_strength=Strength(args.min_strength),
     )
     print(
         f"Notices: {done.submitted.accepted} accepted, {done.submitted.already_submitted} "
-        f"already submitted before (not sent again); left out: {done.plan.below_strength} "
-        f"medium-only matches (--min-strength), {done.plan.missing_patients} patients no "
-        "longer in the export."
+        f"already submitted before (not sent again), {len(done.submitted.refused)} refused; "
+        f"left out: {done.plan.below_strength} medium-only matches (--min-strength), "
+        f"{done.plan.missing_patients} patients no longer in the export, "
+        f"{done.plan.unproven} matches that no longer hold."
     )
-    for breach_id, state in sorted(done.submitted.refused.items()):
+    for refused in done.submitted.refused:
+        print(
+            f"  refused: patient {refused.patient_id}, breach {refused.breach_id}: "
+            f"{refused.reason} ({refused.detail})"
+        )
+    for breach_id, state in sorted(done.submitted.refused_breaches.items()):
         reason = "was retracted by the operator" if state == "retracted" else "is not published"
         _notice(
             f"breach {breach_id} {reason}: the notifier refused its notices, none were sent "
             "for it (the other breaches' were)"
         )
-    if done.submitted.refused:
+    if done.submitted.refused_breaches:
         print(f"Not sent: {done.submitted.not_sent} notices of refused breaches (see above).")
+    # A withdrawn breach is the operator's decision, not a fault of this hospital's
+    # notices: only items refused one by one make the command fail.
+    return len(done.submitted.refused)
 
 
 def _run_watch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -387,7 +402,9 @@ def _run_notify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
     _require(args, parser, "--from", "--tls-dir", "--notifier")
     result = load_json(getattr(args, "from"))  # "from" is a keyword: no attribute syntax
     with _client(args) as client:
-        _print_notified(client, result, args)
+        refused = _print_notified(client, result, args)
+    if refused:
+        raise ClientError(f"the notifier refused {refused} notices; the reasons are listed above")
 
 
 def _run_status(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ Each service user may touch only its own job:
   bodies and owns its work queue and job records;
 * **matcher** reads breach events and filter bodies, keeps the evaluation
   budgets and publishes the audit trail;
-* **notifier** reads breach events, and alone takes outreach requests from the
+* **notifier** reads breach events and filter bodies with their proof indexes
+  (to check proofs of match), and alone takes outreach requests from the
   queue and writes the outreach ledger, status events and dead letters;
 * hospitals and the operator's gRPC identity have no NATS user at all.
 
@@ -155,6 +156,8 @@ NOTIFIER = _user(
         *_own_streams(bus.STREAM_OUTREACH, bus.STREAM_OUTREACH_STATUS, bus.STREAM_OUTREACH_DEAD),
         *_read_streams(bus.STREAM_OUTREACH, bus.STREAM_OUTREACH_STATUS, bus.STREAM_BREACHES),
         *_own_key_value(bus.KV_OUTREACH_LEDGER),
+        # Filter bodies and proof indexes, to check hospitals' proofs of match.
+        *_read_object_store(bus.OBJ_BREACH_FILTERS),
     ],
 )
 

@@ -11,16 +11,22 @@ Format::
 
     {
       "default_daily_budget": 500000,
+      "default_outreach_daily_limit": 20000,
       "tenants": {
         "hospital-a": {
           "organisation": "Hospital A, Region Hovedstaden",
           "contact_point": "Patientkontoret, tlf. 38 38 38 38, hverdage 9-15",
           "daily_budget": 1000000,
+          "outreach_daily_limit": 50000,
           "alert_email": "dpo@hospital-a.example",
           "language": "da"
         }
       }
     }
+
+``daily_budget`` caps OPRF evaluations per UTC day (the matcher);
+``outreach_daily_limit`` caps notices queued per UTC day (the notifier), so a
+misused tenant certificate cannot send more than that many notices a day.
 
 Unknown tenants (a valid certificate not listed) get the default budget and
 no outreach identity; the notifier refuses outreach for them.
@@ -33,7 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DAILY_BUDGET = 500_000
-_TENANT_KEYS = {"organisation", "contact_point", "daily_budget", "alert_email", "language"}
+DEFAULT_OUTREACH_DAILY_LIMIT = 20_000
+_TENANT_KEYS = {
+    "organisation",
+    "contact_point",
+    "daily_budget",
+    "outreach_daily_limit",
+    "alert_email",
+    "language",
+}
+_TOP_KEYS = {"default_daily_budget", "default_outreach_daily_limit", "tenants"}
 
 
 class TenantConfigError(ValueError):
@@ -44,6 +59,7 @@ class TenantConfigError(ValueError):
 class Tenant:
     tenant_id: str
     daily_budget: int
+    outreach_daily_limit: int = DEFAULT_OUTREACH_DAILY_LIMIT
     organisation: str = ""
     contact_point: str = ""
     alert_email: str = ""
@@ -54,9 +70,12 @@ class Tenant:
 class Tenants:
     default_daily_budget: int = DEFAULT_DAILY_BUDGET
     known: dict[str, Tenant] = field(default_factory=dict)
+    default_outreach_daily_limit: int = DEFAULT_OUTREACH_DAILY_LIMIT
 
     def get(self, tenant_id: str) -> Tenant:
-        return self.known.get(tenant_id) or Tenant(tenant_id, self.default_daily_budget)
+        return self.known.get(tenant_id) or Tenant(
+            tenant_id, self.default_daily_budget, self.default_outreach_daily_limit
+        )
 
     def is_known(self, tenant_id: str) -> bool:
         return tenant_id in self.known
@@ -76,12 +95,13 @@ class Tenants:
     def from_dict(cls, doc: object) -> Tenants:
         if not isinstance(doc, dict):
             raise TenantConfigError("tenants file must hold a JSON object")
-        unknown = set(doc) - {"default_daily_budget", "tenants"}
+        unknown = set(doc) - _TOP_KEYS
         if unknown:
             raise TenantConfigError(f"unknown top-level keys: {sorted(unknown)}")
-        default = doc.get("default_daily_budget", DEFAULT_DAILY_BUDGET)
-        if not isinstance(default, int) or default < 0:
-            raise TenantConfigError("default_daily_budget must be a non-negative integer")
+        default = _count(doc, "default_daily_budget", DEFAULT_DAILY_BUDGET, "")
+        default_outreach = _count(
+            doc, "default_outreach_daily_limit", DEFAULT_OUTREACH_DAILY_LIMIT, ""
+        )
         known: dict[str, Tenant] = {}
         for tenant_id, entry in (doc.get("tenants") or {}).items():
             if not isinstance(entry, dict):
@@ -89,18 +109,17 @@ class Tenants:
             bad = set(entry) - _TENANT_KEYS
             if bad:
                 raise TenantConfigError(f"tenant {tenant_id!r}: unknown keys {sorted(bad)}")
-            budget = entry.get("daily_budget", default)
-            if not isinstance(budget, int) or budget < 0:
-                raise TenantConfigError(f"tenant {tenant_id!r}: daily_budget must be an integer")
+            where = f"tenant {tenant_id!r}: "
             known[tenant_id] = Tenant(
                 tenant_id=tenant_id,
-                daily_budget=budget,
+                daily_budget=_count(entry, "daily_budget", default, where),
+                outreach_daily_limit=_count(entry, "outreach_daily_limit", default_outreach, where),
                 organisation=str(entry.get("organisation", "")),
                 contact_point=str(entry.get("contact_point", "")),
                 alert_email=str(entry.get("alert_email", "")),
                 language=str(entry.get("language", "da")),
             )
-        return cls(default, known)
+        return cls(default, known, default_outreach)
 
 
 def add_tenant(path: Path, tenant_id: str) -> bool:
@@ -125,3 +144,10 @@ def add_tenant(path: Path, tenant_id: str) -> bool:
     partial.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     partial.replace(path)
     return True
+
+
+def _count(doc: dict[str, object], key: str, default: int, where: str) -> int:
+    value = doc.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TenantConfigError(f"{where}{key} must be a non-negative integer")
+    return value

@@ -36,7 +36,16 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, oprf
 from breachmatch.dev import DevPki, NatsServer, dumps, synthetic
-from breachmatch.filter import BreachFilter, FilterWriter, Manifest, verify_artifact
+from breachmatch.filter import (
+    BreachFilter,
+    FilterWriter,
+    Manifest,
+    ProofIndex,
+    derive_keys,
+    proof_object_name,
+    proven_labels,
+    verify_artifact,
+)
 from breachmatch.identifiers import match_keys
 from breachmatch.keys import (
     KeyRing,
@@ -300,9 +309,13 @@ class Published:
     events: list[BreachEvent]
     manifest: Manifest
     body: bytes
+    proof_index: bytes
 
     def filter(self) -> BreachFilter:
         return BreachFilter.from_bytes(self.body, self.manifest)
+
+    def proofs(self) -> ProofIndex:
+        return ProofIndex.from_bytes(self.proof_index, self.manifest.entry_count)
 
 
 async def breach_events(js: JetStreamContext, breach_id: str) -> list[BreachEvent]:
@@ -319,15 +332,25 @@ async def published(js: JetStreamContext, breach_id: str, kit: Kit) -> Published
     manifest = verify_artifact(announced[-1].artifact, kit.verify_key)
     store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
     body = (await store.get(manifest.body_object)).data
+    proof_index = (await store.get(proof_object_name(manifest))).data
     assert body is not None
-    return Published(events, manifest, body)
+    assert proof_index is not None
+    return Published(events, manifest, body, proof_index)
 
 
 def assert_labels(found: Published, records: list[PersonRecord], secret: bytes) -> None:
-    """Every match key of every record is in the filter, with that record's label."""
+    """Every match key of every record is in the filter, with that record's label.
+
+    Each one also proves its entry to the notifier (filter and proof index agree).
+    """
     breach_filter = found.filter()
+    proofs = found.proofs()
     for record in records:
         keys = match_keys(record).keys
         assert keys
         outputs = [oprf.evaluate(secret, key.oprf_input()) for key in keys]
-        assert breach_filter.lookup(outputs) == [Category(int(record.categories))] * len(keys)
+        label = int(record.categories)
+        assert breach_filter.lookup(outputs) == [Category(label)] * len(keys)
+        assert proven_labels(breach_filter, proofs, derive_keys(outputs)).tolist() == [label] * len(
+            keys
+        )

@@ -13,6 +13,7 @@ from breachmatch import bus
 from breachmatch.dev import dumps, synthetic
 from breachmatch.dev.breach_events import make_manifest, publish_event, unsigned_retraction
 from breachmatch.filter import verify_artifact, verify_body
+from breachmatch.filter.layout import pack_proof_header
 from breachmatch.keys import load_signing_key
 from breachmatch.v1.breach_pb2 import BreachEvent
 from breachmatch_ingest.publish import PublishOutcome, publish_artifact
@@ -214,7 +215,7 @@ async def test_racing_publishers_get_distinct_versions_and_junk_counts_for_nothi
     await publish_event(js, unsigned_retraction(breach_id))  # someone else's junk first
     drafts = [make_manifest(breach_id, body, title=f"Draft {body!r}") for body in (b"a", b"b")]
     outcomes = await asyncio.gather(
-        *(publish_artifact(js, draft, draft_body, signing_key)
+        *(publish_artifact(js, draft, draft_body, pack_proof_header(0), signing_key)
           for draft, draft_body in zip(drafts, (b"a", b"b"), strict=True))
     )  # fmt: skip
     assert sorted(outcome.version for outcome in outcomes) == [1, 2]

@@ -271,7 +271,7 @@ async def test_retraction_is_one_event_and_final(
     assert (await store.get(before.manifest.body_object)).data == before.body
     corrected = dataclasses.replace(before.manifest, title="Corrected after retraction")
     with pytest.raises(BreachRetractedError):
-        await publish_artifact(js, corrected, before.body, signing_key)
+        await publish_artifact(js, corrected, before.body, before.proof_index, signing_key)
 
     for request, code in (
         (ingest_pb2.RetractBreachRequest(breach_id="never-published", reason="x"), "NOT_FOUND"),

@@ -19,11 +19,15 @@ import asyncio
 import collections
 import email
 import email.policy
+import hashlib
+import hmac
+import io
 import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -44,14 +48,20 @@ from breachmatch import bus, keys
 from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 from breachmatch.dev.breach_events import (
     DESCRIPTIONS,
-    make_manifest,
     publication,
     publish_event,
     retraction,
 )
+from breachmatch.filter import FilterWriter, Manifest, proof_object_name
+from breachmatch.records import Category
 from breachmatch.tls import TlsFiles, channel_credentials
 from breachmatch.v1 import breach_pb2, outreach_pb2_grpc
-from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachItem, WatchStatusResponse
+from breachmatch.v1.outreach_pb2 import (
+    ContactDetails,
+    MatchProof,
+    OutreachItem,
+    WatchStatusResponse,
+)
 from breachmatch_notifier.app import NotifierApp
 from breachmatch_notifier.channels import (
     ChannelsConfig,
@@ -77,6 +87,15 @@ SETTLE_TIMEOUT = 30.0
 EVENT_TIMEOUT = 20.0
 
 
+#: The hospital's key for opaque patient refs (the SDK derives its own from the cache key).
+REF_KEY = bytes(range(32))
+
+
+def opaque_ref(ref: str) -> str:
+    """What the hospital sends in place of a patient ref."""
+    return hmac.new(REF_KEY, ref.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class Patient:
     """A test patient; every contact value is something no store or log may hold."""
@@ -89,7 +108,22 @@ class Patient:
     postal_address: str = ""
     language: str = "da"
     channels: tuple[str, ...] = ()
+    #: The label of the patient's entry in the breach: what the notice must list.
     categories: tuple[str, ...] = ("contact", "national_id")
+    #: The kind of match key the proof is for.
+    kind: str = "cpr"
+
+    @property
+    def opaque_ref(self) -> str:
+        return opaque_ref(self.ref)
+
+    @property
+    def token(self) -> bytes:
+        """Stands in for the OPRF output of the patient's key: the notifier only looks it up."""
+        return hashlib.sha512(b"breachmatch test token\x00" + self.ref.encode()).digest()
+
+    def proof(self) -> MatchProof:
+        return MatchProof(key_kind=self.kind, token=self.token)
 
     def contact(self) -> ContactDetails:
         return ContactDetails(
@@ -100,7 +134,7 @@ class Patient:
             postal_address=self.postal_address,
             language=self.language,
             channels=list(self.channels),
-            categories=list(self.categories),
+            proof=self.proof(),
         )
 
     def secrets(self) -> list[str]:
@@ -309,33 +343,64 @@ class Harness:
         public = keys.load_sealing_public_key(self.operator.notifier_public_key)
         return bytes(nacl.public.SealedBox(public).encrypt(contact.SerializeToString()))
 
-    def item(self, patient: Patient, breach_id: str, key: str | None = None) -> OutreachItem:
+    def item(
+        self,
+        patient: Patient,
+        breach_id: str,
+        key: str | None = None,
+        contact: ContactDetails | None = None,
+    ) -> OutreachItem:
+        """The item the SDK would send for ``patient`` (or for another ``contact``)."""
         return OutreachItem(
-            patient_ref=patient.ref,
+            patient_ref=patient.opaque_ref,
             breach_id=breach_id,
             idempotency_key=key or f"k-{patient.ref}-{breach_id}",
-            sealed_contact=self.seal(patient.contact()),
+            sealed_contact=self.seal(contact or patient.contact()),
         )
 
     async def publish_breach(
         self,
         breach_id: str,
+        members: Iterable[Patient] = (),
         *,
         title: str = "Alles Lægehus-lækket",
         organisation: str = "Alles Lægehus ApS",
-        body_marker: bytes = b"",
         version: int = 1,
         descriptions: Mapping[str, str] = DESCRIPTIONS,
+        proof_index: bool = True,
     ) -> breach_pb2.BreachEvent:
-        """Publish a signed breach (empty filter body) on stream BREACHES; the event."""
-        manifest = make_manifest(
-            breach_id,
-            body_marker,
+        """Publish a signed breach whose filter holds ``members``' tokens and labels; the event.
+
+        Body and proof index go to the object store as ingest stores them;
+        without ``proof_index`` the breach looks like one published before
+        proof indexes existed.
+        """
+        people = list(members)
+        writer = FilterWriter()
+        if people:
+            writer.add_batch(
+                [patient.token for patient in people],
+                [int(Category.from_names(patient.categories)) for patient in people],
+            )
+        body, proofs = io.BytesIO(), io.BytesIO()
+        summary = writer.finish(body, proofs)
+        manifest = Manifest.for_body(
+            summary,
+            breach_id=breach_id,
             version=version,
             title=title,
             organisation=organisation,
-            descriptions=descriptions,
+            breach_date=date(2025, 3, 14),
+            added_date=date(2025, 3, 20),
+            descriptions=dict(descriptions),
+            verified=True,
+            sensitive=True,
+            oprf_key_id="k-test",
         )
+        store = await bus.object_store(self.js, bus.OBJ_BREACH_FILTERS)
+        await store.put(manifest.body_object, body.getvalue())
+        if proof_index:
+            await store.put(proof_object_name(manifest), proofs.getvalue())
         event = publication(manifest, self.signing_key)
         await publish_event(self.js, event)
         return event
@@ -421,14 +486,18 @@ class Harness:
         return [str(Path(sys.executable).parent / "breachmatch-notifier")]
 
 
-def write_tenants(path: Path, *, alert_email: str = "") -> Path:
-    hospital: dict[str, str] = {
+def write_tenants(
+    path: Path, *, alert_email: str = "", outreach_daily_limit: int | None = None
+) -> Path:
+    hospital: dict[str, str | int] = {
         "organisation": ORGANISATION,
         "contact_point": CONTACT_POINT,
         "language": "da",
     }
     if alert_email:
         hospital["alert_email"] = alert_email
+    if outreach_daily_limit is not None:
+        hospital["outreach_daily_limit"] = outreach_daily_limit
     path.write_text(json.dumps({"tenants": {HOSPITAL: hospital, NO_IDENTITY: {}}}))
     return path
 
@@ -496,6 +565,8 @@ async def harness(
 ) -> AsyncIterator[Harness]:
     outbox = tmp_path / "outbox"
     outbox.mkdir()
+    # What ingest's start-up creates (breach events, filter store): the notifier waits for it.
+    await fresh_nats_server.provision("ingest")
     nc, js = await fresh_nats_server.connect("admin", "notifier-tests")
     await bus.ensure_streams(js, *bus.STREAMS)
     secret = keys.load_sealing_secret_key(operator_keys.notifier_secret_key)

@@ -37,9 +37,11 @@ CORRECTED = {
 async def test_notices_come_from_the_newest_version_whatever_is_replayed(
     harness: Harness,
 ) -> None:
+    # Only the newest version's filter holds the patients: a proof checked against the
+    # first (or its replay) would be refused, so acceptance shows which version was used.
     first = await harness.publish_breach(BREACH, title="Gammel titel", organisation="Forkert ApS")
     await harness.publish_breach(
-        BREACH, title="Rettet titel", organisation="Alles Lægehus ApS",
+        BREACH, [DANISH, ENGLISH], title="Rettet titel", organisation="Alles Lægehus ApS",
         descriptions=CORRECTED, version=2,
     )  # fmt: skip
     await publish_event(harness.js, first)  # the old manifest again, validly signed

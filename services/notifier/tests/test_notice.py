@@ -18,6 +18,7 @@ from breachmatch_notifier.notice import (
     NoticeRenderer,
     Sender,
     TemplateValidationError,
+    check_recipient_name,
     render_notice,
     select_language,
     sms_segments,
@@ -157,8 +158,8 @@ def test_unknown_breach_date_and_categories_are_said_plainly() -> None:
 
 
 def test_context_from_contact_details() -> None:
-    contact = ContactDetails(name=NAME, language="en", categories=["MEDICATION"])
-    notice = render_notice(NoticeContext.for_contact(BREACH, SENDER, contact))
+    contact = ContactDetails(name=NAME, language="en")
+    notice = render_notice(NoticeContext.for_contact(BREACH, SENDER, contact, ("MEDICATION",)))
     assert notice.language == "en"
     assert f"Dear {NAME}," in notice.text
     assert "information about medication" in notice.text
@@ -192,6 +193,34 @@ def test_values_that_would_add_a_link_or_a_request_are_refused(
         render_notice(NoticeContext(breach=breach, sender=sender, language="da"))
     assert "evil" not in str(caught.value)
     assert "rigshospitalet.dk" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("Anna " * 30, "longer than 100"),
+        ("Anna\nRing 70 20 30 40", "one line"),
+        ("Anna\u2028Hansen", "one line"),
+        ("Anna Hansen ring 70203040", "digits"),
+        ("Anna, give your card number", "asks the reader"),
+        ("Anna, giv os dit kortnummer", "asks the reader"),
+        ("Anna, klik her", "asks the reader"),
+        ("Anna www.bank-login.example", "link"),
+    ],
+)
+def test_a_recipient_name_carrying_a_scam_text_is_refused(name: str, rule: str) -> None:
+    with pytest.raises(NoticeError, match="recipient_name") as caught:
+        check_recipient_name(name)
+    assert rule in str(caught.value)
+    assert "Anna" not in str(caught.value)
+    with pytest.raises(NoticeError, match="recipient_name"):
+        render_notice(NoticeContext(BREACH, SENDER, recipient_name=name, language="da"))
+
+
+@pytest.mark.parametrize("name", ["", "Birgitte Ærø-Sørensen", "Jean-Luc O'Neill", "Zoë Åberg"])
+def test_real_names_pass(name: str) -> None:
+    check_recipient_name(name)
+    assert render_notice(NoticeContext(BREACH, SENDER, recipient_name=name, language="da")).text
 
 
 def test_notice_and_context_reprs_hold_no_recipient_data() -> None:

@@ -1,9 +1,10 @@
 """From SubmitOutreach to the patient's inbox: real SMTP, SMS gateway, outbox, NATS.
 
-Content per language and categories, channel fallback, poison and
-undeliverable requests in dead letters while the rest go on, transient
-failures retried until the attempts are used up, retracted breaches skipped,
-WatchStatus resuming from a sequence, and new-breach alerts to hospitals.
+Content per language and categories (the proven entry's), channel fallback,
+poison requests injected into the queue past intake and undeliverable ones in
+dead letters while the rest go on, transient failures retried until the
+attempts are used up, retracted breaches skipped, WatchStatus resuming from a
+sequence, and new-breach alerts to hospitals.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import tomllib
+from dataclasses import replace
 from datetime import date
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
@@ -30,7 +32,7 @@ from breachmatch.v1.outreach_pb2 import (
 from breachmatch_notifier.channels import message_uuid
 from breachmatch_notifier.channels.digital_post import MEMO_NAMESPACE
 from breachmatch_notifier.dead_letters import REASON_HEADER
-from breachmatch_notifier.ledger import DEAD, SENT, SKIPPED
+from breachmatch_notifier.ledger import DEAD, SENT, SKIPPED, LedgerEntry
 from breachmatch_notifier.notice import (
     PACKAGED_TEMPLATES,
     BreachInfo,
@@ -39,6 +41,7 @@ from breachmatch_notifier.notice import (
     Sender,
     render_notice,
 )
+from breachmatch_notifier.queue import publish_request
 
 if TYPE_CHECKING:
     from breachmatch.v1.outreach_pb2_grpc import OutreachAsyncStub
@@ -50,6 +53,7 @@ from .conftest import (
     ORGANISATION,
     Harness,
     Patient,
+    opaque_ref,
     read_event,
     write_tenants,
 )
@@ -104,7 +108,8 @@ def phrases(language: str) -> dict[str, dict[str, dict[str, str]]]:
 
 def expected_notice(patient: Patient) -> Notice:
     sender = Sender(ORGANISATION, CONTACT_POINT)
-    return render_notice(NoticeContext.for_contact(PUBLISHED, sender, patient.contact()))
+    context = NoticeContext.for_contact(PUBLISHED, sender, patient.contact(), patient.categories)
+    return render_notice(context)
 
 
 def body_of(message: EmailMessage, subtype: str) -> str:
@@ -140,9 +145,9 @@ def seal_bytes(harness: Harness, plain: bytes) -> bytes:
 async def test_notices_are_in_the_patients_language_with_their_categories(
     harness: Harness,
 ) -> None:
-    await harness.publish_breach(BREACH)
-    app = await harness.start_app()
     patients = [DANISH, ENGLISH, BY_SMS, BY_POST]
+    await harness.publish_breach(BREACH, patients)
+    app = await harness.start_app()
     assert (
         await submit(harness.stub(app), [harness.item(p, BREACH) for p in patients]) == [True] * 4
     )
@@ -188,73 +193,106 @@ async def test_notices_are_in_the_patients_language_with_their_categories(
     )
 
 
-async def test_poison_requests_go_to_dead_letters_while_the_rest_go_on(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+async def inject(harness: Harness, item: OutreachItem) -> None:
+    """Put ``item`` on the work queue the way intake would, but without intake's checks.
+
+    What someone who could write to NATS directly could do: the worker must
+    still refuse anything that does not open or proves no match.
+    """
+    ref = harness.ledger.patient_ref(HOSPITAL, item.patient_ref, item.breach_id)
+    key = harness.ledger.outreach_key(HOSPITAL, item.breach_id, ref)
+    entry = LedgerEntry.new(HOSPITAL, item.breach_id, ref, item.idempotency_key)
+    assert await harness.ledger.create(key, entry) is not None
+    await publish_request(harness.js, HOSPITAL, item, key, entry.round)
+
+
+async def test_poison_requests_past_intake_go_to_dead_letters_while_the_rest_go_on(
+    harness: Harness,
+) -> None:
+    await harness.publish_breach(BREACH, [DANISH, ENGLISH])
     app = await harness.start_app()
     good = [harness.item(p, BREACH) for p in (DANISH, ENGLISH)]
-    garbage = OutreachItem(
-        patient_ref="P-garbage",
-        breach_id=BREACH,
-        idempotency_key="k-garbage",
-        sealed_contact=os.urandom(120),
-    )
-    not_contact = OutreachItem(
-        patient_ref="P-not-contact",
-        breach_id=BREACH,
-        idempotency_key="k-not-contact",
-        sealed_contact=seal_bytes(harness, b"\xff\xff\xff\xff not a protobuf"),
-    )
-    items = [good[0], garbage, not_contact, good[1]]
-    assert await submit(harness.stub(app), items) == [True] * 4
-    settled = await harness.settled(BREACH, 4)
+    intruder = Patient(ref="P-intruder", name="Ida Intruder", email="victim@example.dk")
+    unproven = intruder.contact()
+    unproven.ClearField("proof")
+    poison = {
+        "k-garbage": os.urandom(120),
+        "k-not-contact": seal_bytes(harness, b"\xff\xff\xff\xff not a protobuf"),
+        "k-no-proof": harness.seal(unproven),
+        "k-false-proof": harness.seal(intruder.contact()),  # its token is in no entry
+    }
+    stub = harness.stub(app)
+    assert await submit(stub, good[:1]) == [True]
+    for number, (key, sealed) in enumerate(poison.items()):
+        await inject(
+            harness,
+            OutreachItem(
+                patient_ref=opaque_ref(f"P-poison-{number}"),
+                breach_id=BREACH,
+                idempotency_key=key,
+                sealed_contact=sealed,
+            ),
+        )
+    assert await submit(stub, good[1:]) == [True]
+    settled = await harness.settled(BREACH, 6)
     assert {key: entry.state for key, entry in settled.items()} == {
         good[0].idempotency_key: SENT,
-        "k-garbage": DEAD,
-        "k-not-contact": DEAD,
         good[1].idempotency_key: SENT,
+        **dict.fromkeys(poison, DEAD),
     }
     assert sorted(harness.smtp.by_key()) == sorted(item.idempotency_key for item in good)
+    assert harness.smtp.to(intruder.email) == []
 
     dead = await harness.js.subscribe(
         bus.subject_for(bus.OUTREACH_DEAD, HOSPITAL), ordered_consumer=True
     )
-    letters = [await dead.next_msg(timeout=EVENT_TIMEOUT) for _ in range(2)]
+    letters = [await dead.next_msg(timeout=EVENT_TIMEOUT) for _ in range(len(poison))]
     await dead.unsubscribe()
     by_key = {OutreachStatus.FromString(m.data).idempotency_key: m for m in letters}
-    assert set(by_key) == {"k-garbage", "k-not-contact"}
+    assert set(by_key) == set(poison)
+    reasons = {key: (m.headers or {})[REASON_HEADER] for key, m in by_key.items()}
+    assert reasons == {
+        "k-garbage": "unopenable_contact",
+        "k-not-contact": "unopenable_contact",
+        "k-no-proof": "unproven_match",
+        "k-false-proof": "unproven_match",
+    }
+    details = {key: OutreachStatus.FromString(m.data).detail for key, m in by_key.items()}
+    assert "does not open" in details["k-garbage"]
+    assert "not a ContactDetails" in details["k-not-contact"]
+    assert "proof: missing" in details["k-no-proof"]
+    assert "matches no entry" in details["k-false-proof"]
     for letter in letters:
         status = OutreachStatus.FromString(letter.data)
-        assert (letter.headers or {})[REASON_HEADER] == "unopenable_contact"
         assert status.state == OutreachStatus.STATE_DEAD
         assert status.tenant == HOSPITAL
-    assert "does not open" in OutreachStatus.FromString(by_key["k-garbage"].data).detail
-    assert "not a ContactDetails" in OutreachStatus.FromString(by_key["k-not-contact"].data).detail
     # Terminated and acknowledged requests are gone from the work queue.
     assert (await harness.js.stream_info(bus.STREAM_OUTREACH)).state.messages == 0
 
 
 async def test_dead_request_can_be_submitted_again(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, [DANISH])
+    harness.smtp.replies["old.address@example.dk"] = "550 5.1.1 mailbox unavailable"
     app = await harness.start_app()
     stub = harness.stub(app)
-    broken = OutreachItem()
-    broken.CopyFrom(harness.item(DANISH, BREACH))
-    broken.sealed_contact = os.urandom(100)
-    assert await submit(stub, [broken]) == [True]
+    outdated = replace(DANISH, email="old.address@example.dk")
+    first = harness.item(DANISH, BREACH, contact=outdated.contact())
+    assert await submit(stub, [first]) == [True]
     (entry,) = (await harness.settled(BREACH, 1)).values()
     assert (entry.state, entry.round) == (DEAD, 1)
 
     fixed = harness.item(DANISH, BREACH, "another-key")
     assert await submit(stub, [fixed]) == [True]
-    watcher = await watch(stub, 4)  # queued, dead, queued, sent
+    watcher = await watch(stub, 5)  # queued, failed (email), dead, queued, sent
     assert [event.status.state for event in watcher] == [
         OutreachStatus.STATE_QUEUED,
+        OutreachStatus.STATE_FAILED,
         OutreachStatus.STATE_DEAD,
         OutreachStatus.STATE_QUEUED,
         OutreachStatus.STATE_SENT,
     ]
     # The new round keeps the entry's first idempotency key: message ids stay stable.
-    assert {event.status.idempotency_key for event in watcher} == {broken.idempotency_key}
+    assert {event.status.idempotency_key for event in watcher} == {first.idempotency_key}
     (message,) = harness.smtp.messages
     assert message["To"] == DANISH.email
     assert await submit(stub, [fixed]) == [False]
@@ -263,14 +301,15 @@ async def test_dead_request_can_be_submitted_again(harness: Harness) -> None:
 async def test_refused_channels_fall_back_and_a_contact_nobody_takes_is_dead(
     harness: Harness,
 ) -> None:
-    await harness.publish_breach(BREACH)
     harness.smtp.replies["refused@example.dk"] = "550 5.1.1 mailbox unavailable"
-    app = await harness.start_app()
-    stub = harness.stub(app)
+    harness.smtp.replies["gone@example.dk"] = "550 5.1.1 mailbox unavailable"
     falls_back = Patient(
         ref="P-fb", name="Anna Fallback", email="refused@example.dk", phone="20304050"
     )
-    nowhere = Patient(ref="P-nw", name="Bo Nowhere", email="refused@example.dk")
+    nowhere = Patient(ref="P-nw", name="Bo Nowhere", email="gone@example.dk")
+    await harness.publish_breach(BREACH, [falls_back, nowhere])
+    app = await harness.start_app()
+    stub = harness.stub(app)
     items = [harness.item(falls_back, BREACH), harness.item(nowhere, BREACH)]
     assert await submit(stub, items) == [True, True]
     settled = await harness.settled(BREACH, 2)
@@ -290,10 +329,10 @@ async def test_refused_channels_fall_back_and_a_contact_nobody_takes_is_dead(
 
 
 async def test_transient_failures_are_retried_then_dead_lettered(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
     harness.smtp.replies["busy@example.dk"] = "451 4.3.0 try again later"
-    app = await harness.start_app(max_deliver=2, backoff=(0.1,))
     busy = Patient(ref="P-busy", name="Carl Busy", email="busy@example.dk")
+    await harness.publish_breach(BREACH, [busy, DANISH])
+    app = await harness.start_app(max_deliver=2, backoff=(0.1,))
     assert await submit(
         harness.stub(app), [harness.item(busy, BREACH), harness.item(DANISH, BREACH)]
     ) == [True, True]
@@ -306,7 +345,7 @@ async def test_transient_failures_are_retried_then_dead_lettered(harness: Harnes
 
 
 async def test_a_retracted_breach_is_skipped(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, [DANISH])
     intake = await harness.start_app(workers_per_process=0)
     assert await submit(harness.stub(intake), [harness.item(DANISH, BREACH)]) == [True]
     await harness.retract_breach(BREACH)
@@ -317,7 +356,7 @@ async def test_a_retracted_breach_is_skipped(harness: Harness) -> None:
 
 
 async def test_watch_status_resumes_after_a_sequence(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, [DANISH, ENGLISH, BY_SMS])
     # Another tenant's event on the same stream: never shown to this one.
     other = OutreachStatus(tenant="hospital-b", idempotency_key="theirs")
     await harness.js.publish(
@@ -354,7 +393,7 @@ async def test_watch_status_resumes_after_a_sequence(harness: Harness) -> None:
         OutreachStatus.STATE_QUEUED,
         OutreachStatus.STATE_SENT,
     ]
-    assert all(e.status.patient_ref == BY_SMS.ref for e in live)
+    assert all(e.status.patient_ref == BY_SMS.opaque_ref for e in live)
 
 
 async def test_each_hospital_is_alerted_once_per_new_breach(harness: Harness) -> None:
@@ -364,7 +403,7 @@ async def test_each_hospital_is_alerted_once_per_new_breach(harness: Harness) ->
     await harness.smtp.wait_until(lambda sink: len(sink.messages) == 1)
     # Published again (a new body), then a second breach: alerts are handled in order,
     # so once the second breach's alert is here the republication was handled too.
-    await harness.publish_breach("first-2025", title="Første læk", body_marker=b"v2", version=2)
+    await harness.publish_breach("first-2025", [DANISH], title="Første læk", version=2)
     await harness.publish_breach("second-2025", title="Andet læk")
     await harness.smtp.wait_until(lambda sink: len(sink.messages) >= 2)
 

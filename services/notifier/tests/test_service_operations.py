@@ -30,7 +30,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 CLOSED = -1  # the health stream ended (its server stopped)
 PATIENTS = [
-    Patient(ref=f"OPS-{n}", name=f"Lone Madsen{n}", email=f"lone.madsen{n}@example.dk")
+    Patient(ref=f"OPS-{n}", name=f"Lone Madsen {chr(65 + n)}", email=f"lone.madsen{n}@example.dk")
     for n in range(1, 3)
 ]
 
@@ -73,7 +73,7 @@ def test_refuses_to_start_without_a_channel_or_its_key(harness: Harness) -> None
 
 
 async def test_serve_command_delivers_and_stops_cleanly_on_sigterm(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     grpc_port, health_port = free_port(), free_port()
     env = harness.worker_env(
         BREACHMATCH_TLS_DIR=str(harness.pki.service_dir("notifier")),
@@ -159,7 +159,7 @@ async def test_health_is_not_serving_while_nats_is_down(harness: Harness) -> Non
 
 
 async def test_drain_finishes_the_send_in_flight_and_fetches_no_more(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     harness.smtp.hold_after(0)
     app = await harness.start_app(workers_per_process=1)
     assert app.service is not None
@@ -189,7 +189,7 @@ async def test_drain_finishes_the_send_in_flight_and_fetches_no_more(harness: Ha
 
 
 async def test_metrics_count_sends_per_channel_and_the_queue(harness: Harness) -> None:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     before = prometheus_client.REGISTRY.get_sample_value(
         "breachmatch_notifier_notices_sent_total", {"channel": "email"}
     )

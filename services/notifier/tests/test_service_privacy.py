@@ -1,12 +1,15 @@
-"""After a full run, no contact detail is in the NATS store or in any log line.
+"""After a full run, no contact detail or raw patient ref is in the NATS store or any log.
 
 The run covers every path that touches a contact: e-mail, SMS, Digital Post,
-fallback after a refused address, a poison request, status queries and
-watches. Then the notifier and the nats-server are stopped (so everything is
-flushed to disk) and every file of the JetStream store, the server's log and
-every captured log line are searched for each test contact value in the forms
-it could take (as given, lower- and upper-case, E.164, digits only, CPR with
-and without the dash), UTF-8 and UTF-16.
+fallback after a refused address, a dead letter, an item refused at intake,
+status queries and watches. Then the notifier and the nats-server are stopped
+(so everything is flushed to disk) and every file of the JetStream store (the
+streams and the KV buckets), the server's log and every captured log line are
+searched for each test contact value in the forms it could take (as given,
+lower- and upper-case, E.164, digits only, CPR with and without the dash),
+UTF-8 and UTF-16 — and for each patient's own ref, one of which is the
+patient's CPR number, as Danish exports often have it. Only the opaque refs
+(HMACs under the hospital's key) may be there.
 
 Not searched: the Digital Post outbox — it is the hand-off to the Digital
 Post gateway and must hold the recipient's CPR number — and the SMTP server
@@ -30,8 +33,9 @@ from breachmatch.v1.outreach_pb2 import (
     SubmitOutreachRequest,
     WatchStatusRequest,
 )
+from breachmatch_notifier.ledger import DEAD, SENT
 
-from .conftest import Harness, Patient, contact_data_in, read_event
+from .conftest import Harness, Patient, contact_data_in, opaque_ref, read_event
 
 BREACH = "alles-2025"
 PATIENTS = [
@@ -49,7 +53,7 @@ PATIENTS = [
         language="en",
     ),
     Patient(
-        ref="PRIV-3",
+        ref="1503724321",  # the CPR number as the patient id
         name="Jytte Holm",
         cpr="150372-4321",
         postal_address="Bakkevej 3, 8000 Aarhus C",
@@ -61,7 +65,9 @@ PATIENTS = [
         email="ulrik.refuseret@example.dk",
         phone="+45 27 18 28 18",
     ),
+    Patient(ref="PRIV-5", name="Vera Væk", email="vera.vaek@example.dk"),
 ]
+KEYS = [f"key-{number}" for number in range(1, len(PATIENTS) + 1)]
 
 
 @pytest.fixture
@@ -83,29 +89,32 @@ def captured_logs() -> Iterator[io.StringIO]:
         root.handlers, root.level = saved_handlers, saved_level
 
 
-async def test_no_contact_detail_in_the_nats_store_or_the_logs(
+async def test_no_contact_detail_or_raw_ref_in_the_nats_store_or_the_logs(
     harness: Harness, captured_logs: io.StringIO
 ) -> None:
-    harness.smtp.replies[PATIENTS[3].email] = "550 5.1.1 mailbox unavailable"
-    await harness.publish_breach(BREACH)
+    for refused in (PATIENTS[3], PATIENTS[4]):
+        harness.smtp.replies[refused.email] = "550 5.1.1 mailbox unavailable"
+    await harness.publish_breach(BREACH, PATIENTS)
     app = await harness.start_app()
     stub = harness.stub(app)
-    items = [harness.item(patient, BREACH) for patient in PATIENTS]
-    items.append(
-        OutreachItem(
-            patient_ref="PRIV-poison",
-            breach_id=BREACH,
-            idempotency_key="k-poison",
-            sealed_contact=os.urandom(200),
-        )
+    items = [
+        harness.item(patient, BREACH, key) for patient, key in zip(PATIENTS, KEYS, strict=True)
+    ]
+    poison = OutreachItem(
+        patient_ref=opaque_ref("PRIV-poison"),
+        breach_id=BREACH,
+        idempotency_key="key-poison",
+        sealed_contact=os.urandom(200),
     )
-    await stub.SubmitOutreach(SubmitOutreachRequest(items=items), timeout=20)
+    response = await stub.SubmitOutreach(SubmitOutreachRequest(items=[*items, poison]), timeout=20)
+    assert [receipt.accepted for receipt in response.receipts] == [True] * len(items) + [False]
     settled = await harness.settled(BREACH, len(items))
-    assert {key: entry.channel for key, entry in settled.items() if entry.channel} == {
-        "k-PRIV-1-alles-2025": "email",
-        "k-PRIV-2-alles-2025": "sms",
-        "k-PRIV-3-alles-2025": "digital_post",
-        "k-PRIV-4-alles-2025": "sms",
+    assert {key: (entry.state, entry.channel) for key, entry in settled.items()} == {
+        "key-1": (SENT, "email"),
+        "key-2": (SENT, "sms"),
+        "key-3": (SENT, "digital_post"),
+        "key-4": (SENT, "sms"),
+        "key-5": (DEAD, ""),
     }
     statuses = await stub.GetStatus(GetStatusRequest(breach_id=BREACH), timeout=20)
     assert len(statuses.statuses) == len(items)
@@ -118,13 +127,16 @@ async def test_no_contact_detail_in_the_nats_store_or_the_logs(
     stored = b"".join(
         path.read_bytes() for path in sorted(harness.nats.store_dir.rglob("*")) if path.is_file()
     )
-    # The search works: what is meant to be stored (status events) is found in the files.
-    assert b"PRIV-1" in stored
-    assert b"k-PRIV-3-alles-2025" in stored
+    # The search works: what is meant to be stored (status events, dead letters) is found.
+    assert PATIENTS[4].opaque_ref.encode() in stored
+    assert b"key-3" in stored
+    refs = [patient.ref.encode() for patient in PATIENTS]
+    assert [ref for ref in refs if ref in stored] == []
     assert contact_data_in(stored, PATIENTS) == []
     assert contact_data_in(harness.nats.log_path.read_bytes(), PATIENTS) == []
 
-    log_text = captured_logs.getvalue()
-    assert "notice sent" in log_text
-    assert "request dead-lettered" in log_text
-    assert contact_data_in(log_text.encode("utf-8"), PATIENTS) == []
+    log_text = captured_logs.getvalue().encode("utf-8")
+    assert b"notice sent" in log_text
+    assert b"request dead-lettered" in log_text
+    assert [ref for ref in refs if ref in log_text] == []
+    assert contact_data_in(log_text, PATIENTS) == []

@@ -28,7 +28,9 @@ from .conftest import SETTLE_TIMEOUT, Harness, LogEvents, Patient, contact_data_
 
 BREACH = "alles-2025"
 PATIENTS = [
-    Patient(ref=f"P-{n}", name=f"Kirsten Jensen{n}", email=f"kirsten.jensen{n}@example.dk")
+    Patient(
+        ref=f"P-{n}", name=f"Kirsten Jensen {chr(65 + n)}", email=f"kirsten.jensen{n}@example.dk"
+    )
     for n in range(1, 7)
 ]
 
@@ -66,7 +68,7 @@ async def start_worker(
 
 
 async def submit(harness: Harness, patients: list[Patient]) -> list[str]:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, PATIENTS)
     intake = await harness.start_app(workers_per_process=0)
     items = [harness.item(patient, BREACH) for patient in patients]
     response = await harness.stub(intake).SubmitOutreach(

@@ -46,7 +46,9 @@ from breachmatch.client.outreach import (
     OutreachClient,
     OutreachPlan,
     SubmitSummary,
+    opaque_ref,
     plan_outreach,
+    selected,
 )
 from breachmatch.client.patients import PatientSet, read_patients
 from breachmatch.client.pinning import pinned_operator_key
@@ -174,18 +176,20 @@ class Client:
 
     def _check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:
         with TokenCache(self.state.token_cache, self._cache_key) as cache:
-            checker = Checker(
-                matcher=self._matcher_client(),
-                cache=cache,
-                pipeline=self._pipeline,
-                progress=self._progress,
-                state=self.state,
-                tenant=self.tenant,
-                operator_key=self._operator_key,
-                notice=self._notice,
-                audit=self._audit,
-            )
-            return checker.check(patients, breach_ids)
+            return self._checker(cache).check(patients, breach_ids)
+
+    def _checker(self, cache: TokenCache) -> Checker:
+        return Checker(
+            matcher=self._matcher_client(),
+            cache=cache,
+            pipeline=self._pipeline,
+            progress=self._progress,
+            state=self.state,
+            tenant=self.tenant,
+            operator_key=self._operator_key,
+            notice=self._notice,
+            audit=self._audit,
+        )
 
     # --- outreach -------------------------------------------------------------
 
@@ -209,17 +213,32 @@ class Client:
             source = patients
         else:
             source = PatientSource(Path(patients))
+        # The sealing key first: an untrusted one stops everything before any other work.
+        notifier_key = self._notifier_public_key()
+        patient_set = source.read()
+        proofs = self.prove(result, patient_set, min_strength)
         plan = plan_outreach(
             result,
-            source.read(),
+            patient_set,
+            proofs,
             tenant=self.tenant,
             cache_key=self._cache_key,
-            notifier_key=self._notifier_public_key(),
+            notifier_key=notifier_key,
             channels=channels,
             min_strength=min_strength,
         )
-        SubmittedNotices(self.state.submitted_notices).record(plan.items)
-        return NotifyResult(plan, self._outreach_client().submit(plan.items))
+        SubmittedNotices(self.state.submitted_notices).record(plan)
+        return NotifyResult(plan, self._outreach_client().submit(plan))
+
+    def prove(
+        self, result: CheckResult, patients: PatientSet, min_strength: Strength = Strength.STRONG
+    ) -> dict[tuple[str, str], outreach_pb2.MatchProof]:
+        """The proof of match `notify` sends for each selected (patient id, breach id).
+
+        See `Checker.prove`; a match that no longer holds has none.
+        """
+        with TokenCache(self.state.token_cache, self._cache_key) as cache:
+            return self._checker(cache).prove(patients, selected(result, min_strength))
 
     def _notifier_public_key(self) -> nacl.public.PublicKey:
         """The key to seal contact records to: given out of band, or stated by the operator.
@@ -245,13 +264,20 @@ class Client:
     def status(self, breach_id: str | None = None) -> list[outreach_pb2.OutreachStatus]:
         """Delivery status of this hospital's notices (of one breach, or all).
 
-        The notifier does not know patient ids; they are filled in from the
-        record `notify` keeps in the state directory.
+        The notifier does not know patient ids, only opaque refs and
+        idempotency keys; ids are filled in from the record `notify` keeps in
+        the state directory (a notice submitted from elsewhere shows none).
         """
         statuses = self._outreach_client().status(breach_id)
-        known = SubmittedNotices(self.state.submitted_notices).patient_ids()
+        by_key = SubmittedNotices(self.state.submitted_notices).patient_ids()
+        by_ref = {
+            opaque_ref(self._cache_key, self.tenant, patient_id): patient_id
+            for patient_id in set(by_key.values())
+        }
         for status in statuses:
-            status.patient_ref = status.patient_ref or known.get(status.idempotency_key, "")
+            status.patient_ref = by_key.get(status.idempotency_key) or by_ref.get(
+                status.patient_ref, ""
+            )
         return statuses
 
     # --- watch ----------------------------------------------------------------
@@ -262,7 +288,7 @@ class Client:
         on_result: Callable[[CheckResult], None],
         *,
         stop: threading.Event | None = None,
-        notify: Callable[[CheckResult], None] | None = None,
+        notify: Callable[[CheckResult], object] | None = None,
         max_events: int = 0,
     ) -> None:
         """Check every breach published after the last one handled, as it is published.
@@ -294,7 +320,7 @@ class Client:
         seen: SeenBreaches,
         source: PatientSource,
         on_result: Callable[[CheckResult], None],
-        notify: Callable[[CheckResult], None] | None,
+        notify: Callable[[CheckResult], object] | None,
     ) -> None:
         """Act on one breach event — only if it is signed and newer than what was seen.
 

@@ -20,6 +20,10 @@ will be refused and nothing sensitive leaves the hospital:
    key are refused), and the matched entries are folded back into patients:
    kinds, strength, categories.
 
+`Checker.prove` redoes step 4 for the matches a hospital notifies, keeping the
+token of each patient's strongest matched key: the proof of match the
+notifier checks against the same filter.
+
 If the matcher retires a key while this runs, the check refreshes its key
 info and goes on under the new key (bounded); what was cached stays valid.
 """
@@ -56,6 +60,7 @@ from breachmatch.filter import BreachEventError, TokenKeys, derive_keys
 from breachmatch.identifiers import KeyKind, Strength
 from breachmatch.records import Category
 from breachmatch.v1.breach_pb2 import BreachArtifact
+from breachmatch.v1.outreach_pb2 import MatchProof
 
 #: Key refreshes tolerated in one check (each after the matcher retired a key mid-run).
 MAX_KEY_REFRESHES = 3
@@ -218,6 +223,47 @@ class Checker:
             matches=tuple(matches),
             summaries=tuple(summaries),
         )
+
+    def prove(
+        self, patients: PatientSet, matches: Sequence[Match]
+    ) -> dict[tuple[str, str], MatchProof]:
+        """The proof of match of each (patient id, breach id) that still holds.
+
+        The proof is the token of the patient's strongest key found in the
+        breach (by kind: CPR before SSN, MRN, e-mail, phone, name and birth
+        date), looked up again now: a patient whose data changed since the
+        check, or a breach that is no longer served, gets none. Tokens come
+        from the cache; only keys it lacks are evaluated (and proven).
+        """
+        keys = self._key_info()
+        store = BreachStore(self._state.breaches, self._matcher, keys.verify_key)
+        served = {artifact.breach_id: artifact for artifact in self._matcher.list_breaches()}
+        wanted = sorted({match.breach_id for match in matches} & set(served))
+        breaches = self._usable(keys.info, [store.fetch(served[b]) for b in wanted], None)
+        ids = {match.patient_id for match in matches}
+        subset = PatientSet(
+            patients.path, tuple(p for p in patients.patients if p.patient_id in ids), 0
+        )
+        index = KeyIndex.build(subset)
+        tokens = self._token_source(keys.info)
+        proofs: dict[tuple[str, str], MatchProof] = {}
+        for breach in breaches:
+            key = keys.trusted[breach.manifest.oprf_key_id]
+            outputs, _ = tokens.outputs(key, index.inputs)
+            with breach.open() as body:
+                labels = body.lookup(outputs)
+            best: dict[int, tuple[KeyKind, bytes]] = {}
+            for at, label in enumerate(labels):
+                if label is None:
+                    continue
+                for patient, kind, _ in index.owners[at]:
+                    held = best.get(patient)
+                    if held is None or _KIND_ORDER[kind] < _KIND_ORDER[held[0]]:
+                        best[patient] = (kind, outputs[at])
+            for patient, (kind, token) in best.items():
+                found = (subset.patients[patient].patient_id, breach.manifest.breach_id)
+                proofs[found] = MatchProof(key_kind=kind.value, token=token)
+        return proofs
 
     def _key_info(self) -> _Keys:
         """Key info, pinned and verified; the cache follows the keys it names."""

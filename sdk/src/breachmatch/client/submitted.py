@@ -1,7 +1,7 @@
 """Which notice is which patient: the hospital's own record of what it submitted.
 
-The notifier's ledger holds keyed references only (promise 5), so its status
-answers carry the idempotency key, not the patient. The hospital can map a
+The notifier knows patients by opaque refs only (promise 5), and its ledger's
+status answers carry just the idempotency key. The hospital can map a
 key back — it made the key — but recomputing needs the results file and
 the export. Instead `notify` records ``idempotency key → (patient id, breach
 id)`` here, in the state directory (owner-only, like everything there), and
@@ -14,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from breachmatch.v1 import outreach_pb2
+from breachmatch.client.outreach import OutreachPlan
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS submitted ("
@@ -38,9 +37,12 @@ class SubmittedNotices:
         db.execute(_SCHEMA)
         return contextlib.closing(db)
 
-    def record(self, items: Iterable[outreach_pb2.OutreachItem]) -> None:
+    def record(self, plan: OutreachPlan) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        rows = [(i.idempotency_key, i.patient_ref, i.breach_id, now) for i in items]
+        rows = [
+            (item.idempotency_key, patient_id, item.breach_id, now)
+            for item, patient_id in zip(plan.items, plan.patient_ids, strict=True)
+        ]
         with self._connect() as db, db:
             db.executemany("INSERT OR IGNORE INTO submitted VALUES (?, ?, ?, ?)", rows)
 

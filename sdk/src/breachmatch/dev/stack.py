@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -100,14 +101,24 @@ def _wait_serving(name: str, port: int, process: subprocess.Popen[bytes], timeou
 
 
 class Stack:
-    """Start, describe and stop the local stack rooted at `root` (normally `.var`)."""
+    """Start, describe and stop the local stack rooted at `root` (normally `.var`).
 
-    def __init__(self, root: Path, env: Mapping[str, Mapping[str, str]] | None = None) -> None:
-        """``env``: extra environment per service name, over the stack's own settings."""
+    ``extra_tenants`` are added to the tenants file next to the demo hospital
+    (tests give a second hospital its own limits this way); ``env`` gives extra
+    environment per service name, over the stack's own settings.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        env: Mapping[str, Mapping[str, str]] | None = None,
+        extra_tenants: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.root = root.resolve()
         self.nats: NatsServer | None = None
         self.services: list[ServiceProcess] = []
         self._extra_env = {name: dict(values) for name, values in (env or {}).items()}
+        self._extra_tenants = dict(extra_tenants or {})
 
     @property
     def pids_file(self) -> Path:
@@ -134,9 +145,12 @@ class Stack:
                             "organisation": "Hospital A (demo), Region Hovedstaden",
                             "contact_point": "Patientkontoret, tlf. 70 20 30 40, hverdage 9-15",
                             "daily_budget": 5_000_000,
+                            # `make demo-alles` notifies ~25,000 strong matches at once.
+                            "outreach_daily_limit": 100_000,
                             "alert_email": "dpo@hospital-a.example.dk",
                             "language": "da",
-                        }
+                        },
+                        **self._extra_tenants,
                     },
                 },
                 indent=2,
@@ -297,6 +311,32 @@ class Stack:
                 assert proc.process is not None
                 _wait_serving(proc.name, proc.health_port, proc.process, startup_timeout)
         self._write_pids()
+
+    def start_replica(self, name: str, startup_timeout: float = 60.0) -> str:
+        """Start one more instance of service ``name`` with its configuration; its address.
+
+        It shares NATS (and so every stream, bucket and counter) with the
+        first instance, as replicas behind a Kubernetes Service do.
+        """
+        first = self.service(name)
+        grpc_port, health_port = free_port(), free_port()
+        replica = ServiceProcess(
+            f"{name}-{len(self.services)}",
+            first.argv,
+            {
+                **first.env,
+                "BREACHMATCH_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+                "BREACHMATCH_HEALTH_ADDR": f"127.0.0.1:{health_port}",
+                "BREACHMATCH_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+            },
+            health_port,
+            first.log_path.with_name(f"{name}-{len(self.services)}.log"),
+        )
+        self._spawn(replica)
+        self.services.append(replica)
+        assert replica.process is not None
+        _wait_serving(replica.name, health_port, replica.process, startup_timeout)
+        return f"localhost:{grpc_port}"
 
     def _spawn(self, proc: ServiceProcess) -> None:
         env = {**os.environ, **proc.env}

@@ -2,8 +2,10 @@
 
 Ingest builds it (`FilterWriter`, `Manifest.for_body`, `sign_manifest`); the
 matcher serves it (`SignedManifest.to_artifact`); a hospital verifies it
-(`verify_artifact`, `BreachFilter`) and looks its tokens up (`lookup`). See
-`tags` for the false-match bound and `layout` for the byte format.
+(`verify_artifact`, `BreachFilter`) and looks its tokens up (`lookup`); the
+notifier checks a hospital's proof of match with it and the proof index
+(`ProofIndex`, `proven_labels`). See `tags` for the false-match bound,
+`proofs` for why a proof needs the index, and `layout` for the byte formats.
 
 What happens to a breach after its publication — corrections as new
 versions, signed retractions, refusal of replays — is `retraction` and
@@ -42,6 +44,7 @@ from breachmatch.filter.manifest import (
     verify_body,
     verify_manifest,
 )
+from breachmatch.filter.proofs import ProofIndex, proof_object_name, proven_labels
 from breachmatch.filter.reader import NOT_FOUND, BreachFilter, lookup_stream
 from breachmatch.filter.retraction import (
     Retraction,
@@ -72,6 +75,7 @@ __all__ = [
     "Manifest",
     "ManifestFormatError",
     "ManifestSignatureError",
+    "ProofIndex",
     "Retraction",
     "RetractionFormatError",
     "RetractionSignatureError",
@@ -88,6 +92,8 @@ __all__ = [
     "is_breach_id",
     "lookup_stream",
     "path_in",
+    "proof_object_name",
+    "proven_labels",
     "read_breach_event",
     "sign_manifest",
     "sign_retraction",

@@ -11,6 +11,11 @@ being stored and tags inside it are below ``B·2^40 ≤ 2^56``: they fit a uint6
 while whole tags (up to 72 bits) would not. The index sits before the blocks
 so a reader can seek to one block, or stream the body once and know every
 block's length as it arrives.
+
+The proof index ingest writes next to each body (see `proofs`):
+
+    header   magic "BMPI", u16 version, u16 zero, u64 entry count N   (16 bytes)
+    words    the first u64 word of every entry's tag hash, ascending (8 bytes each)
 """
 
 from __future__ import annotations
@@ -40,6 +45,31 @@ _HEADER = struct.Struct("<4sHBBBQ")
 HEADER_SIZE = _HEADER.size
 _INDEX_DTYPE = np.dtype([("entries", "<u4"), ("unary_bytes", "<u4")])
 INDEX_ENTRY_SIZE = _INDEX_DTYPE.itemsize
+
+PROOF_MAGIC = b"BMPI"
+PROOF_VERSION = 1
+_PROOF_HEADER = struct.Struct("<4sHHQ")
+PROOF_HEADER_SIZE = _PROOF_HEADER.size
+#: The dtype of the proof index's words.
+PROOF_WORD = np.dtype("<u8")
+
+
+def proof_index_size(entry_count: int) -> int:
+    return PROOF_HEADER_SIZE + PROOF_WORD.itemsize * entry_count
+
+
+def pack_proof_header(entry_count: int) -> bytes:
+    return _PROOF_HEADER.pack(PROOF_MAGIC, PROOF_VERSION, 0, entry_count)
+
+
+def unpack_proof_header(data: bytes | memoryview) -> int:
+    """The entry count of a proof index header; `FilterFormatError` if it is not one."""
+    if len(data) < PROOF_HEADER_SIZE:
+        raise FilterFormatError("proof index is shorter than its header")
+    magic, version, zero, entry_count = _PROOF_HEADER.unpack_from(data)
+    if (magic, version, zero) != (PROOF_MAGIC, PROOF_VERSION, 0):
+        raise FilterFormatError("not a proof index (header)")
+    return int(entry_count)
 
 
 @dataclass(frozen=True, slots=True)

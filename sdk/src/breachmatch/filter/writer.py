@@ -35,9 +35,11 @@ from breachmatch.filter.digest import BodyDigest
 from breachmatch.filter.golomb import encode_sorted
 from breachmatch.filter.layout import (
     DEFAULT_BLOCK_BUCKETS,
+    PROOF_WORD,
     BodyHeader,
     BodyLayout,
     FilterParameters,
+    pack_proof_header,
 )
 from breachmatch.filter.runs import (
     DEFAULT_RUN_PAIRS,
@@ -139,8 +141,13 @@ class FilterWriter:
         if self._pending_count >= self._run_pairs:
             self._spilled.append(FileRun(self._take_pending(), self._spill_dir))
 
-    def finish(self, sink: BinaryIO) -> BodySummary:
-        """Write the body to `sink` and summarise it; the writer is then spent."""
+    def finish(self, sink: BinaryIO, proof_sink: BinaryIO | None = None) -> BodySummary:
+        """Write the body to `sink` and summarise it; the writer is then spent.
+
+        With ``proof_sink``, the body's proof index (see `proofs`) is written
+        there too, in the same pass: the merge yields the entries in the
+        index's order.
+        """
         if self._finished:
             raise RuntimeError("the filter writer has already finished")
         self._finished = True
@@ -153,8 +160,12 @@ class FilterWriter:
             spool_dir = None if self._spill_dir is None else str(self._spill_dir)
             with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, dir=spool_dir) as blocks:
                 encoder = _BlockEncoder(header, blocks)
+                if proof_sink is not None:
+                    proof_sink.write(pack_proof_header(entry_count))
                 for part in merge(runs, _SLICE_PAIRS):
                     encoder.add(part)
+                    if proof_sink is not None:
+                        proof_sink.write(part.wide.astype(PROOF_WORD).tobytes())
                 layout = encoder.close()
                 self._close_runs()
                 digest = BodyDigest()

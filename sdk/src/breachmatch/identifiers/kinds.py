@@ -21,6 +21,10 @@ class KeyKind(StrEnum):
     PHONE = "phone"
     NAME_DOB = "name_dob"
 
+    @property
+    def strength(self) -> Strength:
+        return _STRENGTH[self]
+
 
 class Strength(StrEnum):
     """How much a match on a key kind says about identity.
@@ -67,7 +71,7 @@ class MatchKey:
 
     @property
     def strength(self) -> Strength:
-        return _STRENGTH[self.kind]
+        return self.kind.strength
 
     def oprf_input(self) -> bytes:
         """The domain-separated bytes to blind (SDK) or evaluate (ingest)."""

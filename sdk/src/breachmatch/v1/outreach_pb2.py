@@ -24,35 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62reachmatch/v1/outreach.proto\x12\x0e\x62reachmatch.v1\"\x99\x01\n\x0e\x43ontactDetails\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x0b\n\x03\x63pr\x18\x04 \x01(\t\x12\x16\n\x0epostal_address\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x10\n\x08\x63hannels\x18\x07 \x03(\t\x12\x12\n\ncategories\x18\x08 \x03(\t\"g\n\x0cOutreachItem\x12\x13\n\x0bpatient_ref\x18\x01 \x01(\t\x12\x11\n\tbreach_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x16\n\x0esealed_contact\x18\x04 \x01(\x0c\"D\n\x15SubmitOutreachRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.breachmatch.v1.OutreachItem\"<\n\x0fOutreachReceipt\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\"K\n\x16SubmitOutreachResponse\x12\x31\n\x08receipts\x18\x01 \x03(\x0b\x32\x1f.breachmatch.v1.OutreachReceipt\"\xd3\x02\n\x0eOutreachStatus\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0bpatient_ref\x18\x02 \x01(\t\x12\x11\n\tbreach_id\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x33\n\x05state\x18\x05 \x01(\x0e\x32$.breachmatch.v1.OutreachStatus.State\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nupdated_at\x18\x08 \x01(\t\"\x85\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_QUEUED\x10\x01\x12\x0e\n\nSTATE_SENT\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\x12\x0e\n\nSTATE_DEAD\x10\x04\x12\x11\n\rSTATE_SKIPPED\x10\x05\x12\x0e\n\nSTATE_HELD\x10\x06\"?\n\x10GetStatusRequest\x12\x18\n\x10idempotency_keys\x18\x01 \x03(\t\x12\x11\n\tbreach_id\x18\x02 \x01(\t\"E\n\x11GetStatusResponse\x12\x30\n\x08statuses\x18\x01 \x03(\x0b\x32\x1e.breachmatch.v1.OutreachStatus\",\n\x12WatchStatusRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"W\n\x13WatchStatusResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x06status\x18\x02 \x01(\x0b\x32\x1e.breachmatch.v1.OutreachStatus2\x97\x02\n\x08Outreach\x12_\n\x0eSubmitOutreach\x12%.breachmatch.v1.SubmitOutreachRequest\x1a&.breachmatch.v1.SubmitOutreachResponse\x12P\n\tGetStatus\x12 .breachmatch.v1.GetStatusRequest\x1a!.breachmatch.v1.GetStatusResponse\x12X\n\x0bWatchStatus\x12\".breachmatch.v1.WatchStatusRequest\x1a#.breachmatch.v1.WatchStatusResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62reachmatch/v1/outreach.proto\x12\x0e\x62reachmatch.v1\"-\n\nMatchProof\x12\x10\n\x08key_kind\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\x0c\"\xc2\x01\n\x0e\x43ontactDetails\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\x12\x0b\n\x03\x63pr\x18\x04 \x01(\t\x12\x16\n\x0epostal_address\x18\x05 \x01(\t\x12\x10\n\x08language\x18\x06 \x01(\t\x12\x10\n\x08\x63hannels\x18\x07 \x03(\t\x12)\n\x05proof\x18\t \x01(\x0b\x32\x1a.breachmatch.v1.MatchProofJ\x04\x08\x08\x10\tR\ncategories\"g\n\x0cOutreachItem\x12\x13\n\x0bpatient_ref\x18\x01 \x01(\t\x12\x11\n\tbreach_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x16\n\x0esealed_contact\x18\x04 \x01(\x0c\"D\n\x15SubmitOutreachRequest\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.breachmatch.v1.OutreachItem\"\xfd\x02\n\x0fOutreachReceipt\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x38\n\x07refusal\x18\x03 \x01(\x0e\x32\'.breachmatch.v1.OutreachReceipt.Refusal\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x10\n\x08strength\x18\x05 \x01(\t\"\xe2\x01\n\x07Refusal\x12\x17\n\x13REFUSAL_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREFUSAL_UNREADABLE_CONTACT\x10\x01\x12\x14\n\x10REFUSAL_NO_PROOF\x10\x02\x12\x19\n\x15REFUSAL_INVALID_PROOF\x10\x03\x12\x16\n\x12REFUSAL_PROOF_USED\x10\x04\x12\x1c\n\x18REFUSAL_CONTACT_REJECTED\x10\x05\x12\x1d\n\x19REFUSAL_DUPLICATE_ADDRESS\x10\x06\x12\x18\n\x14REFUSAL_RATE_LIMITED\x10\x07\"K\n\x16SubmitOutreachResponse\x12\x31\n\x08receipts\x18\x01 \x03(\x0b\x32\x1f.breachmatch.v1.OutreachReceipt\"\xd3\x02\n\x0eOutreachStatus\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x13\n\x0bpatient_ref\x18\x02 \x01(\t\x12\x11\n\tbreach_id\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x33\n\x05state\x18\x05 \x01(\x0e\x32$.breachmatch.v1.OutreachStatus.State\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x12\n\nupdated_at\x18\x08 \x01(\t\"\x85\x01\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_QUEUED\x10\x01\x12\x0e\n\nSTATE_SENT\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\x12\x0e\n\nSTATE_DEAD\x10\x04\x12\x11\n\rSTATE_SKIPPED\x10\x05\x12\x0e\n\nSTATE_HELD\x10\x06\"?\n\x10GetStatusRequest\x12\x18\n\x10idempotency_keys\x18\x01 \x03(\t\x12\x11\n\tbreach_id\x18\x02 \x01(\t\"E\n\x11GetStatusResponse\x12\x30\n\x08statuses\x18\x01 \x03(\x0b\x32\x1e.breachmatch.v1.OutreachStatus\",\n\x12WatchStatusRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\"W\n\x13WatchStatusResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x06status\x18\x02 \x01(\x0b\x32\x1e.breachmatch.v1.OutreachStatus2\x97\x02\n\x08Outreach\x12_\n\x0eSubmitOutreach\x12%.breachmatch.v1.SubmitOutreachRequest\x1a&.breachmatch.v1.SubmitOutreachResponse\x12P\n\tGetStatus\x12 .breachmatch.v1.GetStatusRequest\x1a!.breachmatch.v1.GetStatusResponse\x12X\n\x0bWatchStatus\x12\".breachmatch.v1.WatchStatusRequest\x1a#.breachmatch.v1.WatchStatusResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'breachmatch.v1.outreach_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTACTDETAILS']._serialized_start=50
-  _globals['_CONTACTDETAILS']._serialized_end=203
-  _globals['_OUTREACHITEM']._serialized_start=205
-  _globals['_OUTREACHITEM']._serialized_end=308
-  _globals['_SUBMITOUTREACHREQUEST']._serialized_start=310
-  _globals['_SUBMITOUTREACHREQUEST']._serialized_end=378
-  _globals['_OUTREACHRECEIPT']._serialized_start=380
-  _globals['_OUTREACHRECEIPT']._serialized_end=440
-  _globals['_SUBMITOUTREACHRESPONSE']._serialized_start=442
-  _globals['_SUBMITOUTREACHRESPONSE']._serialized_end=517
-  _globals['_OUTREACHSTATUS']._serialized_start=520
-  _globals['_OUTREACHSTATUS']._serialized_end=859
-  _globals['_OUTREACHSTATUS_STATE']._serialized_start=726
-  _globals['_OUTREACHSTATUS_STATE']._serialized_end=859
-  _globals['_GETSTATUSREQUEST']._serialized_start=861
-  _globals['_GETSTATUSREQUEST']._serialized_end=924
-  _globals['_GETSTATUSRESPONSE']._serialized_start=926
-  _globals['_GETSTATUSRESPONSE']._serialized_end=995
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=997
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=1041
-  _globals['_WATCHSTATUSRESPONSE']._serialized_start=1043
-  _globals['_WATCHSTATUSRESPONSE']._serialized_end=1130
-  _globals['_OUTREACH']._serialized_start=1133
-  _globals['_OUTREACH']._serialized_end=1412
+  _globals['_MATCHPROOF']._serialized_start=49
+  _globals['_MATCHPROOF']._serialized_end=94
+  _globals['_CONTACTDETAILS']._serialized_start=97
+  _globals['_CONTACTDETAILS']._serialized_end=291
+  _globals['_OUTREACHITEM']._serialized_start=293
+  _globals['_OUTREACHITEM']._serialized_end=396
+  _globals['_SUBMITOUTREACHREQUEST']._serialized_start=398
+  _globals['_SUBMITOUTREACHREQUEST']._serialized_end=466
+  _globals['_OUTREACHRECEIPT']._serialized_start=469
+  _globals['_OUTREACHRECEIPT']._serialized_end=850
+  _globals['_OUTREACHRECEIPT_REFUSAL']._serialized_start=624
+  _globals['_OUTREACHRECEIPT_REFUSAL']._serialized_end=850
+  _globals['_SUBMITOUTREACHRESPONSE']._serialized_start=852
+  _globals['_SUBMITOUTREACHRESPONSE']._serialized_end=927
+  _globals['_OUTREACHSTATUS']._serialized_start=930
+  _globals['_OUTREACHSTATUS']._serialized_end=1269
+  _globals['_OUTREACHSTATUS_STATE']._serialized_start=1136
+  _globals['_OUTREACHSTATUS_STATE']._serialized_end=1269
+  _globals['_GETSTATUSREQUEST']._serialized_start=1271
+  _globals['_GETSTATUSREQUEST']._serialized_end=1334
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1336
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1405
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=1407
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=1451
+  _globals['_WATCHSTATUSRESPONSE']._serialized_start=1453
+  _globals['_WATCHSTATUSRESPONSE']._serialized_end=1540
+  _globals['_OUTREACH']._serialized_start=1543
+  _globals['_OUTREACH']._serialized_end=1822
 # @@protoc_insertion_point(module_scope)

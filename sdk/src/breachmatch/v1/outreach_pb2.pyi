@@ -20,9 +20,42 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class MatchProof(_message.Message):
+    """Evidence that the hospital holds an identifier the breach contains: the
+    token of one of the patient's match keys. The notifier derives the filter
+    tag from it, finds the entry in the breach's filter and proof index, and
+    reads the entry's label; a token is worth one notice per breach and tenant.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_KIND_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    key_kind: _builtins.str
+    """The key's kind (breachmatch.identifiers.KeyKind: "cpr", "ssn", "mrn",
+    "email", "phone", "name_dob"); the notice's strength follows from it.
+    """
+    token: _builtins.bytes
+    """The key's RFC 9497 OPRF output (64 bytes) under the breach's OPRF key id."""
+    def __init__(
+        self,
+        *,
+        key_kind: _builtins.str = ...,
+        token: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_kind", b"key_kind", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchProof: _TypeAlias = MatchProof  # noqa: Y015
+
+@_typing.final
 class ContactDetails(_message.Message):
-    """What the hospital seals to the notifier's key: only the notifier worker
-    ever opens it, and drops it once the notice is delivered.
+    """What the hospital seals to the notifier's key: only the notifier opens it
+    (intake to check it, a worker to deliver), and drops it once the notice is
+    delivered.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -34,7 +67,7 @@ class ContactDetails(_message.Message):
     POSTAL_ADDRESS_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
     CHANNELS_FIELD_NUMBER: _builtins.int
-    CATEGORIES_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     email: _builtins.str
     phone: _builtins.str
@@ -48,8 +81,8 @@ class ContactDetails(_message.Message):
         """Preferred channels in order ("email", "sms", "digital_post", "dry_run")."""
 
     @_builtins.property
-    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Exposure categories from the match's labels (breachmatch.records.Category names)."""
+    def proof(self) -> Global___MatchProof:
+        """Required: an item without a proof that verifies is refused."""
 
     def __init__(
         self,
@@ -61,11 +94,11 @@ class ContactDetails(_message.Message):
         postal_address: _builtins.str = ...,
         language: _builtins.str = ...,
         channels: _abc.Iterable[_builtins.str] | None = ...,
-        categories: _abc.Iterable[_builtins.str] | None = ...,
+        proof: Global___MatchProof | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "channels", b"channels", "cpr", b"cpr", "email", b"email", "language", b"language", "name", b"name", "phone", b"phone", "postal_address", b"postal_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "cpr", b"cpr", "email", b"email", "language", b"language", "name", b"name", "phone", b"phone", "postal_address", b"postal_address", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -80,7 +113,10 @@ class OutreachItem(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SEALED_CONTACT_FIELD_NUMBER: _builtins.int
     patient_ref: _builtins.str
-    """The hospital's own patient reference; opaque to the notifier."""
+    """HMAC-SHA256 of the hospital's patient reference under a key only the
+    hospital holds, as 64 lower-case hex digits: what the notifier stores and
+    publishes, so no raw patient reference (often a CPR number) reaches it.
+    """
     breach_id: _builtins.str
     idempotency_key: _builtins.str
     """Stable per (tenant, patient, breach); resubmission is a no-op."""
@@ -126,20 +162,78 @@ Global___SubmitOutreachRequest: _TypeAlias = SubmitOutreachRequest  # noqa: Y015
 class OutreachReceipt(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _Refusal:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _RefusalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[OutreachReceipt._Refusal.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        REFUSAL_UNSPECIFIED: OutreachReceipt._Refusal.ValueType  # 0
+        REFUSAL_UNREADABLE_CONTACT: OutreachReceipt._Refusal.ValueType  # 1
+        """The sealed contact does not open with the notifier's key, or is not a ContactDetails."""
+        REFUSAL_NO_PROOF: OutreachReceipt._Refusal.ValueType  # 2
+        """The contact carries no proof of match."""
+        REFUSAL_INVALID_PROOF: OutreachReceipt._Refusal.ValueType  # 3
+        """The proof matches no entry of the breach (or names no known key kind)."""
+        REFUSAL_PROOF_USED: OutreachReceipt._Refusal.ValueType  # 4
+        """The proven entry already backs a notice to another patient of this tenant."""
+        REFUSAL_CONTACT_REJECTED: OutreachReceipt._Refusal.ValueType  # 5
+        """The name or another contact field breaks a notice rule (length, one
+        line, no links, digits or requests).
+        """
+        REFUSAL_DUPLICATE_ADDRESS: OutreachReceipt._Refusal.ValueType  # 6
+        """An address of the contact already has a notice about this breach from this tenant."""
+        REFUSAL_RATE_LIMITED: OutreachReceipt._Refusal.ValueType  # 7
+        """The tenant's daily outreach limit is used up; submit again tomorrow (UTC)."""
+
+    class Refusal(_Refusal, metaclass=_RefusalEnumTypeWrapper):
+        """Why an item was refused: nothing of it was queued or stored."""
+
+    REFUSAL_UNSPECIFIED: OutreachReceipt.Refusal.ValueType  # 0
+    REFUSAL_UNREADABLE_CONTACT: OutreachReceipt.Refusal.ValueType  # 1
+    """The sealed contact does not open with the notifier's key, or is not a ContactDetails."""
+    REFUSAL_NO_PROOF: OutreachReceipt.Refusal.ValueType  # 2
+    """The contact carries no proof of match."""
+    REFUSAL_INVALID_PROOF: OutreachReceipt.Refusal.ValueType  # 3
+    """The proof matches no entry of the breach (or names no known key kind)."""
+    REFUSAL_PROOF_USED: OutreachReceipt.Refusal.ValueType  # 4
+    """The proven entry already backs a notice to another patient of this tenant."""
+    REFUSAL_CONTACT_REJECTED: OutreachReceipt.Refusal.ValueType  # 5
+    """The name or another contact field breaks a notice rule (length, one
+    line, no links, digits or requests).
+    """
+    REFUSAL_DUPLICATE_ADDRESS: OutreachReceipt.Refusal.ValueType  # 6
+    """An address of the contact already has a notice about this breach from this tenant."""
+    REFUSAL_RATE_LIMITED: OutreachReceipt.Refusal.ValueType  # 7
+    """The tenant's daily outreach limit is used up; submit again tomorrow (UTC)."""
+
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     accepted: _builtins.bool
-    """False when this key was already submitted: nothing new is queued."""
+    """True when this call queued the item. False without a refusal: it was
+    already submitted, and nothing new is queued.
+    """
+    refusal: Global___OutreachReceipt.Refusal.ValueType
+    detail: _builtins.str
+    """The rule an item broke, for a person to read; never a contact value."""
+    strength: _builtins.str
+    """"strong" or "medium", from the kind of the proven key; empty when refused."""
     def __init__(
         self,
         *,
         idempotency_key: _builtins.str = ...,
         accepted: _builtins.bool = ...,
+        refusal: Global___OutreachReceipt.Refusal.ValueType = ...,
+        detail: _builtins.str = ...,
+        strength: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "detail", b"detail", "idempotency_key", b"idempotency_key", "refusal", b"refusal", "strength", b"strength"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,6 +306,9 @@ class OutreachStatus(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     patient_ref: _builtins.str
+    """The item's opaque patient ref (see OutreachItem); empty in GetStatus
+    answers, which come from the ledger and carry the idempotency key instead.
+    """
     breach_id: _builtins.str
     idempotency_key: _builtins.str
     state: Global___OutreachStatus.State.ValueType

@@ -220,13 +220,16 @@ class Coordinator:
             await collector.wait(self._settings.stall_timeout)
         finally:
             await results.unsubscribe()
-        # The body of a large dump is hundreds of MB: it goes to a file, not to memory,
-        # and is written off the event loop so NATS keeps hearing from this client.
-        with tempfile.TemporaryFile() as body:
-            summary = await asyncio.to_thread(collector.writer.finish, body)
+        # The body of a large dump is hundreds of MB (its proof index 8 bytes an entry):
+        # they go to files, not to memory, and are written off the event loop so
+        # NATS keeps hearing from this client.
+        with tempfile.TemporaryFile() as body, tempfile.TemporaryFile() as proof_index:
+            summary = await asyncio.to_thread(collector.writer.finish, body, proof_index)
             added = date.fromisoformat(record.added_date)
             draft = info.manifest_for(summary, key.key_id, added)
-            publication = await publish_artifact(self._js, draft, body, self._signing_key)
+            publication = await publish_artifact(
+                self._js, draft, body, proof_index, self._signing_key
+            )
         report.entries = summary.entry_count
         report.elapsed_seconds = time.monotonic() - started
         await checkpoint.update(

@@ -2,10 +2,11 @@
 
 Publication is two steps, in this order: the body goes into the object store
 ``breach-filters`` under a name of its breach id and digest
-(`Manifest.body_object`), then a signed `BreachEvent` (KIND_PUBLISHED) goes
-to ``breachmatch.breach.published``. The matcher follows the stream, so a
-body without an event is invisible and an event is only emitted once its
-body is in place.
+(`Manifest.body_object`), and its proof index (for the notifier's proofs of
+match, `breachmatch.filter.proofs`) under `proof_object_name`; then a signed
+`BreachEvent` (KIND_PUBLISHED) goes to ``breachmatch.breach.published``. The
+matcher and the notifier follow the stream, so objects without an event are
+invisible and an event is only emitted once its objects are in place.
 
 Every publication of a breach id has a version (`Manifest.version`): the
 stream is replayed first (it holds one event per announcement, so it is
@@ -60,6 +61,7 @@ from breachmatch.filter import (
     BreachVersions,
     Manifest,
     Retraction,
+    proof_object_name,
     read_breach_event,
     sign_manifest,
     sign_retraction,
@@ -211,18 +213,35 @@ async def _publish_event(
     return True
 
 
+async def _store_proof_index(
+    store: ObjectStore, name: str, proof_index: bytes | BufferedIOBase
+) -> None:
+    """Put the proof index under `name`, unless it is there: its name holds the body's digest."""
+    with contextlib.suppress(NotFoundError):
+        await store.get_info(name)
+        return
+    if not isinstance(proof_index, bytes):
+        proof_index.seek(0)
+    await store.put(name, proof_index)
+
+
 async def publish_artifact(
     js: JetStreamContext,
     draft: Manifest,
     body: bytes | BufferedIOBase,
+    proof_index: bytes | BufferedIOBase,
     signing_key: nacl.signing.SigningKey,
 ) -> Publication:
-    """Store the body and announce `draft` as the breach's next version, unless nothing changed.
+    """Store body and proof index and announce `draft` as the breach's next version,
+    unless nothing changed.
 
-    `body` may be a seekable file (a large filter is never held in memory);
-    it is read from its start.
+    Both may be seekable files (a large filter is never held in memory); they
+    are read from their start. The proof index is stored even when nothing is
+    announced, so a breach published before proof indexes existed gets one
+    on re-ingest.
     """
     store = await bus.object_store(js, bus.OBJ_BREACH_FILTERS)
+    await _store_proof_index(store, proof_object_name(draft), proof_index)
     for _ in range(_PUBLISH_TRIES):
         history = await breach_history(js, signing_key.verify_key)
         manifest = next_manifest(history, draft)

@@ -2,14 +2,14 @@
 
 A hospital that may query any identifier could enumerate a breach (or the CPR
 space) through the OPRF; the budget caps how many elements it can have
-evaluated per UTC day (docs/architecture.md, promise 4). The count lives in the JetStream
-KV bucket `bus.KV_BUDGETS` under ``<tenant>.<YYYYMMDD>`` and is changed only by
-compare-and-set (create for the day's first charge, update against the
-revision read otherwise). Two replicas racing for the last elements cannot
-both win: one write fails on the revision, re-reads, and sees the other's
-charge. Batches are all or nothing — a batch that does not fit is refused
-whole and the remaining allowance is reported, so a client can send exactly
-that many.
+evaluated per UTC day (docs/architecture.md, promise 4). The count is a
+`breachmatch.quota.DailyQuota` in the JetStream KV bucket `bus.KV_BUDGETS`
+under ``<tenant>.<YYYYMMDD>``, changed only by compare-and-set (create for
+the day's first charge, update against the revision read otherwise). Two
+replicas racing for the last elements cannot both win: one write fails on
+the revision, re-reads, and sees the other's charge. Batches are all or
+nothing — a batch that does not fit is refused whole and the remaining
+allowance is reported, so a client can send exactly that many.
 
 **Reserved blocks.** One compare-and-set per call turns a storm of small
 calls (1,200 concurrent one-element batches) into CAS retries and then
@@ -33,21 +33,21 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as day_start
+from datetime import UTC, date, datetime
 
 import nats.errors
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from breachmatch import bus, logs
+from breachmatch import logs
+from breachmatch.quota import DailyQuota, day_end, quota_key
+from breachmatch.quota import QuotaContentionError as BudgetContentionError
 from breachmatch.tenants import Tenants
 from breachmatch_matcher import metrics
 
+__all__ = ["BudgetContentionError", "BudgetDecision", "BudgetLedger", "block_for", "budget_key"]
+
 log = logs.get_logger(__name__)
 
-#: CAS rounds before giving up; each lost round means another charge succeeded.
-MAX_ATTEMPTS = 100
 #: Largest block a replica reserves at once (a batch larger than this is reserved whole).
 MAX_BLOCK = 512
 #: A block is at most this fraction of the daily limit, so a killed replica loses little.
@@ -56,10 +56,6 @@ BLOCK_FRACTION = 64
 EXACT_BELOW_BLOCKS = 4
 #: Seconds a reserve is held before its unused part goes back to the shared count.
 HOLD_SECONDS = 2.0
-
-
-class BudgetContentionError(RuntimeError):
-    """Too many concurrent charges for one tenant; the caller should retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +68,7 @@ class BudgetDecision:
 
     @property
     def resets_at(self) -> datetime:
-        return datetime.combine(self.day + timedelta(days=1), day_start(), tzinfo=UTC)
+        return day_end(self.day)
 
 
 @dataclass(slots=True)
@@ -88,7 +84,7 @@ class _Reserve:
 
 
 def budget_key(tenant: str, day: date) -> str:
-    return f"{bus.tenant_token(tenant)}.{day:%Y%m%d}"
+    return quota_key(tenant, day)
 
 
 def block_for(limit: int) -> int:
@@ -110,9 +106,8 @@ class BudgetLedger:
         clock: Callable[[], datetime] = _utc_now,
         hold_seconds: float = HOLD_SECONDS,
     ) -> None:
-        self._kv = kv
+        self._quota = DailyQuota(kv, clock=clock)
         self._tenants = tenants
-        self._clock = clock
         self._hold = hold_seconds
         self._reserves: dict[str, _Reserve] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -148,7 +143,7 @@ class BudgetLedger:
     async def _charge(self, tenant: str, count: int) -> BudgetDecision:
         """`charge`, with the tenant's lock held."""
         limit = self._tenants.get(tenant).daily_budget
-        day = self._clock().astimezone(UTC).date()
+        day = self._quota.today()
         reserve = self._reserves.get(tenant)
         if reserve is None or reserve.day != day:  # yesterday's reserve counts for nothing
             reserve = self._reserves[tenant] = _Reserve(day)
@@ -173,29 +168,15 @@ class BudgetLedger:
         Returns (taken, room before): taken is 0 when `need` does not fit.
         """
         block = block_for(limit)
-        key = budget_key(tenant, day)
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                used, revision = 0, None
-            else:
-                used, revision = int(entry.value or b"0"), entry.revision
-            room = max(limit - used, 0)
+
+        def amount(room: int) -> int:
             if need > room:
-                return 0, room
+                return 0
             near_the_limit = room < EXACT_BELOW_BLOCKS * block
-            taken = need if near_the_limit else min(room, max(need, block))
-            value = str(used + taken).encode()
-            try:
-                if revision is None:
-                    await self._kv.create(key, value)
-                else:
-                    await self._kv.update(key, value, last=revision)
-            except KeyWrongLastSequenceError:
-                continue  # another charge landed first: re-read and try again
-            return taken, room
-        raise BudgetContentionError("budget update kept losing to concurrent charges")
+            return need if near_the_limit else min(room, max(need, block))
+
+        allowance = await self._quota.take(tenant, limit, amount, day)
+        return allowance.granted, allowance.granted + allowance.remaining
 
     async def _give_back(self, tenant: str) -> int:
         """Return `tenant`'s unused reserve to the shared count; the units returned.
@@ -207,24 +188,9 @@ class BudgetLedger:
         if reserve is None or reserve.units == 0:
             self._reserves.pop(tenant, None)
             return 0
-        key = budget_key(tenant, reserve.day)
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                entry = await self._kv.get(key)
-            except KeyNotFoundError:
-                break  # the day's count has expired: nothing to return to
-            used = int(entry.value or b"0")
-            value = str(max(used - reserve.units, 0)).encode()
-            try:
-                await self._kv.update(key, value, last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
-            del self._reserves[tenant]
-            return reserve.units
-        else:
-            raise BudgetContentionError("unused budget could not be returned")
+        returned = await self._quota.give_back(tenant, reserve.day, reserve.units)
         del self._reserves[tenant]
-        return 0
+        return returned
 
     async def _return_expired(self) -> None:
         """Every half hold period, give back reserves held for a whole one."""

@@ -30,6 +30,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from breachmatch import bus, keys, logs
+from breachmatch.quota import DailyQuota
 from breachmatch.server import Service, watch_nats_health
 from breachmatch.tenants import Tenants
 from breachmatch.v1 import outreach_pb2_grpc
@@ -40,11 +41,13 @@ from breachmatch_notifier.channels import Dispatcher
 from breachmatch_notifier.config import NotifierConfig
 from breachmatch_notifier.dead_letters import DeadLetters
 from breachmatch_notifier.delivery import OutreachDelivery
-from breachmatch_notifier.intake import Intake
+from breachmatch_notifier.intake import QUOTA_PREFIX, Intake
 from breachmatch_notifier.ledger import Ledger, ref_key_for
 from breachmatch_notifier.notice import validate_templates
 from breachmatch_notifier.probes import WorkerProbes
+from breachmatch_notifier.proofs import ProofChecker
 from breachmatch_notifier.queue import worker_consumer_config
+from breachmatch_notifier.reservations import Reservations
 from breachmatch_notifier.servicer import SERVICE_NAME, OutreachServicer
 from breachmatch_notifier.status import StatusEvents
 from breachmatch_notifier.worker import PullWorkers
@@ -97,12 +100,18 @@ class NotifierApp:
         )
         resources.push_async_callback(_close_nats, nc)
         await bus.ensure_owned(js, "notifier")
-        # Breach events are ingest's: wait for the stream, never create it.
+        # Breach events and filters are ingest's: wait for them, never create them.
         async with asyncio.timeout(config.replay_timeout):
-            await bus.wait_for_streams(js, bus.STREAM_BREACHES)
-        ledger = Ledger(await bus.key_value(js, bus.KV_OUTREACH_LEDGER), ref_key_for(secret_key))
+            await bus.wait_for_streams(
+                js, bus.STREAM_BREACHES, bus.object_stream(bus.OBJ_BREACH_FILTERS)
+            )
+        ledger_kv = await bus.key_value(js, bus.KV_OUTREACH_LEDGER)
+        ref_key = ref_key_for(secret_key)
+        ledger = Ledger(ledger_kv, ref_key)
         statuses = StatusEvents(js)
-        catalogue = BreachCatalogue(js, verify_key)
+        proofs = ProofChecker(await js.object_store(bus.OBJ_BREACH_FILTERS), config.cache_dir)
+        resources.callback(proofs.close)
+        catalogue = BreachCatalogue(js, verify_key, on_withdrawn=proofs.forget)
         resources.push_async_callback(catalogue.stop)
         await catalogue.start(config.replay_timeout)
 
@@ -119,6 +128,7 @@ class NotifierApp:
                 tenants=tenants,
                 renderer=renderer,
                 dispatcher=dispatcher,
+                proofs=proofs,
                 secret_key=secret_key,
             ),
             size=config.workers_per_process,
@@ -154,8 +164,21 @@ class NotifierApp:
             return bool(nc.is_connected)
 
         if self.service is not None:
+            intake = Intake(
+                js=js,
+                ledger=ledger,
+                statuses=statuses,
+                catalogue=catalogue,
+                proofs=proofs,
+                reservations=Reservations(ledger_kv, ref_key),
+                quota=DailyQuota(ledger_kv, QUOTA_PREFIX),
+                tenants=tenants,
+                channels=dispatcher.channel_names,
+                secret_key=secret_key,
+                max_batch=config.max_batch,
+            )
             self._servicer = OutreachServicer(
-                intake=Intake(js, ledger, statuses, catalogue, config.max_batch),
+                intake=intake,
                 ledger=ledger,
                 statuses=statuses,
                 tenants=tenants,

@@ -19,6 +19,7 @@ retraction slipped onto the stream changes nothing; it is counted and logged.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import nacl.signing
@@ -50,13 +51,23 @@ def breach_info(manifest: Manifest) -> BreachInfo:
 
 
 class BreachCatalogue:
-    """The newest published version of each breach, and which were retracted."""
+    """The newest published version of each breach, and which were retracted.
 
-    def __init__(self, js: JetStreamContext, verify_key: nacl.signing.VerifyKey) -> None:
+    ``on_withdrawn(breach_id)`` is called when a breach is retracted or
+    replaced by a newer version, so what is held for its old body can be dropped.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        verify_key: nacl.signing.VerifyKey,
+        on_withdrawn: Callable[[str], None] = lambda _breach_id: None,
+    ) -> None:
         self._js = js
         self._verify_key = verify_key
+        self._on_withdrawn = on_withdrawn
         self._versions = BreachVersions()
-        self._published: dict[str, BreachInfo] = {}
+        self._manifests: dict[str, Manifest] = {}
         self._ready = asyncio.Event()
         self._target = 0
         self._applied = 0
@@ -75,7 +86,7 @@ class BreachCatalogue:
         )
         self._follower = asyncio.create_task(self._follow(), name="breach-catalogue")
         await asyncio.wait_for(self._ready.wait(), replay_seconds)
-        log.info("breach catalogue replayed", published=len(self._published))
+        log.info("breach catalogue replayed", published=len(self._manifests))
 
     async def stop(self) -> None:
         if self._subscription is not None:
@@ -86,7 +97,12 @@ class BreachCatalogue:
 
     def get(self, breach_id: str) -> BreachInfo | None:
         """The breach's newest version, if it is published and not retracted."""
-        return None if self.is_retracted(breach_id) else self._published.get(breach_id)
+        manifest = self.manifest(breach_id)
+        return None if manifest is None else breach_info(manifest)
+
+    def manifest(self, breach_id: str) -> Manifest | None:
+        """The newest version's manifest (its body and digest), unless the breach was retracted."""
+        return None if self.is_retracted(breach_id) else self._manifests.get(breach_id)
 
     def is_retracted(self, breach_id: str) -> bool:
         standing = self._versions.get(breach_id)
@@ -125,10 +141,14 @@ class BreachCatalogue:
             return
         if admission is Admission.DUPLICATE:
             self._reject(sequence, "duplicate")
-        elif checked.manifest is not None:
-            self._published[checked.breach_id] = breach_info(checked.manifest)
+            return
+        breach_id = checked.breach_id
+        if breach_id in self._manifests:
+            self._on_withdrawn(breach_id)
+        if checked.manifest is not None:
+            self._manifests[breach_id] = checked.manifest
         else:
-            self._published.pop(checked.breach_id, None)
+            self._manifests.pop(breach_id, None)
 
     def _reject(self, sequence: int, reason: str) -> None:
         metrics.BREACH_EVENTS_REJECTED.labels(reason).inc()

@@ -26,6 +26,7 @@ flag                     environment                                 default
 --backoff                BREACHMATCH_NOTIFIER_BACKOFF                5,30,120,600 s
 --max-batch              BREACHMATCH_NOTIFIER_MAX_BATCH              500 items per request
 --drain-seconds          BREACHMATCH_NOTIFIER_DRAIN_SECONDS          20 s
+--cache-dir              BREACHMATCH_CACHE_DIR                       system temp dir
 --template-dir           BREACHMATCH_NOTIFIER_TEMPLATE_DIR           the packaged templates
 --fallback-language      BREACHMATCH_NOTIFIER_FALLBACK_LANGUAGE      da
 --log-format             BREACHMATCH_LOG_FORMAT                      auto
@@ -92,6 +93,8 @@ class NotifierConfig:
     backoff: tuple[float, ...] = DEFAULT_BACKOFF
     max_batch: int = DEFAULT_MAX_BATCH
     drain_seconds: float = 20.0
+    #: Where breach bodies and proof indexes are kept while proofs are checked.
+    cache_dir: Path | None = None
     template_dir: Path | None = None
     fallback_language: str = DEFAULT_LANGUAGE
     #: How long start-up may take to replay stream BREACHES before giving up.
@@ -232,6 +235,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
     )
     add_env_argument(
         parser,
+        "--cache-dir",
+        type=Path,
+        help="where breach bodies and proof indexes are kept to check proofs (default: temp)",
+    )
+    add_env_argument(
+        parser,
         "--template-dir",
         env="BREACHMATCH_NOTIFIER_TEMPLATE_DIR",
         type=Path,
@@ -281,6 +290,7 @@ def config_from_args(
         backoff=args.backoff,
         max_batch=args.max_batch,
         drain_seconds=args.drain_seconds,
+        cache_dir=args.cache_dir,
         template_dir=args.template_dir,
         fallback_language=args.fallback_language,
     )

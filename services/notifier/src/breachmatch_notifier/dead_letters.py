@@ -1,8 +1,8 @@
 """Dead letters: notices the notifier gave up on, for an operator to look at.
 
 A request is dead when it can never be delivered as it is — its sealed
-contact does not open, it is not a request at all, no channel takes it, or
-its delivery attempts are used up. The work-queue message is terminated (so
+contact does not open or proves no match, it is not a request at all, no
+channel takes it, or its delivery attempts are used up. The work-queue message is terminated (so
 JetStream stops redelivering it) and an `OutreachStatus` saying why goes to
 ``breachmatch.outreach.dead.<tenant>`` in stream OUTREACH_DEAD.
 
@@ -31,6 +31,7 @@ UNRENDERABLE = "unrenderable_notice"
 UNDELIVERABLE = "undeliverable"
 EXHAUSTED = "attempts_exhausted"
 UNKNOWN_BREACH = "unknown_breach"
+UNPROVEN = "unproven_match"
 
 
 class DeadLetters:

@@ -13,9 +13,11 @@ For each request a worker, in this order:
    +1: one compare-and-set), and dead-letters it if that was one attempt too
    many (``max_deliver``) — which also ends a request that crashes its worker
    every time;
-4. opens the sealed contact with the notifier's secret key — only here, in
-   memory — and renders the notice with the tenant's sender identity, the
-   breach's manifest and the contact's language and categories;
+4. opens the sealed contact with the notifier's secret key — only here and
+   at intake, in memory — checks its proof of match again (`proofs`: a
+   request that reached the queue some other way proves nothing) and renders
+   the notice with the tenant's sender identity, the breach's newest verified
+   manifest, the contact's language and the categories of the proven entry;
 5. delivers it while telling JetStream it is in progress; a channel that
    cannot recognise a repeat records its intent on the claim right before its
    point of no return; then the worker writes SENT (compare-and-set)
@@ -41,18 +43,16 @@ from __future__ import annotations
 
 import time
 
-import nacl.exceptions
 import nacl.public
 import nats.errors
 import structlog
-from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from breachmatch import logs
 from breachmatch.tenants import Tenants
-from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachStatus
+from breachmatch.v1.outreach_pb2 import OutreachStatus
 from breachmatch_notifier import dead_letters, metrics
-from breachmatch_notifier.breaches import BreachCatalogue
+from breachmatch_notifier.breaches import BreachCatalogue, breach_info
 from breachmatch_notifier.channels import (
     DeliveryOutcomeUnknownError,
     DeliveryResult,
@@ -62,9 +62,11 @@ from breachmatch_notifier.channels import (
 )
 from breachmatch_notifier.claims import Claim, ClaimLostError, Verdict, assess, hold_orphan
 from breachmatch_notifier.config import NotifierConfig
+from breachmatch_notifier.contact import ContactError, open_contact
 from breachmatch_notifier.dead_letters import DeadLetters
 from breachmatch_notifier.ledger import DEAD, SENT, SKIPPED, Ledger, LedgerEntry, Versioned
 from breachmatch_notifier.notice import NoticeContext, NoticeError, NoticeRenderer, Sender
+from breachmatch_notifier.proofs import BreachUnprovableError, ProofChecker, ProofRefusal
 from breachmatch_notifier.queue import (
     QueuedRequest,
     RequestFormatError,
@@ -82,23 +84,6 @@ _CLAIM_TRIES = 3
 _LEASE_MARGIN = 0.5
 
 
-class ContactError(ValueError):
-    """The sealed contact cannot be used; the message says why, never what it holds."""
-
-
-def open_contact(
-    box: nacl.public.SealedBox[nacl.public.PrivateKey], sealed: bytes
-) -> ContactDetails:
-    try:
-        plain = box.decrypt(sealed)
-    except nacl.exceptions.CryptoError:
-        raise ContactError("sealed contact does not open with the notifier's key") from None
-    try:
-        return ContactDetails.FromString(plain)
-    except DecodeError:
-        raise ContactError("sealed contact is not a ContactDetails message") from None
-
-
 class OutreachDelivery:
     """The `worker.Handler` of stream OUTREACH."""
 
@@ -113,6 +98,7 @@ class OutreachDelivery:
         tenants: Tenants,
         renderer: NoticeRenderer,
         dispatcher: Dispatcher,
+        proofs: ProofChecker,
         secret_key: nacl.public.PrivateKey,
     ) -> None:
         self._config = config
@@ -123,6 +109,7 @@ class OutreachDelivery:
         self._tenants = tenants
         self._renderer = renderer
         self._dispatcher = dispatcher
+        self._proofs = proofs
         self._box = nacl.public.SealedBox(secret_key)
 
     async def handle(self, msg: Msg) -> None:
@@ -197,8 +184,9 @@ class OutreachDelivery:
             detail = f"gave up after {self._config.max_deliver} attempts"
             await self._bury(msg, request, claim, dead_letters.EXHAUSTED, detail)
             return
-        breach = self._catalogue.get(item.breach_id)
-        if breach is None:
+        # The newest verified version: its facts render the notice and its body checks the proof.
+        manifest = self._catalogue.manifest(item.breach_id)
+        if manifest is None:
             if self._catalogue.is_retracted(item.breach_id):
                 await self._skip(msg, request, claim)
             else:
@@ -211,10 +199,22 @@ class OutreachDelivery:
         except ContactError as exc:
             await self._bury(msg, request, claim, dead_letters.UNOPENABLE, str(exc))
             return
+        try:
+            # Intake checked it too; the categories are read here, from the proven entry.
+            proven = await self._proofs.check(manifest, contact.proof)
+        except ProofRefusal as exc:
+            await self._bury(msg, request, claim, dead_letters.UNPROVEN, exc.detail)
+            return
+        except BreachUnprovableError as exc:
+            await self._retry_or_bury(msg, request, claim, dead_letters.UNPROVEN, str(exc))
+            return
         tenant = self._tenants.get(request.tenant)
         sender = Sender(tenant.organisation, tenant.contact_point)
         try:
-            notice = self._renderer.render(NoticeContext.for_contact(breach, sender, contact))
+            context = NoticeContext.for_contact(
+                breach_info(manifest), sender, contact, proven.categories
+            )
+            notice = self._renderer.render(context)
             result = await self._dispatcher.deliver(notice, contact, item.idempotency_key, claim)
         except NoticeError as exc:
             await self._bury(msg, request, claim, dead_letters.UNRENDERABLE, str(exc))

@@ -9,9 +9,9 @@ message. Because every replica shares the bucket, none keeps state of its own.
 The ledger must not become a list of patients (docs/architecture.md, promises 2 and 5):
 
 * a key is ``outreach.<tenant>.<breach>.<ref>`` where ``<ref>`` is an
-  HMAC-SHA256 of the hospital's patient reference under a key derived from the
-  notifier's secret key, so it cannot be reversed by hashing guessed patient
-  numbers, and no raw reference ever becomes a subject;
+  HMAC-SHA256 of the hospital's (already opaque) patient ref under a key
+  derived from the notifier's secret key, so no raw reference ever becomes a
+  subject;
 * a value holds the state, channel, attempt count, timestamps, breach id,
   that keyed reference and the idempotency key (itself the hospital's opaque
   HMAC), and while a worker holds the entry its claim: a random fencing token,

@@ -11,7 +11,7 @@ from prometheus_client import Counter, Gauge
 
 OUTREACH_SUBMITTED = Counter(
     "breachmatch_notifier_outreach_submitted_total",
-    "Outreach items submitted, by tenant and outcome (accepted, duplicate)",
+    "Outreach items submitted, by tenant and outcome (accepted, duplicate, refusal_<reason>)",
     ["tenant", "outcome"],
 )
 NOTICES_SENT = Counter(

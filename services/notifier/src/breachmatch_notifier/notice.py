@@ -18,6 +18,13 @@ applies to a breach before publishing it: what ingest lets through, this
 module renders. The probes render the longest breach title and organisation
 ingest allows, so a template set that validates fits every published breach.
 A notice quotes the breach's description in its own language only.
+
+The recipient's name is the one value a hospital writes into a notice, so it
+is held to more than the others (`check_recipient_name`): besides the link and
+request rules every field passes, it is capped at `MAX_NAME_LENGTH`
+characters, one printable line, and holds no digits — a name has none, while
+a phone number, an amount or a card number in a greeting is exactly how a
+scam text would ride inside a genuine notice.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from breachmatch.v1.outreach_pb2 import ContactDetails
 PACKAGED_TEMPLATES = Path(__file__).parent / "templates"
 DEFAULT_LANGUAGE = "da"
 SMS_MAX_SEGMENTS = 2
+#: Longest recipient name a notice greets (characters); real names are far shorter.
+MAX_NAME_LENGTH = 100
 
 #: Each part of a notice and the template it is rendered from.
 TEMPLATE_FILES: Mapping[str, str] = {
@@ -122,13 +131,20 @@ class NoticeContext:
 
     @classmethod
     def for_contact(
-        cls, breach: BreachInfo, sender: Sender, contact: ContactDetails
+        cls,
+        breach: BreachInfo,
+        sender: Sender,
+        contact: ContactDetails,
+        categories: tuple[str, ...],
     ) -> NoticeContext:
-        """The context for the person a sealed `ContactDetails` describes."""
+        """The context for the person a sealed `ContactDetails` describes.
+
+        ``categories`` are the proven entry's (`proofs.ProvenMatch`), never the hospital's word.
+        """
         return cls(
             breach=breach,
             sender=sender,
-            categories=tuple(contact.categories),
+            categories=categories,
             recipient_name=contact.name,
             language=contact.language,
         )
@@ -315,6 +331,27 @@ def _categories(names: Iterable[str]) -> Category:
         raise NoticeError("categories: unknown category name") from None
 
 
+def check_recipient_name(name: str) -> None:
+    """Refuse a name that is not one short printable line without digits, links or requests.
+
+    Raises `NoticeError` naming the rule (never the name). An empty name is
+    allowed: the notice then greets "patient".
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        raise NoticeError(f"recipient_name: longer than {MAX_NAME_LENGTH} characters")
+    if not name.isprintable():
+        raise NoticeError("recipient_name: must be one line of printable characters")
+    if any(ch.isdigit() for ch in name):
+        raise NoticeError("recipient_name: holds digits; a name has none")
+    _check_field("recipient_name", name)
+
+
+def _check_field(name: str, value: str) -> None:
+    problem = text_problem(value)
+    if problem:
+        raise NoticeError(f"{name}: {problem}")
+
+
 def _check_context(context: NoticeContext) -> None:
     """Refuse values that would put a link or a request into a notice."""
     values = {
@@ -326,13 +363,10 @@ def _check_context(context: NoticeContext) -> None:
         },
         "sender.organisation": context.sender.organisation,
         "sender.contact_point": context.sender.contact_point,
-        "recipient_name": context.recipient_name,
     }
     for name, value in values.items():
-        problem = text_problem(value)
-        # A person's name is theirs to have; every other value is written by us.
-        if problem and (name != "recipient_name" or LINK.search(value)):
-            raise NoticeError(f"{name}: {problem}")
+        _check_field(name, value)
+    check_recipient_name(context.recipient_name)
     for name in ("breach.title", "breach.organisation", "sender.organisation"):
         if not values[name].strip():
             raise NoticeError(f"{name}: empty")

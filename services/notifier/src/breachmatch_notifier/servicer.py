@@ -10,12 +10,15 @@ hospital's name needs both — else PERMISSION_DENIED / FAILED_PRECONDITION.
 * SubmitOutreach → `Intake.submit`: INVALID_ARGUMENT for a malformed item or an
   oversized batch, NOT_FOUND for an unknown breach, FAILED_PRECONDITION for a
   retracted one (both with the breach's state as trailing metadata,
-  `breachmatch.refusals`, so the SDK can skip that breach and send the rest),
-  UNAVAILABLE when NATS cannot take the batch (send it again).
+  `breachmatch.refusals`, so the SDK can skip that breach and send the rest)
+  or one without a proof index, UNAVAILABLE when NATS cannot take the batch
+  (send it again). Items that are well-formed but refused (no valid proof of
+  match, a rejected name, an address or entry that already has a notice, the
+  daily limit) get a receipt with the refusal, per item.
 * GetStatus reads the ledger: current state per item of the calling tenant,
-  by breach and/or idempotency keys. The ledger holds no patient refs, so
-  statuses here identify items by idempotency key (WatchStatus events carry
-  the patient ref too).
+  by breach and/or idempotency keys. The ledger keys refs again under the
+  notifier's own key, so statuses here identify items by idempotency key
+  (WatchStatus events carry the opaque patient ref too).
 * WatchStatus streams the tenant's own status events after a sequence.
 
 Messages never quote contact data; they name the item index and the rule.
@@ -32,6 +35,7 @@ import grpc.aio
 import nats.errors
 
 from breachmatch import logs, refusals, tls
+from breachmatch.quota import QuotaContentionError
 from breachmatch.tenants import Tenants
 from breachmatch.v1 import outreach_pb2, outreach_pb2_grpc
 from breachmatch_notifier.intake import (
@@ -41,6 +45,7 @@ from breachmatch_notifier.intake import (
     UnknownBreachError,
 )
 from breachmatch_notifier.ledger import Ledger, LedgerConflictError
+from breachmatch_notifier.proofs import BreachUnprovableError
 from breachmatch_notifier.status import StatusEvents
 
 log = logs.get_logger(__name__)
@@ -101,7 +106,10 @@ class OutreachServicer(outreach_pb2_grpc.OutreachServicer):
             await context.abort(
                 _INTAKE_ERRORS[type(exc)], str(exc), ((refusals.BREACH_STATE, exc.state),)
             )
-        except LedgerConflictError:
+        except BreachUnprovableError as exc:
+            log.warning("request refused", reason="breach_unprovable")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except (LedgerConflictError, QuotaContentionError):
             await context.abort(grpc.StatusCode.ABORTED, "items changed concurrently; submit again")
         except nats.errors.Error as exc:
             log.warning("outreach not queued", error=type(exc).__name__)

@@ -5,9 +5,11 @@ Each change (queued, sent, failed on one channel, dead, skipped) is an
 OUTREACH_STATUS. A tenant's WatchStatus reads only its own subject, from just
 after the last sequence it saw, so a hospital that reconnects misses nothing.
 
-An event carries the hospital's own patient ref (it is theirs), the breach id,
-the idempotency key, the channel and a reason — never a contact detail: the
-reasons come from channel errors, which are written to hold none.
+An event carries the item's opaque patient ref (an HMAC under the hospital's
+key: intake refuses raw refs, so the stream holds no patient id or CPR
+number), the breach id, the idempotency key, the channel and a reason — never
+a contact detail: the reasons come from channel errors, which are written to
+hold none.
 
 Events are published with a ``Nats-Msg-Id`` made of the item, its ledger
 round, state and channel, so re-emitting an event after a crash (the worker does, when it finds
