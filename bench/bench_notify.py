@@ -3,9 +3,10 @@
     .venv/bin/python bench/bench_notify.py [--notices 5000] [--processes 2] [--workers 8]
 
 On the local stack (`breachmatch.dev.stack`, its notifier intake-only) the
-operator ingests a small synthetic leak so a breach is published; then
-``--notices`` notices for distinct made-up patients are submitted over the
-hospital's mTLS Outreach API and wait on the work queue. ``--processes``
+operator ingests a synthetic leak sized for about ``--notices`` strong matches;
+the hospital runs ``breachmatch check`` and ``breachmatch notify`` (so every
+notice carries its proof of match, as intake demands) and the notices wait on
+the work queue. ``--processes``
 ``breachmatch-notifier worker`` processes with ``--workers`` concurrent
 deliveries each are then started with the stack notifier's own environment,
 and the SMTP sink's files are counted as they arrive.
@@ -33,16 +34,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import grpc
-import nacl.public
 import psutil
 
-from breachmatch import keys, tls
-from breachmatch.dev.demo import ingest_command
-from breachmatch.dev.dumps import write_dataset
+from breachmatch.dev.demo import check_command, ingest_command, notify_command
+from breachmatch.dev.dumps import Dataset, write_dataset
 from breachmatch.dev.stack import Stack, StackInfo
-from breachmatch.v1 import outreach_pb2_grpc
-from breachmatch.v1.outreach_pb2 import ContactDetails, OutreachItem, SubmitOutreachRequest
 
 BREACH_ID = "alles-laegehus-demo"
 BATCH = 500
@@ -50,31 +46,17 @@ TIMEOUT = 600.0
 _BIN = Path(sys.executable).parent
 
 
-def submit(info: StackInfo, public_key: nacl.public.PublicKey, notices: int) -> None:
-    """Queue ``notices`` notices through the hospital's Outreach API."""
-    box = nacl.public.SealedBox(public_key)
-    credentials = tls.channel_credentials(tls.TlsFiles.from_dir(info.tenant_dir))
-    with grpc.secure_channel(info.notifier_addr, credentials) as channel:
-        stub = outreach_pb2_grpc.OutreachStub(channel)
-        for start in range(0, notices, BATCH):
-            items = [
-                OutreachItem(
-                    patient_ref=f"P{number:07d}",
-                    breach_id=BREACH_ID,
-                    idempotency_key=f"bench-{number:07d}",
-                    sealed_contact=box.encrypt(
-                        ContactDetails(
-                            name=f"Bench Patient {number}",
-                            email=f"patient{number}@example.dk",
-                            language="da",
-                            channels=["email"],
-                        ).SerializeToString()
-                    ),
-                )
-                for number in range(start, min(start + BATCH, notices))
-            ]
-            reply = stub.SubmitOutreach(SubmitOutreachRequest(items=items), timeout=120)
-            assert all(receipt.accepted for receipt in reply.receipts)
+#: Share of leaked patients that match on a CPR (strong, so notified) in the synthetic leak.
+_STRONG_SHARE = 0.4
+
+
+def submit(info: StackInfo, data: Dataset, env: dict[str, str]) -> int:
+    """Queue the strong matches' notices as a hospital does; how many were queued."""
+    results = info.root / "bench-results.json"
+    for command in (check_command(data, results), notify_command(results)):
+        subprocess.run([str(_BIN / command[0]), *command[1:]], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+    return sum(1 for match in data.expected if match.strength == "strong")
 
 
 def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:
@@ -87,7 +69,9 @@ def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="notifier throughput into the SMTP sink")
-    parser.add_argument("--notices", type=int, default=5000)
+    parser.add_argument(
+        "--notices", type=int, default=5000, help="about this many (strong matches)"
+    )
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--workers", type=int, default=8, help="concurrent sends per process")
     parser.add_argument("--root", type=Path, default=Path(".var/bench-notify"))
@@ -97,18 +81,16 @@ def main() -> None:
     info = stack.up()
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        data = write_dataset(args.root / "data", 50, 20, 10)
+        leaked = int(args.notices / _STRONG_SHARE)
+        data = write_dataset(args.root / "data", leaked, leaked, 0)
         env = {**os.environ, **info.env, "BREACHMATCH_LOG_FORMAT": "json"}
         subprocess.run([str(_BIN / ingest_command(data)[0]), *ingest_command(data)[1:]],
                        env=env, check=True, capture_output=True)  # fmt: skip
         mail = sorted(info.mail_dir.glob("*.eml")) if info.mail_dir.exists() else []
         assert not mail, "no alert e-mail expected: the bench tenant has no alert address"
-        # The stack's operator keys (made by `up`, reused here).
-        key_files = keys.make_operator_keys(args.root / "keys")
-        public_key = keys.load_sealing_public_key(key_files.notifier_public_key)
         started = time.monotonic()
-        submit(info, public_key, args.notices)
-        print(f"queued {args.notices:,} notices in {time.monotonic() - started:.1f}s")
+        notices = submit(info, data, env)
+        print(f"queued {notices:,} notices in {time.monotonic() - started:.1f}s (check + notify)")
 
         notifier_env = stack.service("notifier").env
         worker_env = {
@@ -135,7 +117,7 @@ def main() -> None:
         count = 0
         cpu_first: dict[str, float] = {}
         cpu_last: dict[str, float] = {}
-        expected = args.notices + 1  # + the new-breach alert to the tenant's DPO
+        expected = notices + 1  # + the new-breach alert to the tenant's DPO
         while count < expected and time.monotonic() - spawned < TIMEOUT:
             time.sleep(0.05)
             now = time.monotonic()
@@ -149,7 +131,7 @@ def main() -> None:
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             if not str(message["To"]).startswith("dpo@"):
                 ids[str(message["Message-ID"])] += 1
-        lost = args.notices - len(ids)
+        lost = notices - len(ids)
         duplicated = sum(n - 1 for n in ids.values())
         print(f"workers  {args.processes} processes x {args.workers} concurrent sends")
         print(f"wall     {last - spawned:.1f}s from starting the workers to the last e-mail")
