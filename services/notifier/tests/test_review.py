@@ -39,13 +39,13 @@ async def run_cli(harness: Harness, *args: str) -> tuple[int, str, str]:
 
 async def submitted(harness: Harness) -> Versioned:
     """Submit the patient's notice (no worker running) and return its ledger entry."""
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, [PATIENT])
     intake = await harness.start_app(workers_per_process=0)
     item = harness.item(PATIENT, BREACH)
     stub = harness.stub(intake)
     response = await stub.SubmitOutreach(SubmitOutreachRequest(items=[item]), timeout=20)
     assert response.receipts[0].accepted
-    ref = harness.ledger.patient_ref(HOSPITAL, PATIENT.ref, BREACH)
+    ref = harness.ledger.patient_ref(HOSPITAL, item.patient_ref, BREACH)
     found = await harness.ledger.get(harness.ledger.outreach_key(HOSPITAL, BREACH, ref))
     assert found is not None
     return found

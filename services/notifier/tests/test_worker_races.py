@@ -23,7 +23,7 @@ BACKED_OFF = "request is held by another worker; backing off"
 
 
 async def submit_one(harness: Harness) -> str:
-    await harness.publish_breach(BREACH)
+    await harness.publish_breach(BREACH, [PATIENT])
     intake = await harness.start_app(workers_per_process=0)
     item = harness.item(PATIENT, BREACH)
     response = await harness.stub(intake).SubmitOutreach(
