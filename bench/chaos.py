@@ -59,7 +59,7 @@ from pathlib import Path
 import nats.errors
 from nats.js import JetStreamContext
 
-from breachmatch import bus
+from breachmatch import bus, logs
 from breachmatch.dev.demo import (
     BREACH_ID,
     check_command,
@@ -393,7 +393,9 @@ def main() -> None:
     unknown = sorted(set(components) - set(PHASES))
     if unknown or not components or args.trials < 1:
         parser.error(f"--components: unknown {unknown}" if unknown else "nothing to run")
-    # asyncio warns on every TLS connection the nats-server drops; the table is the output.
+    # The harness's own NATS connection says when the killed server drops it, and
+    # asyncio warns on every TLS connection dropped: the table is the output.
+    logs.configure_logging("chaos", level="ERROR")
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     rng = random.Random(seed)
