@@ -337,6 +337,13 @@ def _output(path: Path, text: str) -> None:
         write_secret_file(path, text)
 
 
+#: Why the notifier refused a whole breach's notices, by `breachmatch.refusals` state.
+_REFUSED_BREACH = {
+    "retracted": "was retracted by the operator",
+    "unprovable": "has no proof index (the operator must publish it again)",
+}
+
+
 def _print_notified(client: Client, result: CheckResult, args: argparse.Namespace) -> int:
     """Submit and report; how many notices the notifier refused."""
     done = client.notify(
@@ -359,7 +366,7 @@ def _print_notified(client: Client, result: CheckResult, args: argparse.Namespac
             f"{refused.reason} ({refused.detail})"
         )
     for breach_id, state in sorted(done.submitted.refused_breaches.items()):
-        reason = "was retracted by the operator" if state == "retracted" else "is not published"
+        reason = _REFUSED_BREACH.get(state, "is not published")
         _notice(
             f"breach {breach_id} {reason}: the notifier refused its notices, none were sent "
             "for it (the other breaches' were)"

@@ -18,13 +18,16 @@ import grpc
 BREACH_STATE = "breachmatch-breach-state"
 RETRACTED = "retracted"
 UNKNOWN = "unknown"
+#: Published without a proof index: no proof of match can be checked (the operator republishes).
+UNPROVABLE = "unprovable"
+_STATES = (RETRACTED, UNKNOWN, UNPROVABLE)
 
 
 def breach_state(error: grpc.RpcError) -> str | None:
-    """`RETRACTED` or `UNKNOWN` if `error` refused a batch for its breach; else None."""
+    """`RETRACTED`, `UNKNOWN` or `UNPROVABLE` if `error` refused a batch for its breach."""
     # Both a sync call's error and grpc.aio's AioRpcError carry trailing metadata.
     read: Any = getattr(error, "trailing_metadata", None)
     for key, value in (read() if callable(read) else None) or ():
-        if key == BREACH_STATE and value in (RETRACTED, UNKNOWN):
+        if key == BREACH_STATE and value in _STATES:
             return str(value)
     return None

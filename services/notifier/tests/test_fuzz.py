@@ -23,10 +23,15 @@ BREACH = "fuzz-breach"
 
 
 async def test_fuzzed_requests_get_a_status_never_a_crash(harness: Harness, fuzz_grpc_service):
-    await harness.publish_breach(BREACH)
+    patient = Patient("fuzz-1", "Fuzz Patient", email="f@example.dk")
+    await harness.publish_breach(BREACH, [patient])
     app = await harness.start_app(workers_per_process=0)
-    sealed = harness.seal(Patient("fuzz-1", "Fuzz Patient", email="f@example.dk").contact())
-    hints = {"breach_id": [BREACH], "sealed_contact": [sealed]}
+    # Valid values for the fuzz to mix in: a proven contact and an opaque ref.
+    hints = {
+        "breach_id": [BREACH],
+        "sealed_contact": [harness.seal(patient.contact())],
+        "patient_ref": [patient.opaque_ref],
+    }
     service = outreach_pb2.DESCRIPTOR.services_by_name["Outreach"]
     credentials = channel_credentials(TlsFiles.from_dir(harness.pki.tenant_dir(HOSPITAL)))
     with grpc.secure_channel(f"localhost:{app.port}", credentials) as channel:

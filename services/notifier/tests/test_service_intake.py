@@ -16,7 +16,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from breachmatch import bus
+from breachmatch import bus, refusals
 from breachmatch.authz import is_allowed
 from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch.identity import Role
@@ -348,4 +348,6 @@ async def test_a_breach_published_without_a_proof_index_cannot_be_notified(
         )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no proof index" in (refused.value.details() or "")
+    # The SDK reads why, and sends the other breaches' notices.
+    assert refusals.breach_state(refused.value) == refusals.UNPROVABLE
     assert await queued_so_far(harness) == 0

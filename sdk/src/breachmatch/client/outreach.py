@@ -171,7 +171,8 @@ class SubmitSummary:
     already_submitted: int
     #: Items the notifier refused one by one (nothing of them was queued).
     refused: tuple[Refused, ...] = ()
-    #: Breaches the notifier refused, and why ("retracted", "unknown"); their items were not sent.
+    #: Breaches the notifier refused, and why ("retracted", "unknown", "unprovable");
+    #: their items were not sent.
     refused_breaches: dict[str, str] = field(default_factory=dict)
     #: Items of refused breaches that were not sent.
     not_sent: int = 0

@@ -9,10 +9,10 @@ hospital's name needs both — else PERMISSION_DENIED / FAILED_PRECONDITION.
 
 * SubmitOutreach → `Intake.submit`: INVALID_ARGUMENT for a malformed item or an
   oversized batch, NOT_FOUND for an unknown breach, FAILED_PRECONDITION for a
-  retracted one (both with the breach's state as trailing metadata,
-  `breachmatch.refusals`, so the SDK can skip that breach and send the rest)
-  or one without a proof index, UNAVAILABLE when NATS cannot take the batch
-  (send it again). Items that are well-formed but refused (no valid proof of
+  retracted one or one without a proof index (all with the breach's state as
+  trailing metadata, `breachmatch.refusals`, so the SDK can skip that breach
+  and send the rest), UNAVAILABLE when NATS cannot take the batch (send it
+  again). Items that are well-formed but refused (no valid proof of
   match, a rejected name, an address or entry that already has a notice, the
   daily limit) get a receipt with the refusal, per item.
 * GetStatus reads the ledger: current state per item of the calling tenant,
@@ -108,7 +108,11 @@ class OutreachServicer(outreach_pb2_grpc.OutreachServicer):
             )
         except BreachUnprovableError as exc:
             log.warning("request refused", reason="breach_unprovable")
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(exc),
+                ((refusals.BREACH_STATE, refusals.UNPROVABLE),),
+            )
         except (LedgerConflictError, QuotaContentionError):
             await context.abort(grpc.StatusCode.ABORTED, "items changed concurrently; submit again")
         except nats.errors.Error as exc:
