@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 PROTOS := $(wildcard proto/breachmatch/v1/*.proto)
-PKGS   := sdk services/ingest services/matcher services/notifier
+PKGS   := sdk dev services/ingest services/matcher services/notifier
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
@@ -62,19 +62,19 @@ pytest: $(STAMP)
 test: $(STAMP) proto-check lint typecheck pytest
 
 # The whole flow on one machine: nats-server, the three services, an SMTP
-# sink, a synthetic hospital and leak (see breachmatch.dev.demo).
+# sink, a synthetic hospital and leak (see breachmatch_dev.demo).
 demo: $(STAMP)
-	$(PY) -m breachmatch.dev.demo
+	$(PY) -m breachmatch_dev.demo
 
 demo-alles: $(STAMP)
-	$(PY) -m breachmatch.dev.demo --scale alles
+	$(PY) -m breachmatch_dev.demo --scale alles
 
 # The same stack kept running; `source .var/stack.env` to use the CLIs.
 up: $(STAMP)
-	$(PY) -m breachmatch.dev.stack up
+	$(PY) -m breachmatch_dev.stack up
 
 down: $(STAMP)
-	$(PY) -m breachmatch.dev.stack down
+	$(PY) -m breachmatch_dev.stack down
 
 # Container images with podman, no registry needed (deploy/images/build.sh):
 # installs podman/runc/debootstrap when run as root, makes a Debian base when

@@ -1,6 +1,6 @@
 """Root pytest fixtures shared by every test directory.
 
-Thin on purpose: the setup code lives in `breachmatch.dev` so `make demo` runs
+Thin on purpose: the setup code lives in `breachmatch_dev` so `make demo` runs
 the same thing; this file only gives it pytest scopes and temp directories.
 Under pytest-xdist each worker gets its own session, hence its own server and PKI.
 
@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from breachmatch.dev import DevPki, NatsServer, make_dev_pki
+from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 
 
 @pytest.fixture(scope="session")

@@ -42,9 +42,9 @@ import psutil
 
 from breachmatch import keys
 from breachmatch.client import CheckResult, Client, PipelineOptions
-from breachmatch.dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
+from breachmatch_dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
 
 HERE = Path(__file__).resolve().parent
 TENANT = "bench-hospital"

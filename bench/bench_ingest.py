@@ -44,9 +44,9 @@ import psutil
 import rbcl
 
 from breachmatch import oprf
-from breachmatch.dev import NatsServer, dumps, make_dev_pki, synthetic
 from breachmatch.filter import FilterWriter, TokenKeys
 from breachmatch.keys import KeyRing, make_operator_keys
+from breachmatch_dev import NatsServer, dumps, make_dev_pki, synthetic
 from breachmatch_ingest.pipeline import chunks_of, read_dump
 from breachmatch_ingest.report import Report
 

@@ -44,9 +44,9 @@ import rbcl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breachmatch import keys, oprf, tls
-from breachmatch.dev import DevPki, NatsServer, make_dev_pki
-from breachmatch.dev.nats_server import free_port
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch_dev import DevPki, NatsServer, make_dev_pki
+from breachmatch_dev.nats_server import free_port
 
 TENANT = "bench-hospital"
 START_TIMEOUT = 60.0

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_notify.py [--notices 5000] [--processes 2] [--workers 8]
 
-On the local stack (`breachmatch.dev.stack`, its notifier intake-only) the
+On the local stack (`breachmatch_dev.stack`, its notifier intake-only) the
 operator ingests a synthetic leak sized for about ``--notices`` strong matches;
 the hospital runs ``breachmatch check`` and ``breachmatch notify`` (so every
 notice carries its proof of match, as intake demands) and the notices wait on
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import psutil
 
-from breachmatch.dev.demo import check_command, ingest_command, notify_command
-from breachmatch.dev.dumps import Dataset, write_dataset
-from breachmatch.dev.stack import Stack, StackInfo
+from breachmatch_dev.demo import check_command, ingest_command, notify_command
+from breachmatch_dev.dumps import Dataset, write_dataset
+from breachmatch_dev.stack import Stack, StackInfo
 
 BREACH_ID = "alles-laegehus-demo"
 BATCH = 500

@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from breachmatch.dev.dumps import write_dataset, write_xlsx
-from breachmatch.dev.synthetic import leak_rows
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
+from breachmatch_dev.dumps import write_dataset, write_xlsx
+from breachmatch_dev.synthetic import leak_rows
 
 
 def _read(path: Path, normalise: bool) -> tuple[int, int]:

@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/chaos.py [--trials 20] [--seed N] [--patients 2000]
 
-Each trial starts a fresh local stack (`breachmatch.dev.stack`: nats-server
+Each trial starts a fresh local stack (`breachmatch_dev.stack`: nats-server
 with an empty store, matcher, notifier, ingest, SMTP sink; the dev PKI and
 operator keys are made once and kept, as in `make demo`), writes a synthetic
-hospital and leak (`breachmatch.dev.dumps`, a different seed per trial)
+hospital and leak (`breachmatch_dev.dumps`, a different seed per trial)
 and runs the demo's own command lines: the operator's ``breachmatch-ingest``, the hospital's
 ``breachmatch check`` and ``breachmatch notify``. While that runs, one
 component — the notifier, the nats-server, the matcher or the ingest service —
@@ -60,7 +60,8 @@ import nats.errors
 from nats.js import JetStreamContext
 
 from breachmatch import bus, logs
-from breachmatch.dev.demo import (
+from breachmatch.identifiers import IdentifierError, normalise_email
+from breachmatch_dev.demo import (
     BREACH_ID,
     check_command,
     expected_matches,
@@ -68,10 +69,9 @@ from breachmatch.dev.demo import (
     ingest_command,
     notify_command,
 )
-from breachmatch.dev.dumps import Dataset, write_dataset
-from breachmatch.dev.nats_server import NatsServer
-from breachmatch.dev.stack import NATS, TENANT, Stack, StackError, StackInfo
-from breachmatch.identifiers import IdentifierError, normalise_email
+from breachmatch_dev.dumps import Dataset, write_dataset
+from breachmatch_dev.nats_server import NatsServer
+from breachmatch_dev.stack import NATS, TENANT, Stack, StackError, StackInfo
 from breachmatch_notifier.channels import message_uuid
 from breachmatch_notifier.channels.email import IDEMPOTENCY_HEADER
 from breachmatch_notifier.ledger import HELD, TERMINAL, Ledger, LedgerEntry

@@ -109,7 +109,7 @@ if [[ -x "$ROOT/.venv/bin/nats-server" ]]; then
   step "nats-server -t (NATS configuration)"
   # The server loads its TLS files while checking: point them at a throwaway dev PKI.
   mkdir -p "$tmp/nats"
-  "$PY" -c 'import sys; from pathlib import Path; from breachmatch.dev import make_dev_pki; make_dev_pki(Path(sys.argv[1]))' "$tmp/nats/pki"
+  "$PY" -c 'import sys; from pathlib import Path; from breachmatch_dev import make_dev_pki; make_dev_pki(Path(sys.argv[1]))' "$tmp/nats/pki"
   sed "s#/etc/nats/tls/#$tmp/nats/pki/services/nats/#g" "$DEPLOY/base/nats/nats.conf" > "$tmp/nats/nats.conf"
   cp "$DEPLOY/base/nats/authorization.conf" "$tmp/nats/"
   nats_out="$(POD_NAME=nats-0 "$ROOT/.venv/bin/nats-server" -t -c "$tmp/nats/nats.conf" 2>&1)" \

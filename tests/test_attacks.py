@@ -1,6 +1,6 @@
 """Issue 10's attacks, run against the real stack (`make up`'s), each asserting the refusal.
 
-The stack is `breachmatch.dev.stack` — nats-server with the production NATS
+The stack is `breachmatch_dev.stack` — nats-server with the production NATS
 configuration, matcher, notifier and ingest as processes with their own
 service certificates — so what is tested is what `make up` runs. Attacks
 come from the certificates an attacker could hold: a hospital's, the
@@ -41,13 +41,13 @@ from breachmatch.authz import is_allowed
 from breachmatch.client import CheckResult, Client, Match
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.errors import UntrustedKeyError
-from breachmatch.dev.nats_server import NatsServer
-from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
-from breachmatch.dev.stack import Stack, StackInfo
 from breachmatch.identity import Role
 from breachmatch.server import ServerConfig, Service
 from breachmatch.statements import KeyPurpose, SignedKeyStatement, verify_statement
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc, matcher_pb2, matcher_pb2_grpc, outreach_pb2
+from breachmatch_dev.nats_server import NatsServer
+from breachmatch_dev.rpc_probe import full_name, methods_of, raw_call
+from breachmatch_dev.stack import Stack, StackInfo
 
 #: JetStream API calls that the server refuses get no reply: fail fast.
 API_TIMEOUT = 1.0

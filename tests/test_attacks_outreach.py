@@ -42,8 +42,6 @@ from breachmatch.client import CheckResult, Client
 from breachmatch.client.cache_key import CacheKey
 from breachmatch.client.outreach import contact_details, idempotency_key, opaque_ref
 from breachmatch.client.patients import Patient, PatientSet, read_patients
-from breachmatch.dev.dumps import Dataset, write_dataset
-from breachmatch.dev.stack import TENANT, Stack, StackInfo
 from breachmatch.identifiers import Strength
 from breachmatch.v1 import outreach_pb2_grpc
 from breachmatch.v1.outreach_pb2 import (
@@ -56,6 +54,8 @@ from breachmatch.v1.outreach_pb2 import (
     SubmitOutreachRequest,
     WatchStatusRequest,
 )
+from breachmatch_dev.dumps import Dataset, write_dataset
+from breachmatch_dev.stack import TENANT, Stack, StackInfo
 from breachmatch_notifier.notice import PACKAGED_TEMPLATES
 
 BREACH = "attack-leak"

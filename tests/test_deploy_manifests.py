@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from breachmatch.dev import DevPki
 from breachmatch.identity import Role, spiffe_uri
 from breachmatch.nats_auth import PRODUCTION_USERS, render_authorization
+from breachmatch_dev import DevPki
 
 # PyYAML (brought by kubernetes-validate) ships no type stubs.
 yaml: Any = importlib.import_module("yaml")

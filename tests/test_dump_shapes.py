@@ -1,9 +1,9 @@
 """Every dump shape, end to end: generated with ground truth, ingested, checked, exactly right.
 
-One stack for the module — the very stack `make demo` runs (`breachmatch.dev.stack`:
+One stack for the module — the very stack `make demo` runs (`breachmatch_dev.stack`:
 nats-server, matcher, notifier and ingest as processes, with the production
 authentication) — and for each shape a fresh hospital and leak from the
-project's generator (`breachmatch.dev.dumps`). The operator runs the ingest
+project's generator (`breachmatch_dev.dumps`). The operator runs the ingest
 CLI on the dump; the hospital runs ``breachmatch check`` on its export; the
 matches must be exactly the generator's: every leaked patient, with every
 key the row carried, its strength and its exposed categories, and nobody else.
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from breachmatch.dev.demo import expected_matches, found_matches, run_tool
-from breachmatch.dev.dumps import Dataset, write_dataset, write_hospital_fhir
-from breachmatch.dev.stack import Stack, StackInfo
+from breachmatch_dev.demo import expected_matches, found_matches, run_tool
+from breachmatch_dev.dumps import Dataset, write_dataset, write_hospital_fhir
+from breachmatch_dev.stack import Stack, StackInfo
 
 LOCAL_SYSTEM = "http://alles-laegehus.example/patientnr"
 

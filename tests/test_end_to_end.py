@@ -1,6 +1,6 @@
 """The whole flow as separate processes, and every promise of docs/architecture.md checked.
 
-Runs exactly what `make demo` runs (`breachmatch.dev.demo.run_flow`): a real
+Runs exactly what `make demo` runs (`breachmatch_dev.demo.run_flow`): a real
 nats-server, the matcher, notifier and ingest services as processes, an SMTP
 sink, the ingest CLI on a messy cp1252 leak, the hospital CLI's check and
 notify (twice). Then it checks the outcome against the generator's ground
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.dev.demo import Outcome, expected_matches, found_matches, run_flow
+from breachmatch_dev.demo import Outcome, expected_matches, found_matches, run_flow
 
 
 @pytest.fixture(scope="module")

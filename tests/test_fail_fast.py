@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.dev import DevPki
-from breachmatch.dev.nats_server import free_port
 from breachmatch.keys import make_operator_keys
 from breachmatch.reachability import EXIT_UNREACHABLE
+from breachmatch_dev import DevPki
+from breachmatch_dev.nats_server import free_port
 
 BIN = Path(sys.executable).parent
 GIVE_UP_AFTER = 3.0

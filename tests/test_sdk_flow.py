@@ -52,14 +52,6 @@ from breachmatch.client.errors import (
 )
 from breachmatch.client.evaluate import STREAM_DEPTH
 from breachmatch.client.outreach import OutreachPlan, idempotency_key
-from breachmatch.dev import DevPki, NatsServer, make_dev_pki
-from breachmatch.dev.breach_events import (
-    make_manifest,
-    publication,
-    publish_event,
-    retraction,
-    unsigned_retraction,
-)
 from breachmatch.filter import (
     BreachFilter,
     ProofIndex,
@@ -71,6 +63,14 @@ from breachmatch.filter import (
 from breachmatch.identifiers import Strength
 from breachmatch.records import Category
 from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc, outreach_pb2
+from breachmatch_dev import DevPki, NatsServer, make_dev_pki
+from breachmatch_dev.breach_events import (
+    make_manifest,
+    publication,
+    publish_event,
+    retraction,
+    unsigned_retraction,
+)
 from breachmatch_matcher import app as matcher_app
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig

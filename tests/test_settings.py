@@ -17,7 +17,6 @@ import pytest
 
 from breachmatch import bus
 from breachmatch import cli as hospital_cli
-from breachmatch.dev import DevPki
 from breachmatch.settings import (
     env_variable,
     non_negative_int,
@@ -25,6 +24,7 @@ from breachmatch.settings import (
     positive_int,
     positive_seconds,
 )
+from breachmatch_dev import DevPki
 from breachmatch_ingest import cli as ingest_cli
 from breachmatch_matcher import cli as matcher_cli
 from breachmatch_notifier import cli as notifier_cli

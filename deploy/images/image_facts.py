@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from breachmatch.dev.synthetic import DEMO_SEED, people
+from breachmatch_dev.synthetic import DEMO_SEED, people
 
 _DUMP_SUFFIXES = (".csv", ".tsv", ".ndjson", ".jsonl", ".xlsx", ".sql", ".sql.gz", ".csv.gz")
 #: Key material itself, not the word: a PEM private key block with its base64

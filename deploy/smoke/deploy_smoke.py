@@ -46,10 +46,10 @@ import yaml
 from aiosmtpd.controller import Controller
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from breachmatch.dev.demo import expected_matches, found_matches
-from breachmatch.dev.dumps import write_dataset
-from breachmatch.dev.nats_server import free_port
-from breachmatch.dev.smtp_sink import MaildirHandler
+from breachmatch_dev.demo import expected_matches, found_matches
+from breachmatch_dev.dumps import write_dataset
+from breachmatch_dev.nats_server import free_port
+from breachmatch_dev.smtp_sink import MaildirHandler
 from dev_files import TENANT, DevFiles, write_dev_files
 from kubeplay import CONVERTED_KINDS, DROPPED_KINDS, Plan, PlayUnit, convert
 from podman_cli import (

@@ -2,7 +2,7 @@
 
 The smoke runs the overlay with real key material, made fresh for each run in
 a temp copy of deploy/ (never in the working tree): the dev PKI's certificate
-per service including NATS (``breachmatch.dev.pki``), the operator's OPRF ring,
+per service including NATS (``breachmatch_dev.pki``), the operator's OPRF ring,
 signing and sealing keys (``breachmatch.keys``), and channel credentials. The
 credentials are empty files: the SMTP sink takes no login, and an empty pair
 is what the notifier reads as "no SMTP AUTH". Every file the overlay's
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from breachmatch.dev.pki import DevPki, make_dev_pki
 from breachmatch.keys import OperatorKeyFiles, make_operator_keys
+from breachmatch_dev.pki import DevPki, make_dev_pki
 
 #: Names the certificates must carry: the Services' DNS names inside the pod
 #: network, the headless Service's pod names for NATS routes, and localhost for

@@ -7,9 +7,9 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from breachmatch.authz import ALLOWED_ROLES, allowed_roles, is_allowed
-from breachmatch.dev.rpc_probe import full_name, methods_of
 from breachmatch.identity import Role
 from breachmatch.v1 import ingest_pb2, matcher_pb2, outreach_pb2
+from breachmatch_dev.rpc_probe import full_name, methods_of
 
 SERVED = methods_of(
     matcher_pb2.DESCRIPTOR,

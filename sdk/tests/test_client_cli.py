@@ -15,7 +15,7 @@ import pytest
 
 from breachmatch import cli
 from breachmatch.cli import build_parser, main
-from breachmatch.dev import DevPki
+from breachmatch_dev import DevPki
 
 
 @pytest.fixture(autouse=True)

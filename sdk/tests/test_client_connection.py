@@ -15,8 +15,8 @@ from breachmatch.client.connection import Endpoint, load_identity, open_channel
 from breachmatch.client.errors import ServiceUnavailableError, TlsSetupError
 from breachmatch.client.matcher import MatcherClient
 from breachmatch.client.retry import Backoff
-from breachmatch.dev import DevPki, make_dev_pki
 from breachmatch.server import ServerConfig, Service
+from breachmatch_dev import DevPki, make_dev_pki
 
 FAST = Backoff(initial=0.01, maximum=0.02, attempts=2)
 

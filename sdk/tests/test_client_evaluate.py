@@ -34,9 +34,9 @@ from breachmatch.client.evaluate import STREAM_DEPTH, OprfPipeline, PipelineOpti
 from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.matcher import MatcherClient
 from breachmatch.client.retry import Backoff
-from breachmatch.dev import DevPki
 from breachmatch.server import ServerConfig, Service
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch_dev import DevPki
 
 KEY_ID = "k-test"
 FAST = Backoff(initial=0.01, maximum=0.05, attempts=4)

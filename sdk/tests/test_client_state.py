@@ -13,9 +13,9 @@ from breachmatch.client.breaches import forget_breach
 from breachmatch.client.errors import ArtifactRefusedError, ConfigurationError
 from breachmatch.client.state import StateDir, default_cache_key
 from breachmatch.client.versions import SeenBreaches
-from breachmatch.dev import DevPki
-from breachmatch.dev.breach_events import make_manifest, publication, retraction
 from breachmatch.filter import BreachEventError, check_breach_event
+from breachmatch_dev import DevPki
+from breachmatch_dev.breach_events import make_manifest, publication, retraction
 
 KEY = nacl.signing.SigningKey.generate()
 

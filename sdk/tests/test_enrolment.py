@@ -16,7 +16,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from breachmatch.certificates import cert_pem
 from breachmatch.cli import main as hospital_cli
-from breachmatch.dev import DevPki, make_dev_pki
 from breachmatch.enrolment import (
     Bundle,
     CertificateAuthority,
@@ -28,6 +27,7 @@ from breachmatch.enrolment import (
 )
 from breachmatch.identity import Identity, Role, identity_from_certificate
 from breachmatch.tenants import TenantConfigError, Tenants, add_tenant
+from breachmatch_dev import DevPki, make_dev_pki
 
 
 def _csr(*sans: x509.GeneralName, common_name: str = "clinic-c") -> bytes:

@@ -9,12 +9,6 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from breachmatch.dev.breach_events import (
-    make_manifest,
-    publication,
-    retraction,
-    unsigned_retraction,
-)
 from breachmatch.filter import (
     Admission,
     BreachEventError,
@@ -31,6 +25,12 @@ from breachmatch.filter import (
 )
 from breachmatch.filter.retraction import RETRACTION_CONTEXT
 from breachmatch.v1 import breach_pb2
+from breachmatch_dev.breach_events import (
+    make_manifest,
+    publication,
+    retraction,
+    unsigned_retraction,
+)
 
 KEY = nacl.signing.SigningKey.generate()
 STRANGER = nacl.signing.SigningKey.generate()

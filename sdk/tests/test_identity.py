@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from breachmatch.dev import DevPki
 from breachmatch.identity import (
     Identity,
     IdentityError,
@@ -21,6 +20,7 @@ from breachmatch.identity import (
     parse_spiffe_uri,
     spiffe_uri,
 )
+from breachmatch_dev import DevPki
 
 
 def _cert(*sans: x509.GeneralName, common_name: str = "hospital-a") -> x509.Certificate:

@@ -1,8 +1,8 @@
 """Dumps damaged the way real ones are: every row accounted for, every patient still found.
 
 Issue 15's table, rebuilt from a generated 1,002-row ``;`` leak
-(`breachmatch.dev.synthetic`, 600 leaked patients) damaged by
-`breachmatch.dev.damage`, which says per row what a correct reader yields.
+(`breachmatch_dev.synthetic`, 600 leaked patients) damaged by
+`breachmatch_dev.damage`, which says per row what a correct reader yields.
 Each case demands that exactly, row by row (identifiers and categories of
 every record, reason and salvage of every bad row), that the counts add up
 to the rows in the file, and — for the leak itself — that matching the
@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.dev import damage
-from breachmatch.dev.demo import Match, expected_matches
-from breachmatch.dev.dumps import Dataset, write_dataset
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, ReaderError, ReadStats, open_records
 from breachmatch.readers.salvage import salvage
 from breachmatch.records import Category, PersonRecord
+from breachmatch_dev import damage
+from breachmatch_dev.demo import Match, expected_matches
+from breachmatch_dev.dumps import Dataset, write_dataset
 
 Item = PersonRecord | BadRow
 

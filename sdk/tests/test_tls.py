@@ -20,7 +20,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # untyped re-export
 
-from breachmatch.dev import DevPki
 from breachmatch.identity import Identity, Role
 from breachmatch.tls import (
     AuthInterceptor,
@@ -30,6 +29,7 @@ from breachmatch.tls import (
     current_tenant,
     server_credentials,
 )
+from breachmatch_dev import DevPki
 
 RPC_TIMEOUT = 10.0
 

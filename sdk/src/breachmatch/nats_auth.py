@@ -27,7 +27,7 @@ prefix (`bus.inbox_prefix`, passed to nats-py as ``inbox_prefix``): each user ma
 subscribe to its own inbox only, so no user can read another's API replies.
 
 `render_authorization` turns the table into nats-server configuration; the
-dev server (`breachmatch.dev.nats_server`) and deploy/base/nats/
+dev server (`breachmatch_dev.nats_server`) and deploy/base/nats/
 authorization.conf are both that output (a test keeps the deploy file in
 step). The dev-only `DEV_ADMIN` user may do anything; tests use it to seed and
 inspect streams, production has no such user and no certificate for it.

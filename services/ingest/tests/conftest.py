@@ -35,7 +35,6 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch import bus, oprf
-from breachmatch.dev import DevPki, NatsServer, dumps, synthetic
 from breachmatch.filter import (
     BreachFilter,
     FilterWriter,
@@ -57,6 +56,7 @@ from breachmatch.keys import (
 )
 from breachmatch.records import Category, PersonRecord
 from breachmatch.v1.breach_pb2 import BreachEvent
+from breachmatch_dev import DevPki, NatsServer, dumps, synthetic
 from breachmatch_ingest.coordinator import Coordinator, CoordinatorSettings, JobOutcome
 from breachmatch_ingest.jobs import JobStore, random_job_id
 from breachmatch_ingest.metadata import BreachInfo

@@ -1,7 +1,7 @@
 """``breachmatch-ingest`` on damaged dumps, against a real nats-server: nothing lost, no traceback.
 
-The generated 1,002-row leak (`breachmatch.dev.synthetic`), damaged the way
-issue 15 found real dumps (`breachmatch.dev.damage`), goes through the CLI
+The generated 1,002-row leak (`breachmatch_dev.synthetic`), damaged the way
+issue 15 found real dumps (`breachmatch_dev.damage`), goes through the CLI
 as a process: the published filter must be byte-identical to the one built
 from the rows' expected records, and the report must count the repairs. A
 dump that cannot be opened at all (a zip ``zipfile`` cannot describe) ends in
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from nats.js import JetStreamContext
 
-from breachmatch.dev import damage
-from breachmatch.dev.dumps import Dataset, write_dataset
+from breachmatch_dev import damage
+from breachmatch_dev.dumps import Dataset, write_dataset
 from breachmatch_ingest import cli as ingest_cli
 
 from .conftest import Cli, Kit, expected_body, published

@@ -10,12 +10,12 @@ import pytest
 from nats.js import JetStreamContext
 
 from breachmatch import bus
-from breachmatch.dev import dumps, synthetic
-from breachmatch.dev.breach_events import make_manifest, publish_event, unsigned_retraction
 from breachmatch.filter import verify_artifact, verify_body
 from breachmatch.filter.layout import pack_proof_header
 from breachmatch.keys import load_signing_key
 from breachmatch.v1.breach_pb2 import BreachEvent
+from breachmatch_dev import dumps, synthetic
+from breachmatch_dev.breach_events import make_manifest, publish_event, unsigned_retraction
 from breachmatch_ingest.publish import PublishOutcome, publish_artifact
 
 from .conftest import (

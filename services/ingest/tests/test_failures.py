@@ -12,8 +12,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from breachmatch import bus
-from breachmatch.dev import synthetic
 from breachmatch.keys import load_signing_key
+from breachmatch_dev import synthetic
 from breachmatch_ingest import queue
 from breachmatch_ingest.coordinator import Coordinator, CoordinatorSettings
 from breachmatch_ingest.errors import ChunkFailedError, IngestError, JobStalledError, NoKeysError

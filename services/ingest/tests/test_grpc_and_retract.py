@@ -15,14 +15,14 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus, tls
 from breachmatch.authz import is_allowed
-from breachmatch.dev import DevPki, synthetic
-from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch.filter import read_breach_event
 from breachmatch.identity import Role
 from breachmatch.keys import load_signing_key
 from breachmatch.server import ServerConfig, Service
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
 from breachmatch.v1.breach_pb2 import BreachEvent
+from breachmatch_dev import DevPki, synthetic
+from breachmatch_dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch_ingest.coordinator import Coordinator
 from breachmatch_ingest.jobs import JobRecord, JobState, JobStore
 from breachmatch_ingest.publish import (

@@ -8,10 +8,10 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from breachmatch.dev import synthetic
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, ReaderError
 from breachmatch.records import Category, PersonRecord
+from breachmatch_dev import synthetic
 from breachmatch_ingest.pipeline import MAX_CHUNK_BYTES, chunks_of, read_dump
 from breachmatch_ingest.report import Report
 

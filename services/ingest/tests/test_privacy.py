@@ -22,8 +22,8 @@ import pytest
 from nats.js.kv import KeyValue
 
 from breachmatch import bus, tls
-from breachmatch.dev import DevPki, NatsServer, synthetic
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc
+from breachmatch_dev import DevPki, NatsServer, synthetic
 from breachmatch_ingest.jobs import JobRecord, JobState
 
 from .conftest import PROCESS_TIMEOUT, Cli, Spawned, write_dump

@@ -13,8 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js import JetStreamContext
 
 from breachmatch import bus
-from breachmatch.dev import synthetic
 from breachmatch.v1.breach_pb2 import BreachEvent
+from breachmatch_dev import synthetic
 from breachmatch_ingest.jobs import DumpIdentity, JobRecord, JobState, digest_file
 
 from .conftest import (

@@ -30,8 +30,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from breachmatch import bus, keys, tls
-from breachmatch.dev import DevPki, NatsServer, make_dev_pki
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 from breachmatch_matcher.app import MatcherApp
 from breachmatch_matcher.config import MatcherConfig
 

@@ -16,11 +16,11 @@ from nats.js.errors import KeyNotFoundError
 
 from breachmatch import bus, oprf, tls
 from breachmatch.authz import is_allowed
-from breachmatch.dev.pki import EXPIRED_TENANT, FOREIGN_TENANT
-from breachmatch.dev.rpc_probe import GARBAGE, full_name, methods_of, raw_call
 from breachmatch.identity import Role
 from breachmatch.keys import KeyRing
 from breachmatch.v1 import matcher_pb2, matcher_pb2_grpc
+from breachmatch_dev.pki import EXPIRED_TENANT, FOREIGN_TENANT
+from breachmatch_dev.rpc_probe import GARBAGE, full_name, methods_of, raw_call
 from breachmatch_matcher.budget import budget_key
 
 RPC_TIMEOUT = 10.0

@@ -19,7 +19,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from breachmatch import bus, keys
-from breachmatch.dev.breach_events import (
+from breachmatch.filter import verify_artifact
+from breachmatch.v1 import breach_pb2, matcher_pb2
+from breachmatch_dev.breach_events import (
     make_manifest,
     publication,
     publish_event,
@@ -27,8 +29,6 @@ from breachmatch.dev.breach_events import (
     store_body,
     unsigned_retraction,
 )
-from breachmatch.filter import verify_artifact
-from breachmatch.v1 import breach_pb2, matcher_pb2
 from breachmatch_matcher.bodies import CHUNK_SIZE
 
 RPC_TIMEOUT = 20.0

@@ -45,13 +45,6 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from breachmatch import bus, keys
-from breachmatch.dev import DevPki, NatsServer, make_dev_pki
-from breachmatch.dev.breach_events import (
-    DESCRIPTIONS,
-    publication,
-    publish_event,
-    retraction,
-)
 from breachmatch.filter import FilterWriter, Manifest, proof_object_name
 from breachmatch.records import Category
 from breachmatch.tls import TlsFiles, channel_credentials
@@ -61,6 +54,13 @@ from breachmatch.v1.outreach_pb2 import (
     MatchProof,
     OutreachItem,
     WatchStatusResponse,
+)
+from breachmatch_dev import DevPki, NatsServer, make_dev_pki
+from breachmatch_dev.breach_events import (
+    DESCRIPTIONS,
+    publication,
+    publish_event,
+    retraction,
 )
 from breachmatch_notifier.app import NotifierApp
 from breachmatch_notifier.channels import (

@@ -14,13 +14,13 @@ import nacl.signing
 import pytest
 
 from breachmatch import refusals
-from breachmatch.dev.breach_events import (
+from breachmatch.v1.outreach_pb2 import SubmitOutreachRequest
+from breachmatch_dev.breach_events import (
     make_manifest,
     publication,
     publish_event,
     unsigned_retraction,
 )
-from breachmatch.v1.outreach_pb2 import SubmitOutreachRequest
 
 from .conftest import ALERT_EMAIL, Harness, Patient, write_tenants
 

@@ -10,7 +10,7 @@ import pytest
 from nats.js.kv import KeyValue
 
 from breachmatch import bus
-from breachmatch.dev import NatsServer
+from breachmatch_dev import NatsServer
 from breachmatch_notifier.ledger import (
     SENT,
     Ledger,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.dev import DevPki
+from breachmatch_dev import DevPki
 from breachmatch_notifier.channels import ChannelsConfig
 from breachmatch_notifier.cli import build_parser
 from breachmatch_notifier.config import DEFAULT_BACKOFF, NotifierConfig, config_from_args

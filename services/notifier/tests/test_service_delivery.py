@@ -21,7 +21,6 @@ from xml.etree import ElementTree
 import nacl.public
 
 from breachmatch import bus, keys
-from breachmatch.dev.breach_events import DESCRIPTIONS
 from breachmatch.v1.outreach_pb2 import (
     OutreachItem,
     OutreachStatus,
@@ -29,6 +28,7 @@ from breachmatch.v1.outreach_pb2 import (
     WatchStatusRequest,
     WatchStatusResponse,
 )
+from breachmatch_dev.breach_events import DESCRIPTIONS
 from breachmatch_notifier.channels import message_uuid
 from breachmatch_notifier.channels.digital_post import MEMO_NAMESPACE
 from breachmatch_notifier.dead_letters import REASON_HEADER

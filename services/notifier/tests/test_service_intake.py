@@ -18,7 +18,6 @@ import pytest
 
 from breachmatch import bus, refusals
 from breachmatch.authz import is_allowed
-from breachmatch.dev.rpc_probe import full_name, methods_of, raw_call
 from breachmatch.identity import Role
 from breachmatch.v1 import outreach_pb2
 from breachmatch.v1.outreach_pb2 import (
@@ -29,6 +28,7 @@ from breachmatch.v1.outreach_pb2 import (
     SubmitOutreachRequest,
     WatchStatusRequest,
 )
+from breachmatch_dev.rpc_probe import full_name, methods_of, raw_call
 
 if TYPE_CHECKING:
     from breachmatch.v1.outreach_pb2_grpc import OutreachAsyncStub

@@ -15,10 +15,10 @@ import prometheus_client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from breachmatch import bus
-from breachmatch.dev.nats_server import free_port
 from breachmatch.tls import TlsFiles, channel_credentials
 from breachmatch.v1 import outreach_pb2_grpc
 from breachmatch.v1.outreach_pb2 import SubmitOutreachRequest
+from breachmatch_dev.nats_server import free_port
 from breachmatch_notifier.app import NotifierApp
 from breachmatch_notifier.ledger import QUEUED, SENT
 from breachmatch_notifier.notice import PACKAGED_TEMPLATES

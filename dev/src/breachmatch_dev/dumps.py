@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from breachmatch.dev.synthetic import (
+from breachmatch_dev.synthetic import (
     DEMO_SEED,
     ExpectedMatch,
     LeakRow,

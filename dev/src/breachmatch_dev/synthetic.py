@@ -16,7 +16,7 @@ benchmarks. Three layers:
   match keys (a hospital patient's row carries a chosen subset; an outsider's
   all four), the address, health data, and how messily each value is spelt.
 * `expected_matches` — the ground truth, computed from what each row carries
-  and what the dump's columns mean (`breachmatch.dev.dumps` writes the dumps
+  and what the dump's columns mean (`breachmatch_dev.dumps` writes the dumps
   and says which categories each shape exposes), never from the code under
   test.
 
@@ -184,7 +184,7 @@ class LeakRow:
     medication: str = ""
     referral: str = ""
     note: str = ""
-    #: Drives how messily the values are spelt (see `breachmatch.dev.dumps`).
+    #: Drives how messily the values are spelt (see `breachmatch_dev.dumps`).
     style: int = 0
 
     def categories(self, *, health: bool = True) -> Category:

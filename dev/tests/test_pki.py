@@ -13,8 +13,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from breachmatch.dev import DevPki, make_dev_pki
-from breachmatch.dev.pki import SERVICES
+from breachmatch_dev import DevPki, make_dev_pki
+from breachmatch_dev.pki import SERVICES
 
 
 def _cert(directory: Path, name: str = "tls.crt") -> x509.Certificate:

@@ -6,16 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from breachmatch.dev.dumps import HEALTH_DATA, SHAPES, SUFFIX, write_leak
-from breachmatch.dev.synthetic import (
-    CAPACITY,
-    FAMILY_NAMES,
-    GIVEN_NAMES,
-    crowd,
-    expected_matches,
-    leak_rows,
-    people,
-)
 from breachmatch.identifiers import (
     MatchKey,
     match_keys,
@@ -26,6 +16,16 @@ from breachmatch.identifiers import (
 )
 from breachmatch.readers import open_records
 from breachmatch.records import PersonRecord
+from breachmatch_dev.dumps import HEALTH_DATA, SHAPES, SUFFIX, write_leak
+from breachmatch_dev.synthetic import (
+    CAPACITY,
+    FAMILY_NAMES,
+    GIVEN_NAMES,
+    crowd,
+    expected_matches,
+    leak_rows,
+    people,
+)
 
 
 def test_the_alles_scale_population_has_no_shared_or_filler_identifier() -> None:

@@ -15,9 +15,9 @@ import pytest
 from nats.js.api import StorageType
 
 from breachmatch import bus
-from breachmatch.dev import DevPki, NatsServer
-from breachmatch.dev.nats_server import BINARY_ENV, find_nats_server_binary
 from breachmatch.identity import Identity, Role
+from breachmatch_dev import DevPki, NatsServer
+from breachmatch_dev.nats_server import BINARY_ENV, find_nats_server_binary
 
 RECONNECT_TIMEOUT = 20.0
 

@@ -3,7 +3,7 @@
 Real dumps arrive with a stray quote, an unquoted ``;`` inside an address or
 a note, rows whose trailing empty cells were left out, CR-only line endings,
 a NUL byte, a cut first line. Each damage here starts from the clean rows of
-a generated leak (`breachmatch.dev.synthetic`, read back with the csv
+a generated leak (`breachmatch_dev.synthetic`, read back with the csv
 module) and returns the damaged bytes together with, per row, what a correct
 reader yields — so a test can demand exact per-row results rather than
 "fewer errors":

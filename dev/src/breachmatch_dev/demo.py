@@ -1,6 +1,6 @@
 """`make demo`: the whole flow on one machine, with the real processes.
 
-Starts the local stack (`breachmatch.dev.stack`), writes a synthetic Danish
+Starts the local stack (`breachmatch_dev.stack`), writes a synthetic Danish
 hospital and a leak that overlaps it, and then does what the people in
 docs/architecture.md do — with the same command-line tools they use:
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from breachmatch.dev.dumps import Dataset, write_dataset
-from breachmatch.dev.stack import Stack, StackInfo
+from breachmatch_dev.dumps import Dataset, write_dataset
+from breachmatch_dev.stack import Stack, StackInfo
 
 BREACH_ID = "alles-laegehus-demo"
 _SCALES = {

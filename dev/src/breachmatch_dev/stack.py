@@ -38,9 +38,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from breachmatch.dev.nats_server import NatsServer, free_port
-from breachmatch.dev.pki import DevPki, make_dev_pki
 from breachmatch.keys import make_operator_keys
+from breachmatch_dev.nats_server import NatsServer, free_port
+from breachmatch_dev.pki import DevPki, make_dev_pki
 
 TENANT = "hospital-a"
 #: The component name `kill9` and `restart` take for the NATS server.
@@ -219,7 +219,7 @@ class Stack:
         ]
         sink = ServiceProcess(
             "smtp-sink",
-            [sys.executable, "-m", "breachmatch.dev.smtp_sink", "--port", str(smtp_port),
+            [sys.executable, "-m", "breachmatch_dev.smtp_sink", "--port", str(smtp_port),
              "--dir", str(mail_dir)],
             {}, 0, logs / "smtp-sink.log",
         )  # fmt: skip
@@ -385,7 +385,7 @@ def _terminate(pid: int, timeout: float) -> None:
 
 
 def main() -> None:
-    """`python -m breachmatch.dev.stack up|down [--root .var]` (make up / make down)."""
+    """`python -m breachmatch_dev.stack up|down [--root .var]` (make up / make down)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="local breachmatch stack")

@@ -6,7 +6,7 @@ exercise exactly the same setup code. Nothing in this subpackage is meant for
 production use.
 """
 
-from breachmatch.dev.nats_server import NatsServer
-from breachmatch.dev.pki import DevPki, make_dev_pki
+from breachmatch_dev.nats_server import NatsServer
+from breachmatch_dev.pki import DevPki, make_dev_pki
 
 __all__ = ["DevPki", "NatsServer", "make_dev_pki"]

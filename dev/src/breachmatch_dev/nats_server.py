@@ -34,9 +34,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from breachmatch import bus
-from breachmatch.dev.pki import DevPki
 from breachmatch.nats_auth import DEV_ADMIN, PRODUCTION_USERS, render_authorization
 from breachmatch.tls import TlsFiles
+from breachmatch_dev.pki import DevPki
 
 BINARY_ENV = "BREACHMATCH_NATS_SERVER_BIN"
 BINARY_NAME = "nats-server"
