@@ -52,6 +52,7 @@ PATH_SETTINGS = (
     "BREACHMATCH_NOTIFIER_SECRET_KEY",
     "BREACHMATCH_TENANTS_FILE",
     "BREACHMATCH_DIGITAL_POST_OUTBOX",
+    "BREACHMATCH_CACHE_DIR",
 )
 
 Doc = dict[str, Any]
@@ -86,6 +87,11 @@ def _all_workloads(rendered: dict[str, list[Doc]]) -> list[tuple[str, Doc]]:
 def _pod(workload: Doc) -> Doc:
     pod: Doc = workload["spec"]["template"]["spec"]
     return pod
+
+
+def _container(workload: Doc, name: str) -> Doc:
+    (container,) = [c for c in _pod(workload)["containers"] if c["name"] == name]
+    return container
 
 
 def _find(docs: list[Doc], kind: str, name: str) -> Doc:
@@ -423,7 +429,7 @@ def test_nats_admits_only_service_certificates_with_their_own_permissions(
         assert "include ./authorization.conf" in conf
         assert "no_auth_user" not in conf
         assert _generated_from(volumes["tls"]["secret"]["secretName"]) == "nats-tls"
-        (container,) = _pod(sts)["containers"]
+        container = _container(sts, "nats")
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         assert mounts["tls"] == "/etc/nats/tls"
         assert conf.count("/etc/nats/tls/tls.crt") == 2  # clients and cluster routes
@@ -683,3 +689,171 @@ def test_every_config_file_under_deploy_is_used_by_a_kustomization() -> None:
     configs = [*DEPLOY.rglob("*.env"), *DEPLOY.rglob("tenants.json")]
     assert len(configs) >= 7
     assert [p for p in configs if p.resolve() not in named] == []
+
+
+# --- operator's day one: replicas, body cache, Prometheus, the hospitals' gateway -------
+
+#: The overlay whose NATS cluster a render's workloads connect to.
+CLUSTER_OF = {"dev": "dev", "prod": "prod", "dev-ingest-dump": "dev", "prod-ingest-dump": "prod"}
+
+
+def test_stream_replicas_match_the_nats_cluster(
+    rendered: dict[str, list[Doc]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every service declares its streams with as many replicas as the cluster has servers,
+    read by the function that declares them (`bus.replicas`): R1 streams on a 3-server
+    cluster would lose data with the one server that holds them."""
+    from breachmatch import bus
+
+    checked = 0
+    for where, workload in _all_workloads(rendered):
+        if workload["metadata"]["labels"]["app.kubernetes.io/name"] == "nats":
+            continue
+        servers = _find(rendered[CLUSTER_OF[where]], "StatefulSet", "nats")["spec"]["replicas"]
+        (container,) = _pod(workload)["containers"]
+        env = _container_env(rendered[where], container)
+        label = f"{where}: {workload['kind']}/{workload['metadata']['name']}"
+        assert "BREACHMATCH_NATS_REPLICAS" in env, label
+        monkeypatch.setenv("BREACHMATCH_NATS_REPLICAS", env["BREACHMATCH_NATS_REPLICAS"])
+        assert bus.replicas() == servers == 3, label
+        checked += 1
+    assert checked == 8  # 3 Deployments twice, one Job per overlay
+
+
+def _quantity(text: str) -> int:
+    """A Kubernetes binary quantity (``64Mi``, ``2Gi``) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)", text)
+    assert match, text
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def test_body_cache_is_a_sized_volume_on_disk(rendered: dict[str, list[Doc]]) -> None:
+    """The matcher's and notifier's breach bodies live on node disk, not in /tmp's 64 Mi,
+    and the pod asks the scheduler for the disk its cache may fill."""
+    for overlay in ("dev", "prod"):
+        docs = rendered[overlay]
+        for name in ("matcher", "notifier"):
+            deployment = _find(docs, "Deployment", name)
+            container = _container(deployment, name)
+            cache_dir = _config_env(docs, container)["BREACHMATCH_CACHE_DIR"]
+            (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == cache_dir]
+            (volume,) = [v for v in _pod(deployment)["volumes"] if v["name"] == mount["name"]]
+            assert mount["name"] != "tmp"
+            assert "medium" not in volume["emptyDir"], "Memory would count against the limit"
+            size = _quantity(volume["emptyDir"]["sizeLimit"])
+            assert size >= 2**31, (overlay, name)
+            resources = container["resources"]
+            assert _quantity(resources["requests"]["ephemeral-storage"]) >= size
+            assert _quantity(resources["limits"]["ephemeral-storage"]) > size
+    prod_cache = _find(rendered["prod"], "Deployment", "matcher")
+    (volume,) = [v for v in _pod(prod_cache)["volumes"] if v["name"] == "cache"]
+    assert _quantity(volume["emptyDir"]["sizeLimit"]) >= 10 * 2**30
+
+
+def _selected_workloads(docs: list[Doc], selector: Doc) -> list[Doc]:
+    wanted = selector["matchLabels"].items()
+    return [
+        w
+        for w in _workloads(docs)
+        if w["kind"] != "Job" and wanted <= w["spec"]["template"]["metadata"]["labels"].items()
+    ]
+
+
+def _admits(policies: list[Doc], pod_labels: dict[str, str], port: int, namespace: str) -> bool:
+    """Whether some NetworkPolicy lets pods of namespace `namespace` reach `port` of the pod."""
+    for policy in policies:
+        spec = policy["spec"]
+        if not spec["podSelector"].get("matchLabels", {}).items() <= pod_labels.items():
+            continue
+        expressions = spec["podSelector"].get("matchExpressions", [])
+        if any(pod_labels.get(e["key"]) not in e["values"] for e in expressions):
+            continue
+        for rule in spec.get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            peers = [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in rule["from"]]
+            if port in ports and {"kubernetes.io/metadata.name": namespace} in peers:
+                return True
+    return False
+
+
+def test_prometheus_monitors_select_pods_and_ports_that_exist(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """Each PodMonitor selects running workloads by their pod labels and scrapes a named
+    port their containers declare, and the network lets Prometheus in; every service and
+    the NATS servers (through the exporter sidecar) are scraped."""
+    docs = rendered["prod"]
+    monitors = [d for d in docs if d["kind"] in {"PodMonitor", "ServiceMonitor"}]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    scraped: dict[str, set[int]] = {}
+    for monitor in monitors:
+        assert monitor["kind"] == "PodMonitor", "ServiceMonitors would need a Service port check"
+        selected = _selected_workloads(docs, monitor["spec"]["selector"])
+        assert selected, f"PodMonitor/{monitor['metadata']['name']} selects no workload"
+        for workload in selected:
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            named = {
+                p["name"]: p["containerPort"]
+                for c in _pod(workload)["containers"]
+                for p in c.get("ports", [])
+            }
+            for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+                assert endpoint["port"] in named, (monitor["metadata"]["name"], endpoint)
+                port = named[endpoint["port"]]
+                assert _admits(policies, labels, port, "monitoring"), (workload["kind"], port)
+                scraped.setdefault(labels["app.kubernetes.io/name"], set()).add(port)
+    assert scraped == {
+        "matcher": {9101},
+        "notifier": {9102},
+        "ingest": {9103},
+        "nats": {7777},
+    }
+    # The exporter reads its own server's monitoring port, over the pod's loopback.
+    nats = _find(docs, "StatefulSet", "nats")
+    monitor_port = next(
+        p["containerPort"] for p in _container(nats, "nats")["ports"] if p["name"] == "monitor"
+    )
+    exporter = _container(nats, "prom-exporter")
+    assert exporter["args"][-1] == f"http://localhost:{monitor_port}/"
+    assert "-jsz=all" in exporter["args"]
+    assert "-port=7777" in exporter["args"]
+    # Without the Prometheus Operator's CRDs the dev overlay leaves the component out.
+    assert not [d for d in rendered["dev"] if d["kind"] == "PodMonitor"]
+
+
+def test_hospitals_gateway_passes_tls_through_to_the_mtls_ports(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """The services authorize by the client certificate's URI SAN, so the edge must not
+    terminate TLS: every listener passes it through, every route ends on a Service port
+    that reaches the service's own mTLS gRPC port, and nothing terminates it instead."""
+    docs = rendered["prod"]
+    assert not [d for d in docs if d["kind"] == "Ingress"]
+    (gateway,) = [d for d in docs if d["kind"] == "Gateway"]
+    listeners = {entry["name"]: entry for entry in gateway["spec"]["listeners"]}
+    for listener in listeners.values():
+        assert listener["protocol"] == "TLS"
+        assert listener["tls"] == {"mode": "Passthrough"}
+        assert "certificateRefs" not in listener["tls"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    routed: dict[str, int] = {}
+    for route in (d for d in docs if d["kind"] == "TLSRoute"):
+        (parent,) = route["spec"]["parentRefs"]
+        assert parent["name"] == gateway["metadata"]["name"]
+        assert route["spec"]["hostnames"] == [listeners[parent["sectionName"]]["hostname"]]
+        (rule,) = route["spec"]["rules"]
+        (backend,) = rule["backendRefs"]
+        service = _find(docs, "Service", backend["name"])
+        (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == backend["port"]]
+        deployment = _find(docs, "Deployment", backend["name"])
+        container = _container(deployment, backend["name"])
+        target = next(p for p in container["ports"] if p["name"] == service_port["targetPort"])
+        assert target["name"] == "grpc"
+        assert target["containerPort"] == PORTS[backend["name"]]["grpc"]
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert _admits(policies, pod_labels, target["containerPort"], "envoy-gateway-system")
+        routed[backend["name"]] = target["containerPort"]
+    # Hospitals call both: matcher (check) and the notifier's outreach service (notify).
+    assert routed == {"matcher": 50051, "notifier": 50061}
