@@ -12,6 +12,10 @@ It binds 127.0.0.1 only, on ports picked free at first start and kept across
 restarts so clients can reconnect to the same URL, and it keeps its store
 directory so a fault test can `kill9()` it and check that `restart()` brings
 persisted state back. The generated configuration is `config_path`.
+
+`NatsCluster` runs several of them as one JetStream cluster, with routes over
+mutual TLS as deploy/base/nats/nats.conf has them; its servers start one by
+one, so a test can hold a cluster below its quorum (no meta leader).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -73,6 +78,15 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class ClusterMember:
+    """A server's place in a `NatsCluster`: its name, its route port, every member's."""
+
+    name: str
+    route_port: int
+    route_ports: tuple[int, ...]
+
+
 class NatsServer:
     """One nats-server process with JetStream, owned by the caller.
 
@@ -89,8 +103,10 @@ class NatsServer:
         binary: Path | None = None,
         startup_timeout: float = 15.0,
         stop_timeout: float = 10.0,
+        cluster: ClusterMember | None = None,
     ) -> None:
         self._directory = Path(directory)
+        self._cluster = cluster
         self._pki = pki
         self._binary = binary if binary is not None else find_nats_server_binary()
         self._startup_timeout = startup_timeout
@@ -220,15 +236,34 @@ class NatsServer:
     def _config(self) -> str:
         """The server configuration: loopback ports, JetStream, mTLS-mapped users."""
         files = TlsFiles.from_dir(self._pki.service_dir("nats"))
+        tls = [
+            f"  cert_file: {json.dumps(str(files.cert))}",
+            f"  key_file: {json.dumps(str(files.key))}",
+            f"  ca_file: {json.dumps(str(files.ca))}",
+        ]
+        cluster = []
+        if self._cluster is not None:
+            routes = ", ".join(f"nats://{HOST}:{port}" for port in self._cluster.route_ports)
+            cluster = [
+                f"server_name: {self._cluster.name}",
+                "cluster {",
+                "  name: breachmatch",
+                f"  listen: {HOST}:{self._cluster.route_port}",
+                f"  routes: [{routes}]",
+                "  tls {",
+                *tls,
+                "  verify: true",
+                "  }",
+                "}",
+            ]
         return "\n".join(
             [
+                *cluster,
                 f"listen: {HOST}:{self._port}",
                 f"http: {HOST}:{self._monitor_port}",
                 f"jetstream {{ store_dir: {json.dumps(str(self.store_dir))} }}",
                 "tls {",
-                f"  cert_file: {json.dumps(str(files.cert))}",
-                f"  key_file: {json.dumps(str(files.key))}",
-                f"  ca_file: {json.dumps(str(files.ca))}",
+                *tls,
                 "  verify_and_map: true",
                 "}",
                 render_authorization([*PRODUCTION_USERS, DEV_ADMIN]),
@@ -258,6 +293,45 @@ class NatsServer:
                     f"nats-server not healthy after {self._startup_timeout}s; see {self.log_path}"
                 )
             time.sleep(POLL_INTERVAL)
+
+
+class NatsCluster:
+    """`size` `NatsServer`s routed to each other as one JetStream cluster on loopback.
+
+    Nothing starts by itself: `start` one server or several (a single member of
+    three has no quorum, hence no JetStream meta leader), `stop` them all.
+    """
+
+    def __init__(self, directory: Path, pki: DevPki, size: int = 3) -> None:
+        ports = tuple(free_port() for _ in range(size))
+        self.servers = [
+            NatsServer(
+                Path(directory) / f"nats-{i}",
+                pki,
+                cluster=ClusterMember(f"nats-{i}", ports[i], ports),
+            )
+            for i in range(size)
+        ]
+
+    def start(self, *members: int) -> None:
+        """Start the given members (indexes into `servers`)."""
+        for member in members:
+            self.servers[member].start()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _is_healthy(health_url: str) -> bool:

@@ -15,6 +15,12 @@ user may subscribe to.
 
 Replicas default to 1 (the embedded single-node default) and come from
 ``BREACHMATCH_NATS_REPLICAS`` (3 on the Kubernetes cluster).
+
+A cluster that is starting is reachable before it can serve: `connect` also
+waits, within the same bound, until JetStream answers (a meta leader is
+elected), and `ensure_owned` retries while too few servers are up to place a
+replicated stream (`reachability.until_ready`), so services started together
+with NATS wait for it instead of exiting.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -38,12 +46,17 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from breachmatch.identity import Identity, identity_from_pem
-from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT, ConnectionLog
+from breachmatch.reachability import (
+    DEFAULT_CONNECT_TIMEOUT,
+    ConnectionLog,
+    public_address,
+    until_ready,
+)
 from breachmatch.tls import TlsFiles
 
 # --- subjects ----------------------------------------------------------------
@@ -210,6 +223,7 @@ async def connect(
         **story.callbacks(),
         **options,
     }
+    started = asyncio.get_running_loop().time()
     try:
         async with asyncio.timeout(give_up_after):
             nc = await nats.connect(
@@ -221,7 +235,48 @@ async def connect(
             )
     except TimeoutError:
         raise story.gave_up(give_up_after) from None
-    return nc, nc.jetstream()
+    js = nc.jetstream()
+    probe = nc.jetstream(timeout=_PROBE_SECONDS)
+    try:
+        await until_ready(
+            "JetStream",
+            story.address,
+            lambda: _answers(probe),
+            not_ready,
+            give_up_after,
+            started=started,
+        )
+    except BaseException:
+        await nc.close()
+        raise
+    return nc, js
+
+
+#: How long one readiness probe waits for an answer: a server of a cluster
+#: without a meta leader often does not answer at all, and the wait is retried.
+_PROBE_SECONDS = 2.0
+
+#: JetStream's error code for "no suitable peers for placement": fewer servers
+#: are up than a replicated stream needs (a cluster still starting).
+_NO_SUITABLE_PEERS = 10005
+
+
+def not_ready(error: BaseException) -> bool:
+    """Whether `error` is JetStream not serving *yet*, rather than refusing.
+
+    A cluster without a meta leader answers "JetStream system temporarily
+    unavailable" (503) or, on a server still joining, nothing (a timeout, or
+    no responders); with too few servers up it cannot place an R3 stream.
+    """
+    if isinstance(error, ServiceUnavailableError | NatsTimeoutError | NoRespondersError):
+        return True
+    return isinstance(error, APIError) and error.err_code == _NO_SUITABLE_PEERS
+
+
+async def _answers(js: JetStreamContext) -> None:
+    """Return once JetStream answers an API request (every user may list stream names)."""
+    with contextlib.suppress(NotFoundError):  # no such stream yet: still an answer
+        await js.find_stream_name_by_subject(BREACH_PUBLISHED)
 
 
 def kv_stream(bucket: str) -> str:
@@ -257,14 +312,32 @@ OWNERS: dict[str, Holdings] = {
 }
 
 
-async def ensure_owned(js: JetStreamContext, service: str) -> None:
-    """Create (or update to the declared config) everything `service` owns."""
+async def ensure_owned(
+    js: JetStreamContext, service: str, *, give_up_after: float = DEFAULT_CONNECT_TIMEOUT
+) -> None:
+    """Create (or update to the declared config) everything `service` owns.
+
+    Retried while JetStream is not ready (`not_ready`: a replicated stream
+    needs its servers up), for at most `give_up_after` seconds; every step is
+    idempotent, so a retry redoes nothing that succeeded.
+    """
     holdings = OWNERS[service]
-    await ensure_streams(js, *holdings.streams)
-    for bucket in holdings.key_values:
-        await key_value(js, bucket)
-    for bucket in holdings.object_stores:
-        await object_store(js, bucket)
+
+    async def create() -> None:
+        await ensure_streams(js, *holdings.streams)
+        for bucket in holdings.key_values:
+            await key_value(js, bucket)
+        for bucket in holdings.object_stores:
+            await object_store(js, bucket)
+
+    what = f"JetStream ({service}'s streams)"
+    await until_ready(what, _address(js), create, not_ready, give_up_after)
+
+
+def _address(js: JetStreamContext) -> str:
+    """The server `js` talks to, for messages (nats-py keeps its client as `_nc`)."""
+    url = js._nc.connected_url
+    return public_address(url.geturl()) if url is not None else "NATS"
 
 
 #: How often a reader looks again for a stream its owner has not created yet.
@@ -284,6 +357,9 @@ async def wait_for_streams(js: JetStreamContext, *names: str) -> None:
                 await js.stream_info(name)
                 break
             except NotFoundError:
+                await asyncio.sleep(_STREAM_POLL_SECONDS)
+            except (ServiceUnavailableError, NatsTimeoutError, NoRespondersError):
+                # The owner's stream exists but its servers are still electing.
                 await asyncio.sleep(_STREAM_POLL_SECONDS)
 
 
