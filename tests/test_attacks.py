@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +43,7 @@ from breachmatch.client import CheckResult, Client, Match
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.errors import UntrustedKeyError
 from breachmatch.identity import Role
+from breachmatch.nats_auth import BACKED_UP_STREAMS
 from breachmatch.server import ServerConfig, Service
 from breachmatch.statements import KeyPurpose, SignedKeyStatement, verify_statement
 from breachmatch.v1 import ingest_pb2, ingest_pb2_grpc, matcher_pb2, matcher_pb2_grpc, outreach_pb2
@@ -471,3 +473,72 @@ async def test_a_fake_matchers_notifier_key_is_refused_before_anything_is_sealed
     assert not (state / "submitted.sqlite").exists()
     [event] = SecurityAudit(state / "audit.jsonl").events()
     assert event["event"] == "untrusted_notifier_key"
+
+
+async def _snapshot(nc: NatsClient, stream: str) -> tuple[dict[str, Any], int, int]:
+    """Take a snapshot as `nats stream backup` does: the server's answer, bytes and acks sent.
+
+    The chunks come to our own inbox, each acknowledged on its reply subject
+    (the server's flow control); an empty message ends the snapshot.
+    """
+    inbox = nc.new_inbox()
+    chunks = await nc.subscribe(inbox)
+    request = json.dumps({"deliver_subject": inbox, "chunk_size": 1024}).encode()
+    answer = await nc.request(f"$JS.API.STREAM.SNAPSHOT.{stream}", request, timeout=10)
+    size = acks = 0
+    async with asyncio.timeout(60):
+        while chunk := await chunks.next_msg(timeout=30):
+            if not chunk.data:
+                break
+            size += len(chunk.data)
+            if chunk.reply:  # every chunk but the last
+                await nc.publish(chunk.reply, b"")
+                acks += 1
+    await chunks.unsubscribe()
+    await nc.flush()
+    return json.loads(answer.data), size, acks
+
+
+async def test_backup_user_takes_snapshots_and_nothing_else(
+    stack: tuple[StackInfo, NatsServer], connect_as: Any
+) -> None:
+    """The JetStream backup job's user: snapshots of the streams worth keeping, and no
+    write, purge, delete, restore, consumer or snapshot of anything else."""
+    _, nats_server = stack
+    admin, admin_js = await nats_server.connect("admin")
+    # Incompressible, so its snapshot takes many chunks, each to be acknowledged.
+    await admin_js.publish(bus.BREACH_PUBLISHED, os.urandom(64 * 1024))
+
+    async def states() -> dict[str, tuple[int, int]]:
+        infos = {s: (await admin_js.stream_info(s)).state for s in BACKED_UP_STREAMS}
+        return {s: (state.last_seq, state.messages) for s, state in infos.items()}
+
+    before = await states()
+    backup = await connect_as("backup")
+    acks = 0
+    for stream in BACKED_UP_STREAMS:
+        info = await backup.js.stream_info(stream)
+        answer, size, acked = await _snapshot(backup.nc, stream)
+        assert "error" not in answer, (stream, answer)
+        assert answer["state"]["last_seq"] == info.state.last_seq, stream
+        assert size > 0, stream
+        acks += acked
+    assert before[bus.STREAM_BREACHES][1] > 0
+    assert acks > 0  # chunks were acknowledged ...
+    assert backup.errors == []  # ... and nothing it did was refused
+
+    assert await backup.publish_refused(bus.BREACH_PUBLISHED)
+    assert await backup.publish_refused(bus.BREACH_RETRACTED)
+    assert await backup.publish_refused(f"$KV.{bus.KV_OUTREACH_LEDGER}.forged", b"sent")
+    assert await backup.subscribe_refused(bus.BREACH_EVENTS)
+    assert await backup.publish_refused(f"$JS.API.STREAM.RESTORE.{bus.STREAM_BREACHES}", b"{}")
+    # Only the streams worth keeping: not the outreach queue's sealed contacts.
+    assert await backup.publish_refused(f"$JS.API.STREAM.SNAPSHOT.{bus.STREAM_OUTREACH}", b"{}")
+    with pytest.raises(nats.errors.TimeoutError):
+        await backup.js.pull_subscribe(bus.BREACH_PUBLISHED, "copy", stream=bus.STREAM_BREACHES)
+    with pytest.raises(nats.errors.TimeoutError):
+        await backup.js.purge_stream(bus.STREAM_AUDIT)
+    with pytest.raises(nats.errors.TimeoutError):
+        await backup.js.delete_stream(bus.STREAM_BREACHES)
+    assert await states() == before  # nothing written, purged or deleted
+    await admin.close()

@@ -6,8 +6,8 @@ test of who may do what needs a CA and one certificate per kind of party:
 
 * ``tenants/<tenant>/`` — hospitals (URI ``hospital/<tenant>``, clientAuth);
 * ``operator/`` — the operator's tools (URI ``operator/operator``, clientAuth);
-* ``services/<service>/`` — matcher, notifier, ingest and the NATS server
-  itself (URI ``service/<service>``, DNS/IP SANs for the server names,
+* ``services/<service>/`` — matcher, notifier, ingest, the JetStream backup
+  job and the NATS server itself (URI ``service/<service>``, DNS/IP SANs for the server names,
   serverAuth + clientAuth): each service serves gRPC with it and presents it
   as its NATS client identity. ``services/admin/`` is a dev-only identity
   with every NATS permission, for tests that inspect or seed streams;
@@ -50,8 +50,9 @@ EXPIRED_TENANT = "expired"
 FOREIGN_TENANT = "hospital-a"
 """Tenant the foreign-CA certificate claims: a real tenant's, to show it is not enough."""
 
-SERVICES = ("matcher", "notifier", "ingest", "nats", "admin")
-"""Service identities: the three services, the NATS server, and the dev-only admin."""
+SERVICES = ("matcher", "notifier", "ingest", "nats", "backup", "admin")
+"""Service identities: the three services, the NATS server, the JetStream backup job,
+and the dev-only admin."""
 
 OPERATOR = "operator"
 """Name of the dev operator identity (``spiffe://breachmatch/operator/operator``)."""

@@ -14,6 +14,9 @@ Each service user may touch only its own job:
 * **notifier** reads breach events and filter bodies with their proof indexes
   (to check proofs of match), and alone takes outreach requests from the
   queue and writes the outreach ledger, status events and dead letters;
+* **backup** (the JetStream backup job, `deploy/components/backup`) takes
+  snapshots of the streams worth keeping (`BACKED_UP_STREAMS`) and nothing
+  else: no message read through a consumer, no write, purge, delete or restore;
 * hospitals and the operator's gRPC identity have no NATS user at all.
 
 Permissions are allow-lists of exact subjects, by JetStream mechanism:
@@ -95,6 +98,23 @@ def _read_streams(*streams: str) -> list[str]:
     return subjects
 
 
+def _snapshot_streams(*streams: str) -> list[str]:
+    """Back up streams (`nats stream backup`): their info, the snapshot, its chunks' acks.
+
+    The server sends a snapshot's chunks to the requester's inbox, each with an
+    ack subject under ``$JS.SNAPSHOT.ACK.<stream>.`` for flow control.
+    """
+    return [
+        subject
+        for s in streams
+        for subject in (
+            f"{_API}.STREAM.INFO.{s}",
+            f"{_API}.STREAM.SNAPSHOT.{s}",
+            f"$JS.SNAPSHOT.ACK.{s}.>",
+        )
+    ]
+
+
 def _own_key_value(bucket: str) -> list[str]:
     stream = bus.kv_stream(bucket)
     return [*_own_streams(stream), *_read_streams(stream), f"$KV.{bucket}.>"]
@@ -161,8 +181,25 @@ NOTIFIER = _user(
     ],
 )
 
+#: What a backup keeps, in restore order (deploy/README.md, "Back up JetStream"):
+#: breach events before the bodies they point to (ingest stores a body before
+#: it publishes the event, so every event backed up has its body in the later
+#: object-store snapshot), then the ledger, delivery history and audit trail.
+#: Work in flight (queues, job records, a day's budgets) is not worth keeping,
+#: and the outreach queue's sealed contact details should not outlive delivery.
+BACKED_UP_STREAMS: tuple[str, ...] = (
+    bus.STREAM_BREACHES,
+    bus.object_stream(bus.OBJ_BREACH_FILTERS),
+    bus.kv_stream(bus.KV_OUTREACH_LEDGER),
+    bus.STREAM_OUTREACH_STATUS,
+    bus.STREAM_OUTREACH_DEAD,
+    bus.STREAM_AUDIT,
+)
+
+BACKUP = _user("backup", _snapshot_streams(*BACKED_UP_STREAMS))
+
 #: The users of a production deployment (deploy/base/nats/authorization.conf).
-PRODUCTION_USERS: tuple[NatsUser, ...] = (INGEST, MATCHER, NOTIFIER)
+PRODUCTION_USERS: tuple[NatsUser, ...] = (INGEST, MATCHER, NOTIFIER, BACKUP)
 
 #: Dev and test only: may publish and subscribe anything (seeding and inspecting
 #: streams in tests). Production has no such user and issues no such certificate.
