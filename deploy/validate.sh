@@ -221,6 +221,7 @@ bad = []
 for path in sys.argv[1:]:
     for doc in yaml.safe_load_all(open(path)):
         spec = (doc or {}).get("spec", {})
+        spec = spec.get("jobTemplate", {}).get("spec", spec)  # a CronJob's pods
         pod = spec.get("template", {}).get("spec", {})
         for c in pod.get("containers", []) + pod.get("initContainers", []):
             image = c["image"]

@@ -39,7 +39,7 @@ PORTS = {
 }
 ENTRYPOINTS = {"matcher": "serve", "notifier": "serve", "ingest": "worker"}
 RENDERED = ("dev", "prod", "dev-ingest-dump", "prod-ingest-dump")
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job", "CronJob"}
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # Settings that name a file or directory the container must find mounted.
 PATH_SETTINGS = (
@@ -84,13 +84,31 @@ def _all_workloads(rendered: dict[str, list[Doc]]) -> list[tuple[str, Doc]]:
     return [(name, w) for name, docs in rendered.items() for w in _workloads(docs)]
 
 
+def _pod_template(workload: Doc) -> Doc:
+    spec = workload["spec"]
+    template: Doc = (
+        spec["jobTemplate"]["spec"]["template"] if "jobTemplate" in spec else spec["template"]
+    )
+    return template
+
+
 def _pod(workload: Doc) -> Doc:
-    pod: Doc = workload["spec"]["template"]["spec"]
+    pod: Doc = _pod_template(workload)["spec"]
     return pod
 
 
+#: Workloads that run breachmatch's own services (the rest: NATS, the backup job).
+SERVICE_NAMES = frozenset(ENTRYPOINTS)
+
+
+def _service_of(workload: Doc) -> str | None:
+    name: str = workload["metadata"]["labels"]["app.kubernetes.io/name"]
+    return name if name in SERVICE_NAMES else None
+
+
 def _container(workload: Doc, name: str) -> Doc:
-    (container,) = [c for c in _pod(workload)["containers"] if c["name"] == name]
+    found: list[Doc] = [c for c in _pod(workload)["containers"] if c["name"] == name]
+    (container,) = found
     return container
 
 
@@ -186,7 +204,8 @@ def test_every_container_is_non_root_read_only_and_drops_all(
     rendered: dict[str, list[Doc]],
 ) -> None:
     workloads = _all_workloads(rendered)
-    assert len(workloads) == 10  # 3 Deployments + NATS, twice; one Job per overlay
+    # 3 Deployments + NATS, twice; one Job per overlay; the backup CronJob in prod
+    assert len(workloads) == 11
     for where, workload in workloads:
         pod = _pod(workload)
         label = f"{where}: {workload['kind']}/{workload['metadata']['name']}"
@@ -212,7 +231,7 @@ def test_breachmatch_containers_write_only_to_an_emptydir_tmp(
     rendered: dict[str, list[Doc]],
 ) -> None:
     for where, workload in _all_workloads(rendered):
-        if workload["metadata"]["labels"]["app.kubernetes.io/name"] == "nats":
+        if _service_of(workload) is None:
             continue
         pod = _pod(workload)
         volumes = {v["name"]: v for v in pod["volumes"]}
@@ -453,8 +472,11 @@ def test_cert_manager_component_issues_each_service_its_identity(
         service = spec["commonName"]
         issued[spec["secretName"]] = spec["uris"]
         assert spec["uris"] == [spiffe_uri(Role.SERVICE, service)]
-        assert {"server auth", "client auth"} <= set(spec["usages"])
-    assert set(issued) == mounted == {f"{s}-tls" for s in ("nats", "matcher", "notifier", "ingest")}
+        # The backup job only dials NATS; everything else also serves.
+        usages = {"client auth"} if service == "backup" else {"server auth", "client auth"}
+        assert set(spec["usages"]) - {"digital signature"} == usages, service
+    services = ("nats", "matcher", "notifier", "ingest", "backup")
+    assert set(issued) == mounted == {f"{s}-tls" for s in services}
 
 
 def test_image_pinning(rendered: dict[str, list[Doc]]) -> None:
@@ -649,8 +671,8 @@ def test_every_pod_configuration_loads_with_the_services_own_parsers(
 
     loaded: dict[str, set[str]] = {}
     for where, workload in _all_workloads(rendered):
-        service = workload["metadata"]["labels"]["app.kubernetes.io/name"]
-        if service == "nats":
+        service = _service_of(workload)
+        if service is None:
             continue
         pod = _pod(workload)
         (container,) = pod["containers"]
@@ -707,7 +729,7 @@ def test_stream_replicas_match_the_nats_cluster(
 
     checked = 0
     for where, workload in _all_workloads(rendered):
-        if workload["metadata"]["labels"]["app.kubernetes.io/name"] == "nats":
+        if _service_of(workload) is None:
             continue
         servers = _find(rendered[CLUSTER_OF[where]], "StatefulSet", "nats")["spec"]["replicas"]
         (container,) = _pod(workload)["containers"]
@@ -756,7 +778,8 @@ def _selected_workloads(docs: list[Doc], selector: Doc) -> list[Doc]:
     return [
         w
         for w in _workloads(docs)
-        if w["kind"] != "Job" and wanted <= w["spec"]["template"]["metadata"]["labels"].items()
+        if w["kind"] not in {"Job", "CronJob"}
+        and wanted <= w["spec"]["template"]["metadata"]["labels"].items()
     ]
 
 
@@ -857,3 +880,63 @@ def test_hospitals_gateway_passes_tls_through_to_the_mtls_ports(
         routed[backend["name"]] = target["containerPort"]
     # Hospitals call both: matcher (check) and the notifier's outreach service (notify).
     assert routed == {"matcher": 50051, "notifier": 50061}
+
+
+def test_backup_cronjob_snapshots_the_backed_up_streams_as_the_backup_user(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """The nightly `nats stream backup` runs as NATS user `backup` (its certificate, its
+    inbox: the only replies it may read), over exactly `BACKED_UP_STREAMS` in restore
+    order, onto its own volume, and the network lets it reach NATS and nothing else."""
+    from breachmatch import bus
+    from breachmatch.identity import Identity
+    from breachmatch.nats_auth import BACKED_UP_STREAMS
+
+    docs = rendered["prod"]
+    cronjob = _find(docs, "CronJob", "jetstream-backup")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = _pod(cronjob)
+    container = _container(cronjob, "backup")
+    env = {var["name"]: var["value"] for var in container["env"]}
+    assert tuple(env["BACKUP_STREAMS"].split()) == BACKED_UP_STREAMS
+    assert env["NATS_INBOX_PREFIX"] == bus.inbox_prefix(Identity(Role.SERVICE, "backup"))
+    assert env["NATS_URL"] == "tls://nats:4222"
+    script = container["args"][0]
+    assert "stream backup" in script
+    assert "for stream in $BACKUP_STREAMS" in script
+    assert '--inbox-prefix "$NATS_INBOX_PREFIX"' in script
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert _generated_from(volumes["tls"]["secret"]["secretName"]) == "backup-tls"
+    for option in ("--tlscert", "--tlskey", "--tlsca"):
+        path = re.search(rf"{option} (\S+)", script)
+        assert path, option
+        assert path.group(1).startswith(mounts["tls"] + "/"), option
+    claim = volumes["backups"]["persistentVolumeClaim"]["claimName"]
+    assert _find(docs, "PersistentVolumeClaim", claim)
+    assert mounts["backups"] == "/backups"
+    # The network: backup pods -> NATS 4222 (egress from them, ingress at NATS), no more.
+    labels = _pod_template(cronjob)["metadata"]["labels"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    egress = [
+        rule
+        for p in policies
+        if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+        and p["spec"]["podSelector"] != {}
+        for rule in p["spec"].get("egress", [])
+    ]
+    assert [[port["port"] for port in rule["ports"]] for rule in egress] == [[4222]]
+    assert egress[0]["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}]
+    nats_labels = _pod_template(_find(docs, "StatefulSet", "nats"))["metadata"]["labels"]
+    admitted = [
+        rule
+        for p in policies
+        if p["spec"]["podSelector"].get("matchLabels", {}).items() <= nats_labels.items()
+        for rule in p["spec"].get("ingress", [])
+        if any(
+            peer.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
+            and peer.get("podSelector", {}).get("matchLabels")
+            for peer in rule.get("from", [])
+        )
+    ]
+    assert [[port["port"] for port in rule["ports"]] for rule in admitted] == [[4222]]
