@@ -302,7 +302,8 @@ def round_trip(
         "BREACHMATCH_NOTIFIER": f"localhost:{ports['notifier']['grpc']}",
         "BREACHMATCH_TLS_DIR": str(dev.pki.tenant_dir(TENANT)),
         "BREACHMATCH_STATE_DIR": str(work / TENANT),
-        "BREACHMATCH_CACHE_KEY": str(work / TENANT / "cache.key"),
+        # Outside the state directory: the SDK refuses a key next to the cache it protects.
+        "BREACHMATCH_CACHE_KEY": str(work / f"{TENANT}-cache.key"),
         "BREACHMATCH_OPERATOR_KEY": str(dev.keys.verify_key),
     }
     step(f"ingest: {data.leaked_rows} leaked rows, OPRF by the ingest pod's worker")
