@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 from breachmatch import bus, logs
-from breachmatch.dev import DevPki
-from breachmatch.dev.nats_server import NatsCluster
 from breachmatch.keys import make_operator_keys
 from breachmatch.reachability import EXIT_UNREACHABLE, NotReadyError
+from breachmatch_dev import DevPki
+from breachmatch_dev.nats_server import NatsCluster
 
 WAITING = "JetStream not ready; waiting"
 
