@@ -149,6 +149,12 @@ CUSTOM = {
     ("gateway.networking.k8s.io/v1alpha2", "TLSRoute"): {
         "parentRefs": True, "rules": True, "hostnames": False,
     },
+    # components/cert-manager, when an overlay adds it.
+    ("cert-manager.io/v1", "Certificate"): {
+        "secretName": True, "issuerRef": True, "uris": True, "commonName": False,
+        "dnsNames": False, "usages": True, "duration": False, "renewBefore": False,
+        "privateKey": False,
+    },
 }
 ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout", "scheme"}
 bad, custom = [], 0
