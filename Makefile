@@ -13,18 +13,47 @@ PKGS   := sdk dev services/ingest services/matcher services/notifier
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PKGS))
 STUBS_DIR  := sdk/src
 BENCH_VENV := .venv-bench
+LOCKS      := locks
+LOCAL_DISTS := breachmatch breachmatch-dev breachmatch-ingest breachmatch-matcher breachmatch-notifier
 
-.PHONY: all venv proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-notify bench-core bench-check bench clean
+.PHONY: all venv lock proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-notify bench-core bench-check bench clean
 
 all: test
 
-$(STAMP): $(PYPROJECTS) requirements-dev.txt
+# Everything from the hashed lock (pip refuses a file whose hash is not in it),
+# then the local packages editable, without dependencies and without build
+# isolation (the lock's setuptools builds them, nothing unpinned is fetched);
+# `pip check` fails when a package needs something the lock lacks (`make lock`).
+$(STAMP): $(PYPROJECTS) requirements-dev.txt $(LOCKS)/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt $(addprefix -e ./,$(PKGS))
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCKS)/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ./,$(PKGS))
+	$(PY) -m pip check
 	touch $@
 
 venv: $(STAMP)
+
+# The hashed lock files: locks/<name>.in compiled into locks/<name>.txt by uv,
+# for Python 3.11 on Linux. dev.txt is the whole dev environment (make venv, CI);
+# build.txt the images' build backend and <service>.txt each image's runtime,
+# held to dev.txt's versions so an image runs what CI tested. Existing pins are
+# kept unless the inputs need others; UPGRADE=1 moves every pin to the newest
+# release. tests/test_locks.py fails `make test` when a lock is stale.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform linux --custom-compile-command "make lock" \
+	$(addprefix --no-emit-package ,$(LOCAL_DISTS)) $(if $(UPGRADE),--upgrade)
+
+lock: $(BIN)/uv
+	$(UV_COMPILE) $(LOCKS)/dev.in -o $(LOCKS)/dev.txt
+	for name in build ingest matcher notifier; do \
+	  $(UV_COMPILE) -c $(LOCKS)/dev.txt $(LOCKS)/$$name.in -o $(LOCKS)/$$name.txt || exit 1; \
+	done
+
+# uv at the version requirements-dev.txt pins, so that `make lock` works even
+# when the lock is too stale for `make venv`.
+$(BIN)/uv:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$$(grep -E '^uv==' requirements-dev.txt)"
 
 # Stubs are generated into the sdk package (breachmatch.v1), never edited by
 # hand, and committed so `pip install ./sdk` works alone; proto-check fails CI

@@ -565,9 +565,20 @@ def test_dockerfile(service: str) -> None:
     assert f'CMD ["{ENTRYPOINTS[service]}"]' in final
     assert any("COPY --from=builder /opt/venv /opt/venv" in line for line in final)
     assert not any(line.startswith(("ADD ", "RUN pip", "RUN apt")) for line in final)
-    wheel = next(line for line in lines if "pip wheel" in line)
+    # Third-party code only from the hashed locks; the local wheels built by the
+    # locked setuptools and installed without dependencies (tests/test_locks.py).
+    run = " ".join(line for line in lines if line.startswith("RUN ") and "pip" in line)
+    installs = [step.strip() for step in run.split("&&") if " install " in step]
+    assert installs
+    for step in installs:
+        assert "--no-deps" in step, step
+        assert "--require-hashes" in step or "--no-index" in step, step
+    assert any(f"-r locks/{service}.txt" in step for step in installs)
+    assert any("-r locks/build.txt" in step for step in installs)
+    wheel = next(step for step in run.split("&&") if "pip wheel" in step)
     assert "./sdk" in wheel
     assert f"./services/{service}" in wheel
+    assert "--no-build-isolation" in wheel
 
     ignore_file = DEPLOY / "images" / f"{service}.Dockerfile.dockerignore"
     ignore = [
@@ -575,9 +586,16 @@ def test_dockerfile(service: str) -> None:
         for line in ignore_file.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    # Everything out, then exactly the two packages the image installs.
-    assert ignore[:3] == ["*", "!sdk/", f"!services/{service}/"]
-    assert not [line for line in ignore[3:] if line.startswith("!")]
+    # Everything out, then exactly the two packages the image installs and their
+    # locks: never dev/ (the dev PKI and stack) nor another service's code.
+    assert ignore[:5] == [
+        "*",
+        "!sdk/",
+        f"!services/{service}/",
+        "!locks/build.txt",
+        f"!locks/{service}.txt",
+    ]
+    assert not [line for line in ignore[5:] if line.startswith("!")]
     assert {"**/*.pem", "**/*.key"} <= set(ignore)
 
 

@@ -2,7 +2,7 @@
 # breachmatch ingest image. Build from the repository root (the build context):
 #   docker build -f deploy/images/ingest.Dockerfile -t breachmatch/ingest:dev .
 # BuildKit reads deploy/images/ingest.Dockerfile.dockerignore, which admits only
-# sdk/ and services/ingest/ into the context.
+# sdk/, services/ingest/ and their hashed lock files (locks/) into the context.
 #
 # The base is pinned by digest; the release process refreshes the digest
 # (deploy/README.md). Builder and runtime share it, so the virtualenv built in
@@ -25,16 +25,25 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+COPY locks/build.txt locks/ingest.txt locks/
 COPY sdk/ sdk/
 COPY services/ingest/ services/ingest/
 
-# Wheels for the two local packages and everything they depend on, then a
-# virtualenv installed from those wheels only (no index in the second step).
+# Every third-party package from the hashed locks (`make lock`; pip refuses a
+# file whose hash is not listed, and the lock holds every dependency, so
+# --no-deps): the build backend into the build virtualenv, the runtime into
+# /opt/venv. The two local packages are then built without build isolation (by
+# the locked setuptools, so nothing unpinned is fetched) and installed without
+# dependencies; `pip check` fails the build if the lock lacks one they need.
 RUN python3 -m venv /opt/build \
- && /opt/build/bin/pip wheel --wheel-dir /wheels ./sdk ./services/ingest \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r locks/build.txt \
  && python3 -m venv --without-pip /opt/venv \
- && /opt/build/bin/pip --python /opt/venv/bin/python install --no-index --find-links /wheels \
-      breachmatch-ingest \
+ && /opt/build/bin/pip --python /opt/venv/bin/python install --require-hashes --no-deps \
+      -r locks/ingest.txt \
+ && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels \
+      ./sdk ./services/ingest \
+ && /opt/build/bin/pip --python /opt/venv/bin/python install --no-index --no-deps /wheels/*.whl \
+ && /opt/build/bin/pip --python /opt/venv/bin/python check \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
  && /opt/venv/bin/breachmatch-ingest --help > /dev/null
 
