@@ -41,11 +41,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import yaml
 from aiosmtpd.controller import Controller
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from breachmatch_dev import health
 from breachmatch_dev.demo import expected_matches, found_matches
 from breachmatch_dev.dumps import write_dataset
 from breachmatch_dev.nats_server import free_port
@@ -226,22 +225,8 @@ def restart_counts(pods: list[str]) -> dict[str, int]:
 
 def wait_serving(name: str, port: int, alive: Callable[[], None], timeout: float) -> None:
     """Block until grpc.health.v1 on 127.0.0.1:`port` reports SERVING (Watch, not polling)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive()
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=2.0)
-                stream = health_pb2_grpc.HealthStub(channel).Watch(
-                    health_pb2.HealthCheckRequest(service=""),
-                    timeout=max(0.1, deadline - time.monotonic()),
-                )
-                for reply in stream:
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-            except (grpc.FutureTimeoutError, grpc.RpcError):
-                continue
-    raise SmokeError(f"{name} did not report SERVING within {timeout:.0f}s")
+    if not health.wait_serving(port, timeout, alive):
+        raise SmokeError(f"{name} did not report SERVING within {timeout:.0f}s")
 
 
 def show_logs(pods: list[str], lines: int = 25) -> None:

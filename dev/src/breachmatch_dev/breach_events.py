@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from breachmatch import bus
 from breachmatch.filter import (
+    BodySummary,
     FilterParameters,
     Manifest,
     Retraction,
@@ -47,7 +48,15 @@ def make_manifest(
     oprf_key_id: str = "k-test",
 ) -> Manifest:
     """The manifest of an empty filter whose body is `body` (its size and digest bind it)."""
-    return Manifest(
+    empty = BodySummary(
+        entry_count=0,
+        parameters=FilterParameters(),
+        body_size=len(body),
+        body_sha256=hashlib.sha256(body).hexdigest(),
+        category_counts=dict.fromkeys(Category.legend(), 0),
+    )
+    return Manifest.for_body(
+        empty,
         breach_id=breach_id,
         version=version,
         title=title,
@@ -58,11 +67,6 @@ def make_manifest(
         verified=True,
         sensitive=True,
         oprf_key_id=oprf_key_id,
-        entry_count=0,
-        filter_parameters=FilterParameters(),
-        category_counts=dict.fromkeys(Category.legend(), 0),
-        body_size=len(body),
-        body_sha256=hashlib.sha256(body).hexdigest(),
     )
 
 

@@ -29,16 +29,13 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from breachmatch.keys import make_operator_keys
+from breachmatch_dev.health import wait_serving
 from breachmatch_dev.nats_server import NatsServer, free_port
 from breachmatch_dev.pki import DevPki, make_dev_pki
 
@@ -80,24 +77,13 @@ class StackError(RuntimeError):
 
 def _wait_serving(name: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
     """Block until the service's plaintext health port reports SERVING."""
-    deadline = time.monotonic() + timeout
-    target = f"127.0.0.1:{port}"
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         if process.poll() is not None:
             raise StackError(f"{name} exited with code {process.returncode} during start-up")
-        with grpc.insecure_channel(target) as channel:
-            try:
-                grpc.channel_ready_future(channel).result(timeout=min(2.0, timeout))
-                stream = health_pb2_grpc.HealthStub(channel).Watch(
-                    health_pb2.HealthCheckRequest(service=""),
-                    timeout=max(0.1, deadline - time.monotonic()),
-                )
-                for reply in stream:
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-            except (grpc.FutureTimeoutError, grpc.RpcError):
-                continue
-    raise StackError(f"{name} did not become healthy within {timeout:.0f}s (see its log)")
+
+    if not wait_serving(port, timeout, alive):
+        raise StackError(f"{name} did not become healthy within {timeout:.0f}s (see its log)")
 
 
 class Stack:
