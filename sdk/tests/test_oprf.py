@@ -136,7 +136,7 @@ def test_libsodium_alone_accepts_a_top_bit_encoding():
     )
 
 
-@pytest.mark.parametrize(
+INVALID_ELEMENTS = pytest.mark.parametrize(
     ("element", "reason"),
     [
         (bytes(32), "identity"),
@@ -149,11 +149,38 @@ def test_libsodium_alone_accepts_a_top_bit_encoding():
         (_top_bit(bytes(32)), "top bit"),
     ],
 )
+
+
+@INVALID_ELEMENTS
 def test_invalid_elements_are_rejected_with_index(element, reason):
     good = oprf.blind(b"x")[1]
     with pytest.raises(oprf.InvalidElementError, match=reason) as info:
         oprf.blind_evaluate_batch(SK_SM, [good, good, element])
     assert info.value.index == 2
+
+
+@INVALID_ELEMENTS
+def test_a_product_refuses_what_validation_refuses_and_says_why(element, reason):
+    """`times_received` leaves decoding to libsodium's multiplication: same refusals, same words."""
+    with pytest.raises(oprf.InvalidElementError, match=reason) as info:
+        oprf.times_received(SK_SM, element, 7)
+    assert info.value.index == 7
+
+
+def test_a_product_of_a_valid_element_is_the_scalar_multiple():
+    element = oprf.hash_to_group(b"valid")
+    assert oprf.times_received(SK_SM, element) == rbcl.crypto_scalarmult_ristretto255(
+        SK_SM, element
+    )
+    assert oprf.times_received(SK_SM, bytearray(element)) == oprf.times_received(SK_SM, element)
+    # A zero scalar (a composite weight can be one, with probability 2^-252) gives the identity.
+    assert oprf.times_received(bytes(32), element) == bytes(32)
+
+
+@settings(max_examples=30, deadline=None)
+@given(msg=st.binary(max_size=300), dst=st.binary(min_size=1, max_size=255))
+def test_the_64_byte_expansion_is_the_general_one(msg, dst):
+    assert oprf.expand_message_xmd_64(msg, dst) == oprf.expand_message_xmd(msg, dst, 64)
 
 
 def test_finalize_rejects_invalid_evaluated_element():

@@ -200,6 +200,25 @@ def test_a_top_bit_evaluated_element_is_refused_though_libsodium_would_decode_it
         voprf.finalize_batch(PK_SM, INPUTS, blinds, blinded, crafted, proof)
 
 
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (bytes(32), "identity"),
+        (b"\xff" * 32, "canonical"),
+        ((2**255 - 19).to_bytes(32, "little"), "canonical"),
+        (b"\x01" * 31, "32 bytes"),
+    ],
+)
+def test_an_invalid_evaluated_element_refuses_the_batch_and_says_why(bad, reason):
+    """Evaluated elements are decoded only by the composite's multiplication: still refused."""
+    blinds, blinded, evaluated, proof = _honest_batch()
+    crafted = list(evaluated)
+    crafted[5] = bad
+    with pytest.raises(voprf.VerifyError, match=reason):
+        voprf.finalize_batch(PK_SM, INPUTS, blinds, blinded, crafted, proof)
+    assert not voprf.verify_proof(PK_SM, blinded, crafted, proof)
+
+
 def test_a_top_bit_public_key_never_verifies():
     _, blinded, evaluated, proof = _honest_batch()
     assert voprf.verify_proof(PK_SM, blinded, evaluated, proof)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 
 import rbcl
@@ -72,12 +72,16 @@ def _weight(seed: bytes, index: int, c: bytes, d: bytes) -> bytes:
 
 
 def _weighted_sum(weights: Sequence[bytes], elements: Sequence[bytes]) -> bytes:
-    """Σ wᵢ·Eᵢ with libsodium's scalar multiplication and addition."""
+    """Σ wᵢ·Eᵢ with libsodium's scalar multiplication and addition (elements already valid)."""
     mult = rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero
+    return _sum(mult(weight, element) for weight, element in zip(weights, elements, strict=True))
+
+
+def _sum(products: Iterable[bytes]) -> bytes:
     add = rbcl.crypto_core_ristretto255_add
     total = bytes(ELEMENT_SIZE)  # the identity
-    for weight, element in zip(weights, elements, strict=True):
-        total = add(total, mult(weight, element))
+    for product in products:
+        total = add(total, product)
     return bytes(total)
 
 
@@ -93,10 +97,16 @@ def _check_batch(cs: Sequence[bytes], ds: Sequence[bytes]) -> None:
 
 
 def compute_composites(pk: bytes, cs: Sequence[bytes], ds: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """ComputeComposites(B, C, D) -> (M, Z): the verifier's form."""
+    """ComputeComposites(B, C, D) -> (M, Z): the verifier's form.
+
+    The Cᵢ are the verifier's own blinded elements; each Dᵢ is as received,
+    validated by its own multiplication (`oprf.times_received`): an invalid
+    one raises `InvalidElementError` with its index.
+    """
     _check_batch(cs, ds)
     weights = _weights(composite_seed(pk), 0, cs, ds)
-    return _weighted_sum(weights, cs), _weighted_sum(weights, ds)
+    z = _sum(oprf.times_received(w, d, i) for i, (w, d) in enumerate(zip(weights, ds, strict=True)))
+    return _weighted_sum(weights, cs), z
 
 
 def compute_composites_fast(
@@ -141,6 +151,14 @@ def generate_proof(
 
 def verify_proof(pk: bytes, cs: Sequence[bytes], ds: Sequence[bytes], proof: bytes) -> bool:
     """VerifyProof(G, B, C, D, proof) (RFC 9497 §2.2.2); False for anything malformed."""
+    try:
+        return _verify(pk, cs, ds, proof)
+    except (OprfError, RuntimeError):  # rbcl raises RuntimeError where libsodium fails
+        return False
+
+
+def _verify(pk: bytes, cs: Sequence[bytes], ds: Sequence[bytes], proof: bytes) -> bool:
+    """VerifyProof; an invalid evaluated element raises `InvalidElementError` (with why)."""
     if len(proof) != PROOF_SIZE:
         return False
     c, s = proof[:SCALAR_SIZE], proof[SCALAR_SIZE:]
@@ -148,13 +166,10 @@ def verify_proof(pk: bytes, cs: Sequence[bytes], ds: Sequence[bytes], proof: byt
         return False
     mult = rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero
     add = rbcl.crypto_core_ristretto255_add
-    try:
-        oprf.validate_element(pk)
-        m, z = compute_composites(pk, cs, ds)
-        t2 = bytes(add(rbcl.crypto_scalarmult_ristretto255_base_allow_scalar_zero(s), mult(c, pk)))
-        t3 = bytes(add(mult(s, m), mult(c, z)))
-    except (OprfError, RuntimeError):  # rbcl raises RuntimeError where libsodium fails
-        return False
+    oprf.validate_element(pk)
+    m, z = compute_composites(pk, cs, ds)
+    t2 = bytes(add(rbcl.crypto_scalarmult_ristretto255_base_allow_scalar_zero(s), mult(c, pk)))
+    t3 = bytes(add(mult(s, m), mult(c, z)))
     return hmac.compare_digest(_challenge(pk, m, z, t2, t3), c)
 
 
@@ -203,9 +218,10 @@ def _evaluate_with_composite(
     """Evaluated elements and Σ dᵢ·Cᵢ over them, indices counted from `offset`."""
     if not 0 < len(blinded_elements) <= MAX_BATCH:
         raise OprfError(f"a proof covers 1 to {MAX_BATCH} elements")
-    cs = [oprf.validate_element(e, offset + i) for i, e in enumerate(blinded_elements)]
-    ds = [bytes(rbcl.crypto_scalarmult_ristretto255(sk, c)) for c in cs]
-    return ds, _weighted_sum(_weights(seed, offset, cs, ds), cs)
+    # Each element is validated by its evaluation; once that succeeded it is
+    # a valid element, so the composite may multiply it unchecked.
+    ds = [oprf.times_received(sk, e, offset + i) for i, e in enumerate(blinded_elements)]
+    return ds, _weighted_sum(_weights(seed, offset, blinded_elements, ds), blinded_elements)
 
 
 def finalize_batch(
@@ -224,9 +240,12 @@ def finalize_batch(
     if not len(inputs) == len(blinds) == len(blinded_elements) == len(evaluated_elements):
         raise OprfError("finalize_batch needs equally long inputs, blinds and elements")
     try:
-        checked = [oprf.validate_element(e, i) for i, e in enumerate(evaluated_elements)]
+        verified = _verify(pk, blinded_elements, evaluated_elements, proof)
     except InvalidElementError as exc:
         raise VerifyError(f"the batch holds an invalid evaluated element: {exc.reason}") from None
-    if not verify_proof(pk, blinded_elements, checked, proof):
+    except (OprfError, RuntimeError):
+        verified = False
+    if not verified:
         raise VerifyError("the batch's proof does not verify under the committed public key")
-    return oprf.unblind_batch(inputs, blinds, checked)
+    # Every Dᵢ went through `times_received` in the composite: all are valid elements.
+    return oprf.unblind_batch(inputs, blinds, evaluated_elements)
