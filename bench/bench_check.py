@@ -45,6 +45,7 @@ from breachmatch.client import CheckResult, Client, PipelineOptions
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 from breachmatch_dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
+from breachmatch_dev.floor import Floor
 
 HERE = Path(__file__).resolve().parent
 TENANT = "bench-hospital"
@@ -119,29 +120,38 @@ class MatcherProcess:
         self.process.wait(30)
 
 
-def client_cpu_seconds() -> float:
+def client_cpu_seconds() -> tuple[float, float]:
+    """(this process, its reaped children): the check itself, and its blinding pool."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    return own.ru_utime + own.ru_stime, reaped.ru_utime + reaped.ru_stime
 
 
 @dataclass
 class Sample:
     wall: float
-    client_cpu: float
+    #: The client's own process (reading, cache, gRPC, pipeline) and its pool workers.
+    client_main_cpu: float
+    client_pool_cpu: float
     matcher_cpu: float
     evaluations: int
     matched: int
 
+    @property
+    def client_cpu(self) -> float:
+        return self.client_main_cpu + self.client_pool_cpu
+
 
 def measure(matcher: MatcherProcess, run: Callable[[], CheckResult]) -> Sample:
-    cpu, served = client_cpu_seconds(), matcher.cpu_seconds()
+    (own, pool), served = client_cpu_seconds(), matcher.cpu_seconds()
     start = time.perf_counter()
     result = run()
     wall = time.perf_counter() - start
+    own_after, pool_after = client_cpu_seconds()
     return Sample(
         wall,
-        client_cpu_seconds() - cpu,
+        own_after - own,
+        pool_after - pool,
         matcher.cpu_seconds() - served,
         result.evaluations,
         len(result.matches),
@@ -209,6 +219,7 @@ def main() -> None:
     parser.add_argument("--psi-python", help="python of the venv with openmined-psi")
     args = parser.parse_args()
 
+    floor = Floor.measure()
     root = Path(tempfile.mkdtemp(prefix="bench-check-"))
     try:
         in_leak = write_sets(root, args.patients, args.leaked, args.overlap, seed=1)
@@ -233,6 +244,7 @@ def main() -> None:
         for sample in (*first, *cached):
             assert sample.matched == in_leak, "the check did not find exactly the leaked patients"
         assert all(s.evaluations == 0 for s in cached), "the re-check evaluated something"
+        load = os.getloadavg()[0]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -241,33 +253,75 @@ def main() -> None:
     print(
         f"\nbreachmatch check benchmark — {args.patients:,} patients ({keys_sent:,} distinct "
         f"match keys), leak of {args.leaked:,} rows, {in_leak:,} patients in it; "
-        f"medians of {args.repeat}\n"
+        f"medians of {args.repeat}; load average {load:.1f} on {cores} cores\n"
     )
-    header = f"{'':<34}{'wall s':>9}{'client CPU s':>14}{'server CPU s':>14}{'keys/s':>10}"
+    header = (
+        f"{'':<36}{'wall s':>8}{'client CPU s':>14}{'server CPU s':>14}{'keys/s':>9}"
+        f"{'client µs/key':>15}{'server µs/key':>15}"
+    )
     print(header)
     print("-" * len(header))
-    rows = [("breachmatch first check", first), ("breachmatch cached re-check", cached)]
-    for name, samples in rows:
-        wall = median(samples, "wall")
-        rate = f"{keys_sent / wall:>10,.0f}"
+
+    def row(name: str, wall: float | None, client: float, server: float, keys: float) -> None:
+        wall_text = f"{wall:>8.2f}" if wall is not None else f"{'—':>8}"
+        rate = f"{keys / wall:>9,.0f}" if wall else f"{'—':>9}"
         print(
-            f"{name:<34}{wall:>9.2f}{median(samples, 'client_cpu'):>14.2f}"
-            f"{median(samples, 'matcher_cpu'):>14.2f}{rate}"
+            f"{name:<36}{wall_text}{client:>14.2f}{server:>14.2f}{rate}"
+            f"{client / keys * 1e6:>15,.0f}{server / keys * 1e6:>15,.0f}"
         )
+
+    first_wall = median(first, "wall")
+    first_client = median(first, "client_cpu")
+    first_server = median(first, "matcher_cpu")
+    row("breachmatch first check", first_wall, first_client, first_server, keys_sent)
+    print(
+        f"{'  client: own process | pool':<36}{'':>8}{median(first, 'client_main_cpu'):>7.2f} |"
+        f"{median(first, 'client_pool_cpu'):>5.2f}"
+    )
+    row(
+        "breachmatch cached re-check",
+        median(cached, "wall"),
+        median(cached, "client_cpu"),
+        median(cached, "matcher_cpu"),
+        keys_sent,
+    )
+    client_floor = floor.client_per_key * keys_sent
+    oprf_floor = floor.client_oprf_per_key * keys_sent
+    server_floor = floor.matcher_per_key * keys_sent
+    row("libsodium floor, VOPRF (0x01)", None, client_floor, server_floor, keys_sent)
+    row(
+        "libsodium floor, OPRF (0x00)",
+        None,
+        oprf_floor,
+        floor.mult * keys_sent,
+        keys_sent,
+    )
+    ratios = [
+        f"client CPU/key {first_client / client_floor:.2f}x the VOPRF floor "
+        f"(h2g + 4 mults + 2 adds; target ≤ 1.2x), "
+        f"{first_client / oprf_floor:.2f}x the OPRF floor (h2g + 2 mults)",
+        f"matcher CPU/key {first_server / server_floor:.2f}x its floor (2 mults + 1 add)",
+    ]
     if psi:
         client_s = psi["client_request_s"] + psi["client_intersect_s"]
         server_s = psi["setup_s"] + psi["server_process_s"]
-        print(
-            f"{'OpenMined PSI (setup + query)':<34}{client_s + server_s:>9.2f}{client_s:>14.2f}"
-            f"{server_s:>14.2f}{psi['n_client'] / (client_s + server_s):>10,.0f}"
-        )
+        n_psi = psi["n_client"]
+        row("OpenMined PSI (setup + query)", client_s + server_s, client_s, server_s, n_psi)
         query = client_s + psi["server_process_s"]
+        row("OpenMined PSI (query, setup kept)", query, client_s, psi["server_process_s"], n_psi)
+        ratios += [
+            f"client+matcher CPU {(first_client + first_server) / (client_s + server_s):.2f}x "
+            "OpenMined's (setup + query; target ≤ 0.85x)",
+            f"first-check wall {first_wall / (client_s + server_s):.2f}x OpenMined's "
+            "(setup + query; target ≤ 0.5x)",
+        ]
+    print()
+    for line in ratios:
+        print(f"  {line}")
+    print(f"  {floor.describe()}")
+    if psi:
         print(
-            f"{'OpenMined PSI (query, setup kept)':<34}{query:>9.2f}{client_s:>14.2f}"
-            f"{psi['server_process_s']:>14.2f}{psi['n_client'] / query:>10,.0f}"
-        )
-        print(
-            f"\n  OpenMined PSI: {psi['n_client']:,.0f} client vs {psi['n_server']:,.0f} server "
+            f"  OpenMined PSI: {psi['n_client']:,.0f} client vs {psi['n_server']:,.0f} server "
             f"items, intersection {psi['intersection']:,.0f}; one thread, CPU ≈ wall; setup "
             f"message {psi['setup_bytes'] / 1e6:.2f} MB per check"
         )

@@ -12,6 +12,12 @@ docs/architecture.md do — with the same command-line tools they use:
 prints a summary, checks the matches against the generator's ground truth,
 and stops everything it started. ``--scale alles`` runs it at the size of the
 2025 Alles Lægehus leak (130,000 patients, 57,000 leaked records).
+
+The summary times each phase in wall seconds and in CPU seconds (the tools
+it ran plus every process of the stack), beside the libsodium floor for
+the same OPRF work measured in the same run (`breachmatch_dev.floor`): on a
+shared machine the seconds alone say little, the ratio says what the code
+costs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from breachmatch_dev.dumps import Dataset, write_dataset
+from breachmatch_dev.floor import Floor
 from breachmatch_dev.stack import Stack, StackInfo
 
 BREACH_ID = "alles-laegehus-demo"
@@ -135,15 +145,96 @@ def _summary(outcome: Outcome) -> bool:
     print("categories " + ", ".join(f"{name} {n:,}" for name, n in categories.most_common()))
     print(f"notices    {outcome.delivered:,} e-mails delivered: one per strong match plus the")
     print(f"           new-breach alert to the hospital's DPO; read them in {info.mail_dir}")
-    phases = outcome.phases
-    print("seconds    " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items())
-          + f" (total {sum(phases.values()):.1f})")  # fmt: skip
+    _print_phases(outcome)
     ok = found == truth
     print(f"truth      {'exactly the expected matches' if ok else 'MISMATCH with ground truth'}")
     if not ok:
         print(f"           {len(truth - found):,} expected matches missing, "
               f"{len(found - truth):,} unexpected")  # fmt: skip
     return ok
+
+
+def _print_phases(outcome: Outcome) -> None:
+    """Wall and CPU seconds per phase, beside the libsodium floor for the phase's OPRF work."""
+    floor, cores = outcome.floor, os.cpu_count() or 1
+    floors = {
+        "ingest": (
+            outcome.leaked_tokens * floor.ingest_per_token,
+            f"{outcome.leaked_tokens:,} leaked tokens × (h2g + 1 mult)",
+        ),
+        "check": (
+            outcome.evaluations * (floor.client_per_key + floor.matcher_per_key),
+            f"{outcome.evaluations:,} patient keys × (client h2g + 4 mults + 2 adds"
+            " + matcher 2 mults + 1 add)",
+        ),
+    }
+    print(f"phases     {'wall s':>8}{'CPU s':>9}{'floor CPU s':>13}{'CPU/floor':>11}")
+    for name, phase in outcome.phases.items():
+        work, what = floors.get(name, (0.0, "no OPRF work: the SMTP sink's own speed bounds it"))
+        ratio = f"{phase.cpu / work:>10.2f}x" if work else f"{'—':>11}"
+        work_text = f"{work:>13.1f}" if work else f"{'—':>13}"
+        print(f"  {name:<9}{phase.wall:>8.1f}{phase.cpu:>9.1f}{work_text}{ratio}  {what}")
+    wall = sum(p.wall for p in outcome.phases.values())
+    cpu = sum(p.cpu for p in outcome.phases.values())
+    work = sum(w for w, _ in floors.values())
+    print(
+        f"  {'total':<9}{wall:>8.1f}{cpu:>9.1f}{work:>13.1f}{'—':>11}  "
+        f"the floor's OPRF work alone needs ≥ {work / cores:.1f} s wall on {cores} cores; "
+        f"load average {outcome.load:.1f}"
+    )
+    print(f"           {floor.describe()}")
+
+
+@dataclass(frozen=True)
+class Phase:
+    #: Wall-clock seconds.
+    wall: float
+    #: CPU seconds of the tools the phase ran and of every process of the stack.
+    cpu: float
+
+
+class _CpuMeter:
+    """CPU seconds so far of this process's reaped children (the CLI tools and their
+    pools) and of the stack's live processes (services, their worker pools, NATS)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+
+    def seconds(self) -> float:
+        reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = reaped.ru_utime + reaped.ru_stime
+        pids = [p.process.pid for p in self._stack.services if p.process is not None]
+        if self._stack.nats is not None:
+            pids.append(self._stack.nats.pid)
+        for pid in pids:
+            try:
+                process = psutil.Process(pid)
+                tree = [process, *process.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+            for member in tree:
+                try:
+                    times = member.cpu_times()
+                except psutil.NoSuchProcess:
+                    continue
+                total += times.user + times.system
+        return total
+
+
+class _Phases:
+    def __init__(self, meter: _CpuMeter) -> None:
+        self._meter = meter
+        self.done: dict[str, Phase] = {}
+        self._name = ""
+        self._wall = self._cpu = 0.0
+
+    def start(self, name: str) -> None:
+        self._name, self._wall, self._cpu = name, time.monotonic(), self._meter.seconds()
+
+    def stop(self) -> None:
+        self.done[self._name] = Phase(
+            time.monotonic() - self._wall, self._meter.seconds() - self._cpu
+        )
 
 
 @dataclass
@@ -155,8 +246,15 @@ class Outcome:
     results: dict[str, Any]
     strong: int
     delivered: int
-    #: Wall-clock seconds per phase: ingest, check, notify (submit until delivered).
-    phases: dict[str, float]
+    #: Per phase: ingest, check, notify (submit until delivered).
+    phases: dict[str, Phase]
+    #: libsodium's speed, measured at the start of the run.
+    floor: Floor
+    #: Tokens the ingest evaluated (filter entries), and keys the check sent to the matcher.
+    leaked_tokens: int
+    evaluations: int
+    #: One-minute load average at the end of the run.
+    load: float
 
 
 def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
@@ -168,8 +266,10 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
     # fresh hospital state (the PKI and operator keys are reused).
     for stale in ("mail", "hospital-a", "digital-post-outbox", "nats", "logs"):
         shutil.rmtree(root / stale, ignore_errors=True)
+    floor = Floor.measure()
     print("starting nats-server, matcher, notifier, ingest and an SMTP sink ...")
     info = stack.up()
+    phases = _Phases(_CpuMeter(stack))
     try:
         # The leak as such dumps come: journal notes with an unquoted ";",
         # trailing empty cells left out, a placeholder row and a broken one.
@@ -177,18 +277,18 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
             root / "data", patients, leaked, strangers, fillers=True, ragged=True, short=True
         )
         print(f"ingesting the leak ({data.leaked_rows:,} rows) ...")
-        phases: dict[str, float] = {}
-        started = time.monotonic()
-        run_tool(info, *ingest_command(data))
-        phases["ingest"] = time.monotonic() - started
+        ingest_report = root / "ingest-report.json"
+        phases.start("ingest")
+        run_tool(info, *ingest_command(data), "--json-report", str(ingest_report))
+        phases.stop()
         results_path = root / "results.json"
         print(f"checking {data.patients:,} patients ...")
-        started = time.monotonic()
+        phases.start("check")
         run_tool(info, *check_command(data, results_path))
-        phases["check"] = time.monotonic() - started
+        phases.stop()
         results = json.loads(results_path.read_text())
         print("submitting sealed notices ...")
-        started = time.monotonic()
+        phases.start("notify")
         notify = notify_command(results_path)
         out = run_tool(info, *notify).stdout
         print("  " + out.strip().splitlines()[-1] if out.strip() else "")
@@ -197,11 +297,23 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
         strong = sum(1 for m in results["matches"] if m["strength"] == "strong")
         expected_mail = strong + 1  # + the notifier's new-breach alert to the tenant
         delivered = _wait_for_mail(info, expected_mail, timeout=120 + strong / 20)
-        phases["notify"] = time.monotonic() - started
+        phases.stop()
+        load = os.getloadavg()[0]
     finally:
         stack.down()
         print("stack stopped")
-    return Outcome(info, data, results, strong, delivered, phases)
+    return Outcome(
+        info,
+        data,
+        results,
+        strong,
+        delivered,
+        phases.done,
+        floor,
+        leaked_tokens=int(json.loads(ingest_report.read_text())["entries"]),
+        evaluations=int(results["summary"]["evaluations"]),
+        load=load,
+    )
 
 
 def main() -> None:
