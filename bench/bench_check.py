@@ -245,6 +245,7 @@ def main() -> None:
             assert sample.matched == in_leak, "the check did not find exactly the leaked patients"
         assert all(s.evaluations == 0 for s in cached), "the re-check evaluated something"
         load = os.getloadavg()[0]
+        floor = floor.averaged_with(Floor.measure())
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -248,7 +248,7 @@ class Outcome:
     delivered: int
     #: Per phase: ingest, check, notify (submit until delivered).
     phases: dict[str, Phase]
-    #: libsodium's speed, measured at the start of the run.
+    #: libsodium's speed, measured at the start and at the end of the run.
     floor: Floor
     #: Tokens the ingest evaluated (filter entries), and keys the check sent to the matcher.
     leaked_tokens: int
@@ -299,6 +299,7 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
         delivered = _wait_for_mail(info, expected_mail, timeout=120 + strong / 20)
         phases.stop()
         load = os.getloadavg()[0]
+        floor = floor.averaged_with(Floor.measure())
     finally:
         stack.down()
         print("stack stopped")

@@ -18,7 +18,8 @@ The SHA-512 hashing around these (expand_message_xmd, composite weights,
 Finalize) is left out, so the floor is a little below what any
 implementation could reach. Times are CPU seconds of this process
 (`time.process_time`), so other load on the machine slows the floor as it
-slows the work it is compared with.
+slows the work it is compared with; a run measures it at its start and its
+end (`averaged_with`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ class Floor:
             add=_per_call(
                 n, repeat, lambda: [add(p, q) for p, q in zip(points, points[::-1], strict=True)]
             ),
+        )
+
+    def averaged_with(self, later: Floor) -> Floor:
+        """The mean of two measurements: one at the start of a run and one at its end,
+        so that the floor has seen the load the run itself saw."""
+        return Floor(
+            (self.h2g + later.h2g) / 2, (self.mult + later.mult) / 2, (self.add + later.add) / 2
         )
 
     @property
