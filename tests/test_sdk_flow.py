@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import nacl.signing
+import psutil
 import pytest
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
@@ -571,8 +572,13 @@ async def test_an_interrupted_run_resumes_where_it_stopped(stack: Stack, tmp_pat
         # Another process's commit cannot notify us: watch the checkpoint itself.
         while not (state / "tokens.sqlite").exists() or _cached_rows(state) == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "a run this size evaluates in a pool of worker processes"
     process.kill()
     await process.wait()
+    # The pool (and multiprocessing's resource tracker) end with the killed parent.
+    _, alive = await asyncio.to_thread(psutil.wait_procs, workers, TIMEOUT)
+    assert alive == []
     checkpointed = _cached_rows(state)
     report = tmp_path / "resumed.json"
     code, _, err = await _cli(stack, "sdk-resume", state, "check", *env_args, "--json", str(report))

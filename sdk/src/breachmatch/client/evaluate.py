@@ -85,9 +85,28 @@ class PipelineOptions:
         return self.deadline_base + self.deadline_per_element * elements
 
 
-def _ignore_interrupts() -> None:
-    """Pool workers leave Ctrl-C to the parent, which shuts them down."""
+#: How often a pool worker looks whether its parent is still there.
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _start_worker(parent: int) -> None:
+    """Pool workers leave Ctrl-C to the parent, which shuts them down, and end with it.
+
+    A parent killed outright (SIGKILL, the OOM killer) never shuts its pool
+    down, and spawned workers block on a queue whose write end they hold
+    themselves: without the watch they, and multiprocessing's resource
+    tracker, would live on forever. `parent` comes from the parent itself: a
+    parent killed while this worker starts leaves ``os.getppid()`` naming the
+    reaper already.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 class OprfPipeline:
@@ -132,7 +151,8 @@ class OprfPipeline:
             return ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_interrupts,
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
         return ThreadPoolExecutor(max_workers=2, thread_name_prefix="oprf")
 
