@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import platform
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,7 +32,13 @@ async def test_build_info_and_budget_gauges_are_scraped(matcher, connect, key_in
     assert len((await evaluate(stub, [request]))[0].evaluated_elements) == 3
 
     samples = await asyncio.to_thread(_scrape, matcher.service.metrics_port)
-    assert samples[("breachmatch_build_info", (("service", "matcher"), ("version", "0.1.0")))] == 1
+    build_labels = (
+        ("git_sha", "unknown"),
+        ("python", platform.python_version()),
+        ("service", "matcher"),
+        ("version", "0.1.0"),
+    )
+    assert samples[("breachmatch_build_info", build_labels)] == 1
     labels = (("tenant", tenant),)
     assert samples[("breachmatch_matcher_budget_limit", labels)] == limit
     assert samples[("breachmatch_matcher_budget_remaining", labels)] == limit - 3
