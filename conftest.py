@@ -16,6 +16,7 @@ are NATS users of the shared server too.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,11 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from breachmatch import tracing
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 
 
@@ -198,3 +203,62 @@ def fuzz_grpc_service() -> Callable[..., dict[str, list[str]]]:
         return seen
 
     return fuzz
+
+
+# --- traces ----------------------------------------------------------------------------
+
+
+class SpanRecorder(SpanProcessor):
+    """Keeps the spans this process ends while a test asks for them (the `spans` fixture).
+
+    A process has one global tracer provider for good, so this processor
+    stays installed and records only while `recording`; other tests in the
+    process leave nothing behind. Spans go to OTel's own in-memory exporter.
+    """
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.recording = False
+        self._ended = threading.Condition()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.recording:
+            with self._ended:
+                self.exporter.export([span])
+                self._ended.notify_all()
+
+    def finished(self) -> tuple[ReadableSpan, ...]:
+        return self.exporter.get_finished_spans()
+
+    def wait_for(
+        self, wanted: Callable[[tuple[ReadableSpan, ...]], bool], timeout: float = 20.0
+    ) -> tuple[ReadableSpan, ...]:
+        """Block until `wanted(finished spans)`: a server may end its span after the client
+        has its answer. Call it off the event loop when the server runs on it."""
+        with self._ended:
+            if not self._ended.wait_for(lambda: wanted(self.finished()), timeout):
+                names = [(s.name, s.kind.name) for s in self.finished()]
+                raise AssertionError(f"the expected spans did not end; ended: {names}")
+        return self.finished()
+
+
+_RECORDER = SpanRecorder()
+
+
+@pytest.fixture
+def spans() -> Iterator[SpanRecorder]:
+    """Every span this process ends during the test: the real SDK provider and propagation.
+
+    The services under test run in this process, so their spans land here too.
+    """
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider(resource=tracing.resource("tests"))
+        provider.add_span_processor(_RECORDER)
+        trace.set_tracer_provider(provider)
+    _RECORDER.exporter.clear()
+    _RECORDER.recording = True
+    try:
+        yield _RECORDER
+    finally:
+        _RECORDER.recording = False
+        _RECORDER.exporter.clear()
