@@ -17,6 +17,7 @@ are NATS users of the shared server too.
 from __future__ import annotations
 
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
-from breachmatch import tracing
+from breachmatch import build, tracing
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 
 
@@ -203,6 +205,46 @@ def fuzz_grpc_service() -> Callable[..., dict[str, list[str]]]:
         return seen
 
     return fuzz
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+#: One scraped sample: (name, sorted label pairs) → value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture(scope="session")
+def scrape() -> Callable[[int], Samples]:
+    """``scrape(port)``: what Prometheus reads from the metrics endpoint on 127.0.0.1:port.
+
+    Blocking: run it with `asyncio.to_thread` when the endpoint's process is this one.
+    """
+    return _scrape
+
+
+def build_labels(service: str) -> tuple[tuple[str, str], ...]:
+    """The labels `breachmatch_build_info` has for `service` in this test environment."""
+    return (
+        ("git_sha", build.git_sha()),
+        ("python", build.python_version()),
+        ("service", service),
+        ("version", build.version(service)),
+    )
+
+
+@pytest.fixture(scope="session")
+def build_info_labels() -> Callable[[str], tuple[tuple[str, str], ...]]:
+    return build_labels
 
 
 # --- traces ----------------------------------------------------------------------------
