@@ -2,10 +2,11 @@
 
 The client puts the W3C ``traceparent`` in the call's metadata; the server
 continues that trace. Both are small interceptors of our own rather than
-opentelemetry-instrumentation-grpc: that package's server side does not
-wrap grpc.aio's handler the way `tls.AuthInterceptor` needs (admission,
-decoding and the behaviour all inside one span), and it records request
-peers and exception messages we keep out of spans (`breachmatch.tracing`).
+opentelemetry-instrumentation-grpc: ours runs outside `tls.AuthInterceptor`
+(admission, decoding and the behaviour in one span, refusals included),
+names the admitted tenant, and records what `breachmatch.tracing` allows and
+no more (no peer address, no error details); it also adds no dependency
+beyond the OpenTelemetry API and SDK.
 
 A span is named by its method (``breachmatch.v1.Matcher/Evaluate``) and
 carries the RPC attributes of the OpenTelemetry conventions, the gRPC status
