@@ -19,6 +19,8 @@ from __future__ import annotations
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,11 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
@@ -245,6 +252,84 @@ def build_labels(service: str) -> tuple[tuple[str, str], ...]:
 @pytest.fixture(scope="session")
 def build_info_labels() -> Callable[[str], tuple[tuple[str, str], ...]]:
     return build_labels
+
+
+# --- OTLP ------------------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP collector's traces endpoint on 127.0.0.1: keeps every export it is sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers["Content-Length"])
+                bodies.append(self.rfile.read(size))
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def spans(self) -> list[ExportedSpan]:
+        """Every span received so far, with the service that sent it."""
+        return _exported(self.bodies)
+
+
+@dataclass(frozen=True)
+class ExportedSpan:
+    """One exported span and the service that sent it."""
+
+    service: str
+    span: Span
+
+    @property
+    def kind(self) -> str:
+        return Span.SpanKind.Name(self.span.kind)
+
+
+def _exported(bodies: list[bytes]) -> list[ExportedSpan]:
+    found = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                found += [ExportedSpan(attributes["service.name"], span) for span in scope.spans]
+    return found
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> type[OtlpReceiver]:
+    """``with otlp_receiver() as receiver``: a collector's OTLP/HTTP endpoint at ``receiver.url``.
+
+    Point a process's ``OTEL_EXPORTER_OTLP_ENDPOINT`` at it; ``receiver.spans()``
+    then holds what that process exported, decoded with OpenTelemetry's own
+    protobuf messages, and ``receiver.bodies`` the bytes as sent.
+    """
+    return OtlpReceiver
 
 
 # --- traces ----------------------------------------------------------------------------

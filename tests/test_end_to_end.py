@@ -20,99 +20,34 @@ import csv
 import email
 import json
 import re
-import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from breachmatch_dev.demo import Outcome, expected_matches, found_matches, run_flow
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP collector's traces endpoint on 127.0.0.1: keeps every export it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                size = int(self.headers["Content-Length"])
-                bodies.append(self.rfile.read(size))
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def __enter__(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@dataclass(frozen=True)
-class Traced:
-    """One exported span and the service that sent it."""
-
-    service: str
-    span: Span
-
-    @property
-    def kind(self) -> str:
-        return Span.SpanKind.Name(self.span.kind)
-
-
-def _received(bodies: list[bytes]) -> list[Traced]:
-    found = []
-    for body in bodies:
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource_spans in request.resource_spans:
-            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-            for scope in resource_spans.scope_spans:
-                found += [Traced(attributes["service.name"], span) for span in scope.spans]
-    return found
 
 
 @dataclass(frozen=True)
 class Run:
     outcome: Outcome
     exports: list[bytes]
-    spans: list[Traced]
+    #: `ExportedSpan`s (root conftest), from every process of the flow.
+    spans: list[Any]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    with OtlpReceiver() as receiver, pytest.MonkeyPatch.context() as environment:
+def run(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: Any) -> Iterator[Run]:
+    with otlp_receiver() as receiver, pytest.MonkeyPatch.context() as environment:
         # Every process of the flow (services and CLIs) inherits this environment.
         environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         environment.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
         outcome = run_flow(tmp_path_factory.mktemp("e2e"), patients=400, leaked=150, strangers=100)
         # Each process flushed its spans when it exited, before run_flow returned.
-        yield Run(outcome, list(receiver.bodies), _received(receiver.bodies))
+        yield Run(outcome, list(receiver.bodies), receiver.spans())
 
 
 @pytest.fixture(scope="module")
@@ -212,14 +147,14 @@ def test_no_patient_id_reaches_the_operator(outcome: Outcome) -> None:
         assert [i for i in ids if i in stored] == [], f"patient ids in {folder}"
 
 
-def _traces(spans: list[Traced]) -> dict[bytes, list[Traced]]:
-    traces: dict[bytes, list[Traced]] = defaultdict(list)
+def _traces(spans: list[Any]) -> dict[bytes, list[Any]]:
+    traces: dict[bytes, list[Any]] = defaultdict(list)
     for traced in spans:
         traces[traced.span.trace_id].append(traced)
     return traces
 
 
-def _continued(spans: list[Traced], client: Traced, service: str) -> bool:
+def _continued(spans: list[Any], client: Any, service: str) -> bool:
     """Whether `service` has a SERVER span that is the child of `client`'s call."""
     return any(
         s.service == service

@@ -151,3 +151,31 @@ async def test_a_published_breach_event_and_its_application_are_one_trace(
     trace_id = sent[0].context.trace_id
     assert [s for s in applied if s.context is not None and s.context.trace_id == trace_id]
     assert all(s.attributes and s.attributes["messaging.system"] == "nats" for s in sent)
+
+
+@pytest.mark.parametrize(
+    ("exporter", "exported"), [(None, True), ("none", False)], ids=["endpoint-set", "exporter-none"]
+)
+async def test_a_matcher_process_exports_exactly_when_configured_to(
+    exporter, exported, otlp_receiver, monkeypatch, matcher_files, nats_url, spawn_matcher,
+    connect, key_info,
+):  # fmt: skip
+    """The real ``breachmatch-matcher serve`` with a collector endpoint in its environment:
+    it exports its spans there (flushed at exit), unless OTEL_TRACES_EXPORTER=none."""
+    with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        if exporter is not None:
+            monkeypatch.setenv("OTEL_TRACES_EXPORTER", exporter)
+        process = await spawn_matcher(matcher_files.config(nats_url))
+        await key_info(connect(process.grpc_port, TENANT))
+        process.terminate()
+        assert await process.exit_code() == 0
+    served = [
+        s for s in receiver.spans()
+        if s.service == "breachmatch-matcher" and s.span.name == GET_KEY_INFO
+    ]  # fmt: skip
+    if exported:
+        assert len(served) == 1
+        assert served[0].kind == "SPAN_KIND_SERVER"
+    else:
+        assert receiver.bodies == []
