@@ -16,7 +16,11 @@ are NATS users of the shared server too.
 
 from __future__ import annotations
 
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,17 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
+from breachmatch import build, tracing
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 
 
@@ -198,3 +212,180 @@ def fuzz_grpc_service() -> Callable[..., dict[str, list[str]]]:
         return seen
 
     return fuzz
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+#: One scraped sample: (name, sorted label pairs) → value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture(scope="session")
+def scrape() -> Callable[[int], Samples]:
+    """``scrape(port)``: what Prometheus reads from the metrics endpoint on 127.0.0.1:port.
+
+    Blocking: run it with `asyncio.to_thread` when the endpoint's process is this one.
+    """
+    return _scrape
+
+
+def build_labels(service: str) -> tuple[tuple[str, str], ...]:
+    """The labels `breachmatch_build_info` has for `service` in this test environment."""
+    return (
+        ("git_sha", build.git_sha()),
+        ("python", build.python_version()),
+        ("service", service),
+        ("version", build.version(service)),
+    )
+
+
+@pytest.fixture(scope="session")
+def build_info_labels() -> Callable[[str], tuple[tuple[str, str], ...]]:
+    return build_labels
+
+
+# --- OTLP ------------------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP collector's traces endpoint on 127.0.0.1: keeps every export it is sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers["Content-Length"])
+                bodies.append(self.rfile.read(size))
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def spans(self) -> list[ExportedSpan]:
+        """Every span received so far, with the service that sent it."""
+        return _exported(self.bodies)
+
+
+@dataclass(frozen=True)
+class ExportedSpan:
+    """One exported span and the service that sent it."""
+
+    service: str
+    span: Span
+
+    @property
+    def kind(self) -> str:
+        return Span.SpanKind.Name(self.span.kind)
+
+
+def _exported(bodies: list[bytes]) -> list[ExportedSpan]:
+    found = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                found += [ExportedSpan(attributes["service.name"], span) for span in scope.spans]
+    return found
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> type[OtlpReceiver]:
+    """``with otlp_receiver() as receiver``: a collector's OTLP/HTTP endpoint at ``receiver.url``.
+
+    Point a process's ``OTEL_EXPORTER_OTLP_ENDPOINT`` at it; ``receiver.spans()``
+    then holds what that process exported, decoded with OpenTelemetry's own
+    protobuf messages, and ``receiver.bodies`` the bytes as sent.
+    """
+    return OtlpReceiver
+
+
+# --- traces ----------------------------------------------------------------------------
+
+
+class SpanRecorder(SpanProcessor):
+    """Keeps the spans this process ends while a test asks for them (the `spans` fixture).
+
+    A process has one global tracer provider for good, so this processor
+    stays installed and records only while `recording`; other tests in the
+    process leave nothing behind. Spans go to OTel's own in-memory exporter.
+    """
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.recording = False
+        self._ended = threading.Condition()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.recording:
+            with self._ended:
+                self.exporter.export([span])
+                self._ended.notify_all()
+
+    def finished(self) -> tuple[ReadableSpan, ...]:
+        return self.exporter.get_finished_spans()
+
+    def wait_for(
+        self, wanted: Callable[[tuple[ReadableSpan, ...]], bool], timeout: float = 20.0
+    ) -> tuple[ReadableSpan, ...]:
+        """Block until `wanted(finished spans)`: a server may end its span after the client
+        has its answer. Call it off the event loop when the server runs on it."""
+        with self._ended:
+            if not self._ended.wait_for(lambda: wanted(self.finished()), timeout):
+                names = [(s.name, s.kind.name) for s in self.finished()]
+                raise AssertionError(f"the expected spans did not end; ended: {names}")
+        return self.finished()
+
+
+_RECORDER = SpanRecorder()
+
+
+@pytest.fixture
+def spans() -> Iterator[SpanRecorder]:
+    """Every span this process ends during the test: the real SDK provider and propagation.
+
+    The services under test run in this process, so their spans land here too.
+    """
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider(resource=tracing.resource("tests"))
+        provider.add_span_processor(_RECORDER)
+        trace.set_tracer_provider(provider)
+    _RECORDER.exporter.clear()
+    _RECORDER.recording = True
+    try:
+        yield _RECORDER
+    finally:
+        _RECORDER.recording = False
+        _RECORDER.exporter.clear()

@@ -6,6 +6,12 @@ sink, the ingest CLI on a messy cp1252 leak, the hospital CLI's check and
 notify (twice). Then it checks the outcome against the generator's ground
 truth and scans everything the system stored or logged for the patients'
 identifiers.
+
+Tracing is switched on the way an operator would (``OTEL_EXPORTER_OTLP_ENDPOINT``
+in every process's environment) with a local OTLP/HTTP receiver standing in
+for the collector, so the same run shows that one ingest, one check and one
+notify each form one trace across the processes, and that no exported span
+carries an identifier.
 """
 
 from __future__ import annotations
@@ -14,17 +20,39 @@ import csv
 import email
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from breachmatch_dev.demo import Outcome, expected_matches, found_matches, run_flow
 
 
+@dataclass(frozen=True)
+class Run:
+    outcome: Outcome
+    exports: list[bytes]
+    #: `ExportedSpan`s (root conftest), from every process of the flow.
+    spans: list[Any]
+
+
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
-    return run_flow(tmp_path_factory.mktemp("e2e"), patients=400, leaked=150, strangers=100)
+def run(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: Any) -> Iterator[Run]:
+    with otlp_receiver() as receiver, pytest.MonkeyPatch.context() as environment:
+        # Every process of the flow (services and CLIs) inherits this environment.
+        environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        environment.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+        outcome = run_flow(tmp_path_factory.mktemp("e2e"), patients=400, leaked=150, strangers=100)
+        # Each process flushed its spans when it exited, before run_flow returned.
+        yield Run(outcome, list(receiver.bodies), receiver.spans())
+
+
+@pytest.fixture(scope="module")
+def outcome(run: Run) -> Outcome:
+    return run.outcome
 
 
 def test_hospital_learns_exactly_its_own_matches(outcome: Outcome) -> None:
@@ -117,3 +145,86 @@ def test_no_patient_id_reaches_the_operator(outcome: Outcome) -> None:
         stored = b"".join(p.read_bytes() for p in (root / folder).rglob("*") if p.is_file())
         assert stored
         assert [i for i in ids if i in stored] == [], f"patient ids in {folder}"
+
+
+def _traces(spans: list[Any]) -> dict[bytes, list[Any]]:
+    traces: dict[bytes, list[Any]] = defaultdict(list)
+    for traced in spans:
+        traces[traced.span.trace_id].append(traced)
+    return traces
+
+
+def _continued(spans: list[Any], client: Any, service: str) -> bool:
+    """Whether `service` has a SERVER span that is the child of `client`'s call."""
+    return any(
+        s.service == service
+        and s.kind == "SPAN_KIND_SERVER"
+        and s.span.trace_id == client.span.trace_id
+        and s.span.parent_span_id == client.span.span_id
+        for s in spans
+    )
+
+
+def test_every_process_exports_its_spans_as_its_own_service(run: Run) -> None:
+    services = {traced.service for traced in run.spans}
+    assert {
+        "breachmatch-client",
+        "breachmatch-ingest",
+        "breachmatch-matcher",
+        "breachmatch-notifier",
+    } <= services
+
+
+def test_each_sdk_call_continues_in_the_service_it_called(run: Run) -> None:
+    """The hospital CLI's check and notify: its CLIENT span and the service's SERVER span."""
+    calls = {
+        "breachmatch.v1.Matcher/Evaluate": "breachmatch-matcher",
+        "breachmatch.v1.Outreach/SubmitOutreach": "breachmatch-notifier",
+    }
+    for method, service in calls.items():
+        clients = [
+            s for s in run.spans
+            if s.service == "breachmatch-client" and s.kind == "SPAN_KIND_CLIENT"
+            and s.span.name == method
+        ]  # fmt: skip
+        assert clients, method
+        assert all(_continued(run.spans, client, service) for client in clients), method
+
+
+def test_one_ingest_is_one_trace_through_the_workers_matcher_and_notifier(run: Run) -> None:
+    jobs = [s for s in run.spans if s.span.name == "ingest job"]
+    assert len(jobs) == 1
+    trace = _traces(run.spans)[jobs[0].span.trace_id]
+    seen = {(s.service, s.kind, s.span.name) for s in trace}
+    assert ("breachmatch-ingest", "SPAN_KIND_PRODUCER", "send INGEST_CHUNKS") in seen
+    assert ("breachmatch-ingest", "SPAN_KIND_CONSUMER", "process INGEST_CHUNKS") in seen
+    assert ("breachmatch-ingest", "SPAN_KIND_PRODUCER", "send BREACHES") in seen
+    assert ("breachmatch-matcher", "SPAN_KIND_CONSUMER", "process BREACHES") in seen
+    assert ("breachmatch-notifier", "SPAN_KIND_CONSUMER", "process BREACHES") in seen
+
+
+def test_an_outreach_submission_and_its_delivery_are_one_trace(run: Run) -> None:
+    deliveries = [
+        s for s in run.spans
+        if s.service == "breachmatch-notifier" and s.span.name == "process OUTREACH"
+    ]  # fmt: skip
+    assert len(deliveries) >= run.outcome.strong
+    traces = _traces(run.spans)
+    for delivery in deliveries:
+        names = {(s.service, s.kind, s.span.name) for s in traces[delivery.span.trace_id]}
+        submit = "breachmatch.v1.Outreach/SubmitOutreach"
+        assert ("breachmatch-client", "SPAN_KIND_CLIENT", submit) in names
+        assert ("breachmatch-notifier", "SPAN_KIND_SERVER", submit) in names
+        assert ("breachmatch-notifier", "SPAN_KIND_PRODUCER", "send OUTREACH") in names
+
+
+def test_no_identifier_in_any_exported_span(run: Run) -> None:
+    """Every byte the collector received — span names, attributes, resources — is scanned
+    for the patients' identifiers and ids; the hospital tenant name is allowed."""
+    exported = b"".join(run.exports)
+    assert b"hospital-a" in exported  # the tenant, named on the services' spans
+    patterns = _identifier_patterns(run.outcome.data.hospital_csv)
+    assert [p.pattern for p in patterns if p.search(exported)] == []
+    with run.outcome.data.hospital_csv.open(encoding="utf-8") as handle:
+        ids = [row["patient_id"].encode() for row in csv.DictReader(handle)]
+    assert [i for i in ids if i in exported] == []

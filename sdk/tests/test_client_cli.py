@@ -15,6 +15,7 @@ import pytest
 
 from breachmatch import cli
 from breachmatch.cli import build_parser, main
+from breachmatch.settings import env_variable
 from breachmatch_dev import DevPki
 
 
@@ -45,6 +46,8 @@ def test_every_flag_of_every_command_names_its_environment_variable():
             if action.option_strings and action.dest != "help":
                 flag = max(action.option_strings, key=len)
                 variable = "BREACHMATCH_" + flag.lstrip("-").replace("-", "_").upper()
+                if (env_variable(action) or "").startswith("OTEL_"):
+                    variable = str(env_variable(action))  # the standard OpenTelemetry names
                 assert f"(env {variable}" in (action.help or ""), (name, flag)
 
 

@@ -13,6 +13,11 @@ Every connection is mutual TLS with the service's own certificate
 refuses anyone else. Replies use a per-user inbox prefix, the only inbox that
 user may subscribe to.
 
+Every publish of such a connection to one of these streams runs in a
+PRODUCER span and carries its W3C trace context in the message headers
+(`TracedJetStream`), so a consumer's span joins the publisher's trace
+(`breachmatch.tracing`). Key-value and object-store writes are not traced.
+
 Replicas default to 1 (the embedded single-node default) and come from
 ``BREACHMATCH_NATS_REPLICAS`` (3 on the Kubernetes cluster).
 
@@ -42,6 +47,7 @@ from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
     ObjectStoreConfig,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -50,6 +56,7 @@ from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnav
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from breachmatch import tracing
 from breachmatch.identity import Identity, identity_from_pem
 from breachmatch.reachability import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -181,6 +188,41 @@ STREAMS: dict[str, StreamSpec] = {
 }
 
 
+def stream_of(subject: str) -> str | None:
+    """The stream of `STREAMS` that stores `subject`, if any."""
+    for spec in STREAMS.values():
+        for pattern in spec.subjects:
+            if subject == pattern or (pattern.endswith(".>") and subject.startswith(pattern[:-1])):
+                return spec.name
+    return None
+
+
+class TracedJetStream(JetStreamContext):
+    """A JetStream context whose publishes to our streams carry the trace (see module doc).
+
+    Subclassing the context, rather than asking each publisher to add the
+    headers, is what keeps a new publisher from forgetting; `connect` hands
+    out only this.
+    """
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,  # noqa: ASYNC109 - the signature we override
+        stream: str | None = None,
+        headers: dict[str, Any] | None = None,
+        msg_ttl: float | None = None,
+    ) -> PubAck:
+        name = stream_of(subject)
+        if name is None:  # a key-value or object-store write
+            return await super().publish(subject, payload, timeout, stream, headers, msg_ttl)
+        with tracing.producing(subject, name) as trace_headers:
+            return await super().publish(
+                subject, payload, timeout, stream, {**(headers or {}), **trace_headers}, msg_ttl
+            )
+
+
 def inbox_prefix(identity: Identity) -> str:
     """The reply-subject prefix of `identity`'s connections (one subject token).
 
@@ -235,7 +277,7 @@ async def connect(
             )
     except TimeoutError:
         raise story.gave_up(give_up_after) from None
-    js = nc.jetstream()
+    js = TracedJetStream(nc)
     probe = nc.jetstream(timeout=_PROBE_SECONDS)
     try:
         await until_ready(

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
-from breachmatch import logs
+from breachmatch import logs, tracing
 from breachmatch.certificate_cli import add_certificate_arguments, run_certificate
 from breachmatch.client import Backoff, CheckResult, Client, ClientError, PipelineOptions
 from breachmatch.client.api import PatientSource
@@ -110,6 +110,7 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
         parser, "--quiet", action="store_true", help="no progress bar, no list of matched patients"
     )
     add_log_arguments(parser, default_level="WARNING")
+    tracing.add_arguments(parser)
 
 
 def _patient_flags(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -477,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure_logging("breachmatch", level=args.log_level, fmt=args.log_format)
+    if "traces_exporter" in vars(args):  # a command that talks to the services
+        tracing.configure("client", args)
     try:
         if args.command == "certificate":
             return run_certificate(args, sys.stdout, sys.stderr)

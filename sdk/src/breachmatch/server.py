@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import signal
 import time
 import uuid
@@ -30,7 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from breachmatch import logs, tls
+from breachmatch import build, grpc_tracing, logs, tls
 
 log = logs.get_logger(__name__)
 
@@ -41,21 +40,6 @@ _REQUEST_ID_HEADER = "x-request-id"
 #: NOT_SERVING while NATS is unreachable, which should take the pod out of
 #: rotation, not get it restarted.
 LIVENESS = "liveness"
-
-BUILD_INFO = prometheus_client.Gauge(
-    "breachmatch_build_info",
-    "Always 1: which breachmatch service runs at which version (join on it in queries)",
-    ["service", "version"],
-)
-
-
-def _version(service: str) -> str:
-    """The installed version of ``breachmatch-<service>`` (of the SDK for anything else)."""
-    try:
-        return importlib.metadata.version(f"breachmatch-{service}")
-    except importlib.metadata.PackageNotFoundError:
-        return importlib.metadata.version("breachmatch")
-
 
 if TYPE_CHECKING:  # grpc-stubs makes the interceptor generic; the runtime class is not
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -111,7 +95,12 @@ class Service:
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
         self.server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor(), tls.AuthInterceptor(), *interceptors],
+            interceptors=[
+                RequestContextInterceptor(),
+                grpc_tracing.TracingInterceptor(),  # before auth: refusals are traced too
+                tls.AuthInterceptor(),
+                *interceptors,
+            ],
             options=options,
         )
         self.health = HealthServicer()
@@ -143,7 +132,7 @@ class Service:
             host, _, port = self.config.metrics_addr.rpartition(":")
             server, _thread = prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104
             self.metrics_port = server.server_port
-            BUILD_INFO.labels(self.name, _version(self.name)).set(1)
+            build.publish_build_info(self.name)
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.set_serving(True)
         log.info(

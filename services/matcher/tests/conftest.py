@@ -56,6 +56,7 @@ TENANTS = (
     "mt-storm",
     "mt-budget-kill",
     "mt-metrics",
+    "mt-tracing",
 )
 BUDGETS = {"mt-budget": 100, "mt-budget-procs": 1000, "mt-budget-kill": 2000}
 

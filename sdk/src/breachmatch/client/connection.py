@@ -32,6 +32,7 @@ from breachmatch.client.errors import (
     TlsSetupError,
 )
 from breachmatch.client.retry import Backoff, call_with_retries
+from breachmatch.grpc_tracing import ClientTracing
 from breachmatch.identity import IdentityError, Role, identity_from_certificate
 
 T = TypeVar("T")
@@ -119,7 +120,9 @@ def open_channel(endpoint: Endpoint, identity: ClientIdentity) -> grpc.Channel:
             f"the {endpoint.service} address {endpoint.address!r} is not HOST:PORT; "
             f"set it with {endpoint.flag}"
         )
-    return grpc.secure_channel(endpoint.address, identity.credentials, options=_CHANNEL_OPTIONS)
+    channel = grpc.secure_channel(endpoint.address, identity.credentials, options=_CHANNEL_OPTIONS)
+    # A client span per call, its trace context sent along (off unless tracing is configured).
+    return grpc.intercept_channel(channel, ClientTracing())
 
 
 def _server_untrusted(error: grpc.RpcError) -> bool:

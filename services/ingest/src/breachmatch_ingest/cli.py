@@ -33,7 +33,7 @@ from nats.js import JetStreamContext
 from tqdm import tqdm
 
 import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
-from breachmatch import bus, logs
+from breachmatch import bus, logs, tracing
 from breachmatch.columns import ColumnMapping, MappingError
 from breachmatch.filter import RetractionFormatError
 from breachmatch.filter.breach_ids import BREACH_ID_RULE, is_breach_id, shown
@@ -121,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list.insert(0, "ingest")
     args = build_parser().parse_args(args_list)
     logs.configure_logging("ingest", args.log_level, args.log_format)
+    tracing.configure("ingest", args)
     handler = {"ingest": _ingest, "worker": _worker, "serve": _serve, "retract": _retract}
     try:
         with contextlib.ExitStack() as stack:

@@ -13,6 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
+from breachmatch import tracing
 from breachmatch.notice_rules import NOTICE_LANGUAGES
 from breachmatch.readers import FORMATS
 from breachmatch.settings import (
@@ -37,6 +38,7 @@ from breachmatch_ingest.worker import WorkerSettings
 def add_common(parser: argparse.ArgumentParser) -> None:
     add_nats_arguments(parser)
     add_log_arguments(parser)
+    tracing.add_arguments(parser)
     add_env_argument(
         parser,
         "--debug",

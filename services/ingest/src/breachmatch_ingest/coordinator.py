@@ -31,7 +31,7 @@ import nacl.signing
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from breachmatch import bus, logs
+from breachmatch import bus, logs, tracing
 from breachmatch.filter import FilterWriter
 from breachmatch.keys import OprfKey
 from breachmatch_ingest import metrics, queue
@@ -187,7 +187,9 @@ class Coordinator:
         checkpoint = _Checkpoint(self._jobs, start.record)
         metrics.RUNNING_JOBS.inc()
         try:
-            publication = await self._run(checkpoint, info, key, key.secret, items)
+            # One trace for the job: its chunks, the workers' answers, the breach event.
+            with tracing.span("ingest job"):
+                publication = await self._run(checkpoint, info, key, key.secret, items)
         except Exception as error:
             # Best effort: when NATS itself is gone the record stays RUNNING,
             # which is right, since the next run can then resume it.

@@ -14,7 +14,7 @@ import prometheus_client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from breachmatch import logs
+from breachmatch import build, logs
 
 log = logs.get_logger(__name__)
 
@@ -26,6 +26,7 @@ class Probes:
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
         self.health_port = 0
+        self.metrics_port = 0
 
     async def start(self) -> None:
         if self._health_addr:
@@ -36,7 +37,9 @@ class Probes:
             await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         if self._metrics_addr:
             host, _, port = self._metrics_addr.rpartition(":")
-            prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104
+            server, _thread = prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104
+            self.metrics_port = server.server_port
+            build.publish_build_info("ingest")
         if self._health_addr or self._metrics_addr:
             log.info("probes started", health_port=self.health_port, metrics=self._metrics_addr)
 

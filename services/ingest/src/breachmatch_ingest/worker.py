@@ -34,7 +34,7 @@ import numpy as np
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from breachmatch import logs, oprf
+from breachmatch import bus, logs, oprf, tracing
 from breachmatch.filter import derive_keys
 from breachmatch.keys import KeyRing, KeyRingError, RetiredKeyError
 from breachmatch_ingest import metrics, queue
@@ -148,7 +148,8 @@ class ChunkWorker:
 
     async def _handle_then_release(self, msg: Msg, slots: asyncio.Semaphore) -> None:
         try:
-            await self._handle(msg)
+            with tracing.consuming(msg, bus.STREAM_INGEST_CHUNKS):
+                await self._handle(msg)
         finally:
             slots.release()
 

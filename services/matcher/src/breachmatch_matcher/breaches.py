@@ -30,7 +30,7 @@ from typing import Any
 import nacl.signing
 from nats.js import JetStreamContext
 
-from breachmatch import bus, logs
+from breachmatch import bus, logs, tracing
 from breachmatch.filter import (
     Admission,
     BreachEventError,
@@ -104,7 +104,8 @@ class BreachIndex:
     async def _follow(self) -> None:
         async for msg in self._subscription.messages:
             metadata = msg.metadata
-            self._apply(int(metadata.sequence.stream), msg.data)
+            with tracing.consuming(msg, bus.STREAM_BREACHES):
+                self._apply(int(metadata.sequence.stream), msg.data)
             # Caught up: the last sequence at start, or nothing pending (should the
             # stream's tail have been deleted, that sequence never arrives).
             if metadata.sequence.stream >= self._replay_target or metadata.num_pending == 0:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
-from breachmatch import logs
+from breachmatch import logs, tracing
 from breachmatch.keys import KeyRingError
 from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_tenants(args, sys.stdout, sys.stderr)
     config = config_from_args(parser, args)
     logs.configure_logging("matcher", level=args.log_level, fmt=args.log_format)
+    tracing.configure("matcher", args)
 
     async def serve() -> int:
         app = MatcherApp(config)  # grpc.aio binds its server to the running loop

@@ -34,6 +34,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch import tracing
 from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
@@ -163,6 +164,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="grace for in-flight calls after SIGTERM",
     )
     add_log_arguments(parser)
+    tracing.add_arguments(parser)
     add_env_argument(
         parser,
         "--cache-dir",

@@ -25,7 +25,7 @@ from typing import Any
 import nacl.signing
 from nats.js import JetStreamContext
 
-from breachmatch import bus, logs
+from breachmatch import bus, logs, tracing
 from breachmatch.filter import (
     Admission,
     BreachEventError,
@@ -125,7 +125,8 @@ class BreachCatalogue:
     async def _follow(self) -> None:
         async for msg in self._subscription.messages:
             sequence = int(msg.metadata.sequence.stream)
-            self._apply(sequence, msg.data)
+            with tracing.consuming(msg, bus.STREAM_BREACHES):
+                self._apply(sequence, msg.data)
             if sequence >= self._target:
                 self._ready.set()
             async with self._progress:

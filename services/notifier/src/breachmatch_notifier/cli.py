@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 import breachmatch.quiet_grpc_core  # noqa: F401 (sets GRPC_VERBOSITY before gRPC loads)
-from breachmatch import bus, logs
+from breachmatch import bus, logs, tracing
 from breachmatch.pipes import quiet_on_closed_pipe
 from breachmatch.reachability import EXIT_UNREACHABLE, UnreachableError
 from breachmatch.settings import add_nats_arguments, add_version_argument, nats_tls
@@ -95,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("refusing to start: channel configuration", problem=str(exc))
         return CONFIG_ERROR
     config = settings.config_from_args(args.subparser, args, channels)
+    tracing.configure("notifier", args)
     return asyncio.run(_run(config, intake=args.command == "serve"))
 
 

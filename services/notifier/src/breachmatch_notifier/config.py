@@ -40,6 +40,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch import tracing
 from breachmatch.reachability import DEFAULT_CONNECT_TIMEOUT
 from breachmatch.server import ServerConfig
 from breachmatch.settings import (
@@ -254,6 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         help="language of notices whose recipient's language has no templates",
     )
     add_log_arguments(parser)
+    tracing.add_arguments(parser)
 
 
 def config_from_args(

@@ -19,7 +19,7 @@ import prometheus_client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from breachmatch import logs
+from breachmatch import build, logs
 
 log = logs.get_logger(__name__)
 
@@ -46,6 +46,7 @@ class WorkerProbes:
             host, _, port = self._metrics_addr.rpartition(":")
             server, _thread = prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")  # noqa: S104
             self.metrics_port = server.server_port
+            build.publish_build_info("notifier")
         log.info(
             "worker probes started", health_port=self.health_port, metrics_port=self.metrics_port
         )

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from breachmatch import logs
+from breachmatch import logs, tracing
 
 log = logs.get_logger(__name__)
 
@@ -132,7 +132,8 @@ class PullWorkers:
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            await self._handler.handle(msg)
+            with tracing.consuming(msg, self._stream):
+                await self._handler.handle(msg)
         except Exception as exc:  # a failure of ours, not the message's: let it come back
             log.error("message handling failed; it will be redelivered", error=type(exc).__name__)
             with contextlib.suppress(Exception):
