@@ -59,6 +59,15 @@ def submit(info: StackInfo, data: Dataset, env: dict[str, str]) -> int:
     return sum(1 for match in data.expected if match.strength == "strong")
 
 
+def worker_command(profile: Path | None, number: int) -> list[str]:
+    """The worker's command line; under cProfile (dumped when it exits) with ``profile``."""
+    if profile is None:
+        return [str(_BIN / "breachmatch-notifier")]
+    profile.mkdir(parents=True, exist_ok=True)
+    output = profile.resolve() / f"worker-{number}.prof"
+    return [sys.executable, "-m", "cProfile", "-o", str(output), "-m", "breachmatch_notifier.cli"]
+
+
 def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """User + system CPU seconds so far, per party (all its processes)."""
     return {
@@ -73,7 +82,10 @@ def main() -> None:
         "--notices", type=int, default=5000, help="about this many (strong matches)"
     )
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=8, help="concurrent sends per process")
+    parser.add_argument("--workers", type=int, default=32, help="concurrent sends per process")
+    parser.add_argument(
+        "--profile", type=Path, help="run the workers under cProfile, writing DIR/worker-N.prof"
+    )
     parser.add_argument("--root", type=Path, default=Path(".var/bench-notify"))
     args = parser.parse_args()
     shutil.rmtree(args.root, ignore_errors=True)
@@ -104,9 +116,9 @@ def main() -> None:
         log = (args.root / "logs" / "bench-workers.log").open("ab")
         spawned = time.monotonic()
         workers = [
-            subprocess.Popen([str(_BIN / "breachmatch-notifier"), "worker"], env=worker_env,
+            subprocess.Popen([*worker_command(args.profile, number), "worker"], env=worker_env,
                              stdout=log, stderr=subprocess.STDOUT)
-            for _ in range(args.processes)
+            for number in range(args.processes)
         ]  # fmt: skip
         parties = {
             "notifier": [psutil.Process(worker.pid) for worker in workers],

@@ -20,7 +20,7 @@ flag                     environment                                 default
 --grpc-addr              BREACHMATCH_GRPC_ADDR                       0.0.0.0:50061 (mTLS)
 --health-addr            BREACHMATCH_HEALTH_ADDR                     0.0.0.0:50062 ("off" disables)
 --metrics-addr           BREACHMATCH_METRICS_ADDR                    0.0.0.0:9102 ("off" disables)
---workers-per-process    BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS    4 (serve: 0 = intake only)
+--workers-per-process    BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS    32 (serve: 0 = intake only)
 --max-deliver            BREACHMATCH_NOTIFIER_MAX_DELIVER            5 attempts per notice
 --ack-wait               BREACHMATCH_NOTIFIER_ACK_WAIT               30 s
 --backoff                BREACHMATCH_NOTIFIER_BACKOFF                5,30,120,600 s
@@ -65,6 +65,9 @@ DEFAULT_HEALTH_ADDR = "0.0.0.0:50062"
 DEFAULT_METRICS_ADDR = "0.0.0.0:9102"
 DEFAULT_BACKOFF = (5.0, 30.0, 120.0, 600.0)
 DEFAULT_MAX_BATCH = 500
+#: Deliveries in flight per process: they wait on the ledger and the SMTP server
+#: far more than on the CPU, so many overlap (SMTP sessions are capped apart).
+DEFAULT_WORKERS = 32
 #: A sealed `ContactDetails` is a few hundred bytes; this leaves room for long
 #: postal addresses and still bounds what one request can make us hold.
 MAX_SEALED_CONTACT_BYTES = 8 * 1024
@@ -88,7 +91,7 @@ class NotifierConfig:
     health_addr: str | None = DEFAULT_HEALTH_ADDR
     metrics_addr: str | None = DEFAULT_METRICS_ADDR
     #: Concurrent deliveries; 0 makes a `serve` process intake only (no workers, no alerts).
-    workers_per_process: int = 4
+    workers_per_process: int = DEFAULT_WORKERS
     max_deliver: int = 5
     ack_wait: float = 30.0
     backoff: tuple[float, ...] = DEFAULT_BACKOFF
@@ -191,7 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, serve: bool) -> None:
         "--workers-per-process",
         env="BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS",
         type=non_negative_int,
-        default=4,
+        default=DEFAULT_WORKERS,
         help="notices delivered at once by this process; 0 with serve: intake only",
     )
     add_env_argument(

@@ -1,12 +1,20 @@
-"""Pull workers: N tasks fetching one message at a time from a durable consumer.
+"""Pull workers: a durable consumer's messages handled concurrently, fetched in batches.
 
-Outreach requests and breach alerts are both worked off this way. One
-message per fetch and per task keeps the accounting simple: a message is
-either being waited for (nothing to lose if the task is cancelled — JetStream
+Outreach requests and breach alerts are both worked off this way. One fetch
+loop per process asks JetStream for as many messages as it has free slots
+(at most ``size`` in flight) and hands each to its own task, so while one
+notice waits for the SMTP server or the ledger the others go on: their NATS
+requests share the one connection, pipelined, instead of each waiting its
+turn, and a fetch brings many messages for one round trip. A message is
+either waiting (nothing to lose if the loop is cancelled: JetStream
 redelivers anything a cancelled fetch received after ``ack_wait``) or being
-handled (the task is left to finish it). That is what makes a graceful drain
-possible: `stop` cancels the idle tasks, lets the busy ones complete their
-send — up to a grace period — and only then returns.
+handled (its task is left to finish it). That is what makes a graceful
+drain possible: `stop` cancels the fetch, lets the running tasks complete
+their send — up to a grace period — and only then returns.
+
+Each message is settled on its own (ack, nak or term): a batch is only how
+messages arrive, so one that fails is retried alone and never holds back or
+repeats the others.
 
 `keep_alive` sends ``in_progress`` while a slow send runs, so a live worker's
 message is not redelivered to another one; a crashed worker stops sending it
@@ -31,6 +39,8 @@ log = logs.get_logger(__name__)
 
 #: How long one fetch waits for a message before it asks again.
 FETCH_TIMEOUT = 5.0
+#: Most messages asked for in one fetch (one round trip).
+DEFAULT_BATCH = 32
 
 
 class Handler(Protocol):
@@ -59,6 +69,8 @@ async def keep_alive(msg: Msg, interval: float) -> AsyncIterator[None]:
 
 
 class PullWorkers:
+    """``size`` messages in flight at most, each on its own task; fetches of up to ``batch``."""
+
     def __init__(
         self,
         js: JetStreamContext,
@@ -68,67 +80,85 @@ class PullWorkers:
         handler: Handler,
         size: int,
         retry_delay: float,
+        batch: int = DEFAULT_BATCH,
     ) -> None:
         if not consumer.durable_name:
             raise ValueError("consumer: a durable name is required")
+        if size < 0 or batch < 1:
+            raise ValueError("size: must not be negative; batch: must be at least 1")
         self._js = js
         self._stream = stream
         self._consumer = consumer
         self._durable = consumer.durable_name
         self._handler = handler
         self._size = size
+        self._batch = batch
         self._retry_delay = retry_delay
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._idle: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(size)
+        self._fetcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Create (or update) the consumer and start the tasks, each with its own subscription."""
+        """Create (or update) the consumer and start fetching (unless ``size`` is 0)."""
         await self._js.add_consumer(self._stream, self._consumer)
-        for number in range(self._size):
-            subscription = await self._js.pull_subscribe_bind(
-                durable=self._durable, stream=self._stream
-            )
-            self._tasks.append(
-                asyncio.create_task(self._run(subscription), name=f"{self._durable}-{number}")
-            )
+        if not self._size:
+            return
+        subscription = await self._js.pull_subscribe_bind(
+            durable=self._durable, stream=self._stream
+        )
+        self._fetcher = asyncio.create_task(self._fetch(subscription), name=self._durable)
 
     async def stop(self, grace: float) -> None:
         """Stop fetching, let in-flight messages finish for up to ``grace`` seconds."""
         self._stopping.set()
-        for task in self._idle:
-            task.cancel()
-        if not self._tasks:
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+        if not self._running:
             return
-        _, late = await asyncio.wait(self._tasks, timeout=grace)
+        running = set(self._running)
+        _, late = await asyncio.wait(running, timeout=grace)
         for task in late:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         if late:
             log.warning("drain grace ran out; unfinished messages come back", tasks=len(late))
 
-    async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> None:
         try:
             while not self._stopping.is_set():
-                self._idle.add(task)
+                await self._slots.acquire()
+                free = 1
+                while free < self._batch and not self._slots.locked():
+                    await self._slots.acquire()  # free: returns at once
+                    free += 1
                 try:
-                    messages = await subscription.fetch(1, timeout=FETCH_TIMEOUT)
+                    messages = await subscription.fetch(free, timeout=FETCH_TIMEOUT)
                 except nats.errors.TimeoutError:
-                    continue
+                    messages = []
                 except nats.errors.Error as exc:  # NATS unreachable: wait, then ask again
                     log.warning("fetch failed", error=type(exc).__name__)
+                    messages = []
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), self._retry_delay)
-                    continue
-                finally:
-                    self._idle.discard(task)
+                except BaseException:
+                    for _ in range(free):
+                        self._slots.release()
+                    raise
+                for _ in range(free - len(messages)):
+                    self._slots.release()
                 for msg in messages:
-                    await self._handle(msg)
+                    task = asyncio.create_task(self._handle(msg))
+                    self._running.add(task)
+                    task.add_done_callback(self._finished)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     async def _handle(self, msg: Msg) -> None:
         try:

@@ -21,11 +21,18 @@ from breachmatch.settings import switch
 from breachmatch_notifier.channels.base import DIGITAL_POST, DRY_RUN, EMAIL, SMS, Channel
 from breachmatch_notifier.channels.digital_post import DigitalPostChannel, DigitalPostConfig
 from breachmatch_notifier.channels.dry_run import DryRunChannel, DryRunLog
-from breachmatch_notifier.channels.email import EmailChannel, SmtpConfig, StartTls
+from breachmatch_notifier.channels.email import (
+    DEFAULT_SESSIONS,
+    EmailChannel,
+    SmtpConfig,
+    StartTls,
+)
 from breachmatch_notifier.channels.sms import SmsChannel, SmsGatewayConfig
 
 DRY_RUN_VARIABLE = "BREACHMATCH_NOTIFIER_DRY_RUN"
 RATE_LIMIT_PREFIX = "BREACHMATCH_RATE_LIMIT_"
+#: More concurrent sessions than a relay would let one client open.
+_MAX_SESSIONS = 256
 
 _Getter = Callable[[str], str]
 
@@ -124,6 +131,11 @@ def _smtp_from_env(get: _Getter) -> SmtpConfig:
     port = get("BREACHMATCH_SMTP_PORT") or "25"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise ChannelConfigError("BREACHMATCH_SMTP_PORT: must be a port number")
+    sessions = get("BREACHMATCH_SMTP_SESSIONS") or str(DEFAULT_SESSIONS)
+    if not sessions.isdigit() or not 0 < int(sessions) <= _MAX_SESSIONS:
+        raise ChannelConfigError(
+            f"BREACHMATCH_SMTP_SESSIONS: must be a whole number from 1 to {_MAX_SESSIONS}"
+        )
     return SmtpConfig(
         host=get("BREACHMATCH_SMTP_HOST"),
         from_address=from_address,
@@ -131,6 +143,7 @@ def _smtp_from_env(get: _Getter) -> SmtpConfig:
         starttls=mode,
         username=username,
         password=password,
+        sessions=int(sessions),
     )
 
 

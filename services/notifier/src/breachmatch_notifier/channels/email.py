@@ -10,31 +10,35 @@ the server did not take it; a session that breaks off after DATA without an
 answer is an unknown outcome (`DeliveryOutcomeUnknownError`), held for review
 and never sent again on its own (`breachmatch_notifier.claims`).
 
-Sessions are kept open between notices (a small pool per process, one
-session per concurrent send), so a notice costs a MAIL, RCPT and DATA
-exchange rather than a new TCP connection, EHLO, STARTTLS and login. A kept
-session the server has closed meanwhile is noticed at MAIL — before anything
-is committed — and replaced once.
+Sessions are kept open between notices, so a notice costs a MAIL, RCPT and
+DATA exchange rather than a new TCP connection, EHLO, STARTTLS and login. At
+most ``sessions`` are open at once per process (``BREACHMATCH_SMTP_SESSIONS``):
+the worker runs many deliveries concurrently, and a relay counts and limits
+its clients' connections, so the rest wait their turn for a session rather
+than open one each. A kept session the server has closed meanwhile is noticed
+at MAIL — before anything is committed — and replaced once.
 
-The message is built with the standard library's compat32 MIME classes, not
-`email.message.EmailMessage`: the latter parses every header it is given and
-re-folds it on output, several milliseconds of CPU per notice. The subject and
-the sender are the same for every notice of one hospital and breach, so their
-encoded forms are cached; the bodies are quoted-printable (7-bit, readable by
-any relay) through the C codec in `binascii`.
+The message is written out directly rather than through the standard
+library's MIME classes: their generator re-folds every header and compiles a
+regular expression per boundary, several milliseconds of CPU per notice —
+more than everything else a notice costs the notifier. Its shape is fixed
+(multipart/alternative, plain text and HTML), the only headers that need
+encoding are the subject and the sender — the same for every notice of one
+hospital and breach, so encoded once by `email.header` and cached — and the
+bodies are quoted-printable (7-bit, readable by any relay) through the C codec
+in `binascii`; a boundary beginning with "=_" cannot occur in such a body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
-import email.policy
 import enum
 import functools
+import secrets
 import ssl
 from dataclasses import dataclass, field
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.utils import formataddr, formatdate
 
 import aiosmtplib
@@ -54,8 +58,8 @@ from breachmatch_notifier.channels.base import (
 from breachmatch_notifier.notice import Notice
 
 IDEMPOTENCY_HEADER = "X-Breachmatch-Idempotency-Key"
-#: Most idle sessions kept open per process.
-MAX_IDLE_SESSIONS = 16
+#: Concurrent SMTP sessions per process unless configured (``BREACHMATCH_SMTP_SESSIONS``).
+DEFAULT_SESSIONS = 16
 
 
 class StartTls(enum.Enum):
@@ -77,6 +81,8 @@ class SmtpConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout_seconds: float = 30.0
+    #: Sessions open at once per process (and kept open between notices).
+    sessions: int = DEFAULT_SESSIONS
     #: Trust anchors for the server certificate; None uses the system store.
     tls_context: ssl.SSLContext | None = field(default=None, repr=False)
 
@@ -87,6 +93,7 @@ class EmailChannel(Channel):
         self._config = config
         self._from_domain = config.from_address.rpartition("@")[2] or "localhost"
         self._idle: list[aiosmtplib.SMTP] = []
+        self._sessions = asyncio.Semaphore(config.sessions)
 
     async def send(
         self, notice: Notice, contact: ContactDetails, idempotency_key: str, intent: SendIntent
@@ -95,26 +102,24 @@ class EmailChannel(Channel):
         message_id = f"<{message_uuid(idempotency_key)}@{self._from_domain}>"
         utf8 = not (recipient + self._config.from_address).isascii()
         message = self._message(notice, recipient, message_id, idempotency_key, utf8=utf8)
-        session = await self._envelope(recipient, utf8=utf8)
-        try:
-            await intent.commit(self.name, message_id)
-        except BaseException:
-            session.close()  # DATA never started: the server drops the transaction
-            raise
-        try:
-            await session.data(message)
-        except aiosmtplib.SMTPResponseException as exc:  # an answer: the server did not take it
-            session.close()
-            raise _by_code(self.name, "message refused", exc.code) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            session.close()
-            raise DeliveryOutcomeUnknownError(
-                self.name, f"SMTP session ended during DATA ({type(exc).__name__})"
-            ) from None
-        if len(self._idle) < MAX_IDLE_SESSIONS:
-            self._idle.append(session)
-        else:
-            session.close()
+        async with self._sessions:
+            session = await self._envelope(recipient, utf8=utf8)
+            try:
+                await intent.commit(self.name, message_id)
+            except BaseException:
+                session.close()  # DATA never started: the server drops the transaction
+                raise
+            try:
+                await session.data(message)
+            except aiosmtplib.SMTPResponseException as exc:  # an answer: it did not take it
+                session.close()
+                raise _by_code(self.name, "message refused", exc.code) from None
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                session.close()
+                raise DeliveryOutcomeUnknownError(
+                    self.name, f"SMTP session ended during DATA ({type(exc).__name__})"
+                ) from None
+            self._idle.append(session)  # at most ``sessions``: one per holder of the semaphore
         return DeliveryResult(
             channel=self.name, idempotency_key=idempotency_key, reference=message_id
         )
@@ -149,17 +154,10 @@ class EmailChannel(Channel):
                 # The refusal carries the address: keep only the reply code.
                 session.close()
                 raise _by_code(self.name, "recipient refused", exc.code) from None
-            except aiosmtplib.SMTPResponseException as exc:
-                # Sender refused: our configuration, not the address.
-                session.close()
-                raise TransientDeliveryError(
-                    self.name, f"server refused the session ({exc.code})"
-                ) from None
             except (aiosmtplib.SMTPException, OSError) as exc:
+                # Sender refused or the session failed: our side, not the address.
                 session.close()
-                raise TransientDeliveryError(
-                    self.name, f"SMTP session failed ({type(exc).__name__})"
-                ) from None
+                raise _session_failure(self.name, exc) from None
             except BaseException:
                 session.close()
                 raise
@@ -184,17 +182,9 @@ class EmailChannel(Channel):
             await session.connect()
             if session.is_ehlo_or_helo_needed:  # so its extensions (SMTPUTF8) are known
                 await session.ehlo()
-        except aiosmtplib.SMTPResponseException as exc:
-            # Greeting, HELO, STARTTLS or authentication refused: our configuration.
-            session.close()
-            raise TransientDeliveryError(
-                self.name, f"server refused the session ({exc.code})"
-            ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             session.close()
-            raise TransientDeliveryError(
-                self.name, f"SMTP session failed ({type(exc).__name__})"
-            ) from None
+            raise _session_failure(self.name, exc) from None
         return session, False
 
     def _message(
@@ -206,18 +196,30 @@ class EmailChannel(Channel):
         *,
         utf8: bool,
     ) -> bytes:
-        message = MIMEMultipart("alternative")
-        message["From"] = _sender(notice.sender, self._config.from_address)
-        message["To"] = recipient
-        message["Subject"] = _encoded(notice.subject)
-        message["Date"] = formatdate(localtime=False, usegmt=True)
-        message["Message-ID"] = message_id
-        message[IDEMPOTENCY_HEADER] = idempotency_key
-        message["Content-Language"] = notice.language
-        message.attach(_text_part("plain", notice.text))
-        message.attach(_text_part("html", notice.html))
-        # An address beyond ASCII stays raw UTF-8 (SMTPUTF8), never an encoded word.
-        return message.as_bytes(policy=email.policy.SMTPUTF8) if utf8 else message.as_bytes()
+        # Every header is short and ASCII but for the two encoded (and cached)
+        # ones, and a non-ASCII recipient, which goes raw over SMTPUTF8.
+        boundary = f"=_{secrets.token_hex(16)}"
+        head = "\n".join(
+            (
+                f"From: {_sender(notice.sender, self._config.from_address)}",
+                f"To: {recipient}",
+                f"Subject: {_encoded(notice.subject)}",
+                f"Date: {formatdate(localtime=False, usegmt=True)}",
+                f"Message-ID: {message_id}",
+                f"{IDEMPOTENCY_HEADER}: {idempotency_key}",
+                f"Content-Language: {notice.language}",
+                "MIME-Version: 1.0",
+                f'Content-Type: multipart/alternative; boundary="{boundary}"',
+                "",
+                f"--{boundary}",
+                _text_part("plain", notice.text),
+                f"--{boundary}",
+                _text_part("html", notice.html),
+                f"--{boundary}--",
+                "",
+            )
+        )
+        return head.encode("utf-8" if utf8 else "ascii")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -231,11 +233,16 @@ def _sender(name: str, address: str) -> str:
     return formataddr((name, address), charset="utf-8")
 
 
-def _text_part(subtype: str, content: str) -> MIMENonMultipart:
-    part = MIMENonMultipart("text", subtype, charset="utf-8")
-    part["Content-Transfer-Encoding"] = "quoted-printable"
-    part.set_payload(binascii.b2a_qp(content.encode("utf-8"), istext=True).decode("ascii"))
-    return part
+def _text_part(subtype: str, content: str) -> str:
+    """A quoted-printable body part (7-bit, so no line of it can look like the boundary:
+    "=_" is not a quoted-printable escape)."""
+    body = binascii.b2a_qp(content.encode("utf-8"), istext=True).decode("ascii")
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\n'
+        "MIME-Version: 1.0\n"
+        "Content-Transfer-Encoding: quoted-printable\n"
+        f"\n{body}"
+    )
 
 
 _START_TLS: dict[StartTls, bool | None] = {
@@ -254,6 +261,15 @@ def _checked_address(channel: str, address: str) -> str:
         return normalise_email(address)
     except IdentifierError as exc:
         raise PermanentDeliveryError(channel, f"e-mail address unusable ({exc})") from None
+
+
+def _session_failure(channel: str, exc: Exception) -> TransientDeliveryError:
+    """Opening a session, or MAIL FROM, failed: a reply code means the server refused
+    our configuration (greeting, STARTTLS, login, sender), anything else a broken
+    connection; either may pass later, and neither says anything about the address."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return TransientDeliveryError(channel, f"server refused the session ({exc.code})")
+    return TransientDeliveryError(channel, f"SMTP session failed ({type(exc).__name__})")
 
 
 def _by_code(channel: str, what: str, code: int) -> PermanentDeliveryError | TransientDeliveryError:
