@@ -60,12 +60,22 @@ def submit(info: StackInfo, data: Dataset, env: dict[str, str]) -> int:
 
 
 def worker_command(profile: Path | None, number: int) -> list[str]:
-    """The worker's command line; under cProfile (dumped when it exits) with ``profile``."""
+    """The worker's command line; under cProfile in CPU time (dumped at exit) with ``profile``."""
     if profile is None:
         return [str(_BIN / "breachmatch-notifier")]
     profile.mkdir(parents=True, exist_ok=True)
     output = profile.resolve() / f"worker-{number}.prof"
-    return [sys.executable, "-m", "cProfile", "-o", str(output), "-m", "breachmatch_notifier.cli"]
+    code = (
+        "import cProfile, runpy, sys, time\n"
+        "profiler = cProfile.Profile(time.process_time)\n"
+        "sys.argv = ['breachmatch-notifier', *sys.argv[1:]]\n"
+        "profiler.enable()\n"
+        "try:\n"
+        "    runpy.run_module('breachmatch_notifier.cli', run_name='__main__')\n"
+        "finally:\n"
+        f"    profiler.disable(); profiler.dump_stats({str(output)!r})\n"
+    )
+    return [sys.executable, "-c", code]
 
 
 def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:

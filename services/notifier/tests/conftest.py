@@ -156,6 +156,10 @@ class SmtpSink:
         self.messages: list[EmailMessage] = []
         #: address -> SMTP reply, e.g. "550 5.1.1 no such mailbox"
         self.replies: dict[str, str] = {}
+        #: address -> SMTP reply given to its first RCPT only (a passing refusal)
+        self.replies_once: dict[str, str] = {}
+        #: how many times each address was given in RCPT
+        self.rcpt_counts: collections.Counter[str] = collections.Counter()
         self.rcpt_seen = 0
         self._hold_after: int | None = None
         self._hold_answers = False
@@ -176,10 +180,13 @@ class SmtpSink:
     ) -> str:
         async with self._changed:
             self.rcpt_seen += 1
+            self.rcpt_counts[address] += 1
             number = self.rcpt_seen
             self._changed.notify_all()
         if address in self.replies:
             return self.replies[address]
+        if address in self.replies_once:
+            return self.replies_once.pop(address)
         if self._hold_after is not None and number > self._hold_after:
             await self.release.wait()
         envelope.rcpt_tos.append(address)

@@ -21,9 +21,10 @@ For each request a worker, in this order:
 5. delivers it while telling JetStream it is in progress; a channel that
    cannot recognise a repeat records its intent on the claim right before its
    point of no return; then the worker writes SENT (compare-and-set)
-   *before* acknowledging the message. The acknowledgement is not waited
-   for: the ledger, not the ack, says what was sent, so an ack that is lost
-   only brings the request back to find its entry settled (step 1).
+   *before* acknowledging the message. The worker waits for the
+   acknowledgement's reply (so that when it says a notice is done, nothing
+   of it can come back), but only this task waits: the many deliveries in
+   flight share the connection, so their acks are pipelined.
 
 So a worker killed at any point left the entry claimed (the request comes
 back after ``ack_wait``, the claim lapses, the next worker claims it and
@@ -142,13 +143,13 @@ class OutreachDelivery:
             entry = current.entry
             if request.round != entry.round or entry.queued_seq not in (0, request.sequence):
                 log.info("superseded request dropped")
-                await msg.ack()
+                await msg.ack_sync()
                 return
             verdict = assess(entry, time.time())
             if verdict is Verdict.SETTLED:
                 # Settled by an earlier delivery whose worker may have died before it said so.
                 await self._publish(request, entry.proto_state, entry.channel, entry.detail)
-                await msg.ack()
+                await msg.ack_sync()
                 return
             if verdict is Verdict.BUSY:
                 wait = entry.lease_until - time.time() + _LEASE_MARGIN
@@ -252,13 +253,13 @@ class OutreachDelivery:
             await self._channel_failed(request, channel, "refused the address; the next was tried")
         metrics.NOTICES_SENT.labels(result.channel).inc()
         await self._publish(request, OutreachStatus.STATE_SENT, result.channel, detail)
-        await msg.ack()
+        await msg.ack_sync()
         log.info("notice sent", channel=result.channel)
 
     async def _held(self, msg: Msg, request: QueuedRequest, entry: LedgerEntry) -> None:
         metrics.HELD.labels(entry.channel).inc()
         await self._publish(request, OutreachStatus.STATE_HELD, entry.channel, entry.detail)
-        await msg.ack()
+        await msg.ack_sync()
         log.warning("notice held for review", channel=entry.channel, reference=entry.reference)
 
     async def _channel_failed(self, request: QueuedRequest, channel: str, reason: str) -> None:
@@ -280,7 +281,7 @@ class OutreachDelivery:
         await claim.settle(SKIPPED, detail=detail)
         metrics.SKIPPED.inc()
         await self._publish(request, OutreachStatus.STATE_SKIPPED, detail=detail)
-        await msg.ack()
+        await msg.ack_sync()
         log.info("notice skipped", reason=detail)
 
     async def _retry_or_bury(

@@ -73,6 +73,7 @@ _GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENSION
 
 
 class NoticeError(ValueError):
@@ -206,8 +207,10 @@ def select_language(tag: str, available: Iterable[str], fallback: str) -> str:
 
 def sms_segments(text: str) -> int:
     """How many SMS segments the text costs (GSM-7 when it fits, else UCS-2)."""
-    if all(ch in _GSM7_BASIC or ch in _GSM7_EXTENSION for ch in text):
-        units = sum(2 if ch in _GSM7_EXTENSION else 1 for ch in text)
+    # By distinct characters: a per-character loop cost more than the rest of a render.
+    distinct = set(text)
+    if distinct <= _GSM7:
+        units = len(text) + sum(text.count(ch) for ch in distinct & _GSM7_EXTENSION)
         single, concatenated = 160, 153
     else:
         units = len(text.encode("utf-16-le")) // 2

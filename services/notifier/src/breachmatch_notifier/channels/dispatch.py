@@ -126,7 +126,8 @@ class Dispatcher:
                     await intent.withdraw()
                 raise
             failed = tuple(failure.channel for failure in failures)
-            _log.debug("notice delivered", channel=name, failed_channels=list(failed))
+            if failed:  # the worker logs every notice sent; this says how it got there
+                _log.debug("notice delivered", channel=name, failed_channels=list(failed))
             return replace(result, failed_channels=failed)
         raise UndeliverableError(failures)
 
