@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email
 import email.policy
 import socket
@@ -273,6 +274,23 @@ async def test_sessions_are_kept_between_notices(smtp) -> None:
         await channel.aclose()
     assert len(inbox.messages) == 3
     assert len(inbox.sessions) == 1
+
+
+async def test_concurrent_sends_share_at_most_the_configured_sessions(smtp) -> None:
+    inbox, config = smtp
+    channel = EmailChannel(dataclasses.replace(config, sessions=2))
+    keys = [f"{KEY}-{number}" for number in range(8)]
+    try:
+        await asyncio.gather(
+            *(
+                channel.send(notice_for("da"), contact(email=MAILBOX), key, RecordingIntent())
+                for key in keys
+            )
+        )
+    finally:
+        await channel.aclose()
+    assert sorted(m[IDEMPOTENCY_HEADER] for m in inbox.messages) == sorted(keys)
+    assert len(inbox.sessions) == 2  # eight at once, over the two sessions allowed
 
 
 async def test_an_address_beyond_ascii_goes_over_smtputf8(smtp) -> None:

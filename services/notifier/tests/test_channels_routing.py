@@ -63,6 +63,7 @@ def test_from_env_reads_the_deployment_names(tmp_path: Path) -> None:
             "BREACHMATCH_SMTP_USERNAME": "notifier",
             "BREACHMATCH_SMTP_PASSWORD": "pw-123",
             "BREACHMATCH_SMTP_FROM": "noreply@hospital.example.dk",
+            "BREACHMATCH_SMTP_SESSIONS": "40",
             "BREACHMATCH_SMS_GATEWAY_URL": "http://sms-gateway:8080/send",
             "BREACHMATCH_SMS_GATEWAY_TOKEN": "tok-456",
             "BREACHMATCH_DIGITAL_POST_OUTBOX": str(tmp_path),
@@ -76,6 +77,7 @@ def test_from_env_reads_the_deployment_names(tmp_path: Path) -> None:
         StartTls.REQUIRED,
     )
     assert (config.smtp.username, config.smtp.password) == ("notifier", "pw-123")
+    assert config.smtp.sessions == 40
     assert "pw-123" not in repr(config)
     assert config.sms is not None
     assert config.sms.token == "tok-456"
@@ -121,6 +123,17 @@ def test_from_env_with_only_sms() -> None:
                 "BREACHMATCH_SMTP_PASSWORD": "hunter2",
             },
             "BREACHMATCH_SMTP_PASSWORD",
+        ),
+        *(
+            (
+                {
+                    "BREACHMATCH_SMTP_HOST": "h",
+                    "BREACHMATCH_SMTP_FROM": "a@b.dk",
+                    "BREACHMATCH_SMTP_SESSIONS": sessions,
+                },
+                "BREACHMATCH_SMTP_SESSIONS",
+            )
+            for sessions in ("0", "many", "100000")
         ),
         ({"BREACHMATCH_RATE_LIMIT_EMAIL": "-3"}, "BREACHMATCH_RATE_LIMIT_EMAIL"),
         ({"BREACHMATCH_RATE_LIMIT_SMS": "nan"}, "BREACHMATCH_RATE_LIMIT_SMS"),
