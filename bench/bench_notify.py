@@ -18,7 +18,10 @@ distinct Message-IDs against the notices submitted, and copies of one.
 
 Because the machine may be shared, the CPU time each party spent over the same
 interval is printed per notice too (notifier workers, SMTP sink, nats-server),
-with the rate that CPU cost allows on the cores this machine has.
+with the rate that CPU cost allows on the cores this machine has, and — since
+CPU time itself stretches on a crowded machine — the notifier's CPU per notice
+in ristretto255 scalar multiplications (libsodium, through rbcl) timed in the
+same process while the workers run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import email
 import email.policy
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+import rbcl
 
 from breachmatch_dev.demo import check_command, ingest_command, notify_command
 from breachmatch_dev.dumps import Dataset, write_dataset
@@ -76,6 +81,16 @@ def worker_command(profile: Path | None, number: int) -> list[str]:
         f"    profiler.disable(); profiler.dump_stats({str(output)!r})\n"
     )
     return [sys.executable, "-c", code]
+
+
+def scalar_mult_ms(count: int = 2000) -> float:
+    """CPU milliseconds of one libsodium ristretto255 scalar multiplication, measured now."""
+    scalar = rbcl.crypto_core_ristretto255_scalar_random()
+    point = rbcl.crypto_scalarmult_ristretto255_base(scalar)
+    started = time.process_time()
+    for _ in range(count):
+        rbcl.crypto_scalarmult_ristretto255(scalar, point)
+    return 1000 * (time.process_time() - started) / count
 
 
 def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:
@@ -140,8 +155,11 @@ def main() -> None:
         cpu_first: dict[str, float] = {}
         cpu_last: dict[str, float] = {}
         expected = notices + 1  # + the new-breach alert to the tenant's DPO
+        references: list[float] = []
         while count < expected and time.monotonic() - spawned < TIMEOUT:
             time.sleep(0.05)
+            if count and len(references) < 5:  # while the workers run, a few times
+                references.append(scalar_mult_ms())
             now = time.monotonic()
             seen = sum(1 for _ in info.mail_dir.glob("*.eml")) if info.mail_dir.exists() else 0
             if seen and not first:
@@ -167,6 +185,11 @@ def main() -> None:
             "cpu      ms per notice: "
             + ", ".join(f"{name} {ms:.2f}" for name, ms in per_notice.items())
             + f"; {total:.2f} in all = {cores * 1000 / total:,.0f} notices/s on {cores} idle cores"
+        )
+        reference = statistics.median(references or [scalar_mult_ms()])
+        print(
+            f"ratio    notifier CPU per notice = {per_notice['notifier'] / reference:.1f} "
+            f"ristretto255 scalar mults ({reference * 1000:.0f} us each, measured meanwhile)"
         )
         print(f"notices/s {rate:,.0f} (lost {lost}, duplicated {duplicated})")
     finally:

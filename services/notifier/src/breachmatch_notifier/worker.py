@@ -135,9 +135,10 @@ class PullWorkers:
                     free += 1
                 try:
                     messages = await subscription.fetch(free, timeout=FETCH_TIMEOUT)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py raises its own and, for batches, asyncio's
                     messages = []
-                except nats.errors.Error as exc:  # NATS unreachable: wait, then ask again
+                except Exception as exc:  # NATS unreachable (or a client bug): wait, ask again
+                    # Whatever it is, this loop must not end: it is every worker of the process.
                     log.warning("fetch failed", error=type(exc).__name__)
                     messages = []
                     with contextlib.suppress(TimeoutError):
