@@ -64,6 +64,7 @@ def test_rfc_vectors(inp, blinded, evaluated, output):
     assert oprf.finalize(data, BLIND, evaluated_element).hex() == output
     assert oprf.finalize_batch([data], [BLIND], [evaluated_element])[0].hex() == output
     assert oprf.evaluate(SK_SM, data, oprf.OPRF).hex() == output
+    assert oprf.evaluate_batch(SK_SM, [data], oprf.OPRF)[0].hex() == output
 
 
 def test_the_mode_changes_every_output():

@@ -13,7 +13,9 @@ Two-digit years are refused: their century is a guess.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import time
 
 from breachmatch.identifiers.errors import InvalidIdentifier, Placeholder, Reason
 from breachmatch.identifiers.kinds import KeyKind
@@ -30,10 +32,33 @@ _EIGHT_DIGITS = re.compile(r"[0-9]{8}")
 EARLIEST_BIRTH_DATE = dt.date(1858, 1, 1)
 # Database defaults that stand for "unknown", not for a birthday.
 _FILLER_DATES = frozenset({dt.date(1900, 1, 1)})
+#: (monotonic deadline, date): the clock's date, asked again after the deadline.
+_today: list[tuple[float, dt.date]] = [(0.0, dt.date.min)]
 
 
+def today() -> dt.date:
+    """The local date, read from the clock at most once a second.
+
+    No one is born after today, which both this module and the CPR rules
+    check once per row of a dump; ``date.today()`` costs more than the rest
+    of that check. At midnight the answer lags the calendar by under a second.
+    """
+    deadline, date = _today[0]
+    now = time.monotonic()
+    if now >= deadline:
+        date = dt.date.today()
+        _today[0] = (now + 1.0, date)
+    return date
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def normalise_birth_date(raw: str) -> str:
-    """The ISO date ("1980-02-29"); raises `InvalidIdentifier` or `Placeholder` (kind name_dob)."""
+    """The ISO date ("1980-02-29"); raises `InvalidIdentifier` or `Placeholder` (kind name_dob).
+
+    Cached: a dump spells a few tens of thousands of dates over and over, and
+    parsing one costs more than the rest of its name_dob key. Only successes
+    are cached (a raised exception is not), and a date once in the past stays there.
+    """
     text = raw.strip()
     if is_placeholder_text(text) or text.strip("0-./ ") == "":
         raise Placeholder(KeyKind.NAME_DOB)
@@ -45,7 +70,7 @@ def normalise_birth_date(raw: str) -> str:
         raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_BAD_DATE)
     if born in _FILLER_DATES:
         raise Placeholder(KeyKind.NAME_DOB)
-    if not EARLIEST_BIRTH_DATE <= born <= dt.date.today():
+    if not EARLIEST_BIRTH_DATE <= born <= today():
         raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_RANGE)
     return born.isoformat()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from breachmatch.identifiers.birth_date import today
 from breachmatch.identifiers.errors import InvalidIdentifier, Placeholder, Reason
 from breachmatch.identifiers.kinds import KeyKind
 from breachmatch.identifiers.placeholders import is_placeholder_text, is_repeated_filler
@@ -38,7 +39,8 @@ def normalise_cpr(raw: str) -> str:
     """The 10-character CPR key value; raises `InvalidIdentifier` or `Placeholder`."""
     if is_placeholder_text(raw):
         raise Placeholder(KeyKind.CPR)
-    number = compact(raw)
+    # Plain digits (most of a dump) have nothing to compact.
+    number = raw if raw.isascii() and raw.isdigit() else compact(raw)
     if is_repeated_filler(number) or (len(number) == 10 and number[6:] in _FILLER_SERIALS):
         raise Placeholder(KeyKind.CPR)
     if _SHAPE.fullmatch(number) is None:
@@ -58,7 +60,7 @@ def _birth_date(number: str) -> dt.date | None:
         born = dt.date(year, int(number[2:4]), day)
     except ValueError:
         return None
-    return born if born <= dt.date.today() else None
+    return born if born <= today() else None
 
 
 def _century(yy: str, seventh: str, *, has_letters: bool) -> int:

@@ -8,9 +8,9 @@ report.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from typing import TypeVar
 
 from breachmatch.identifiers.cpr import normalise_cpr
 from breachmatch.identifiers.email_address import normalise_email
@@ -21,6 +21,8 @@ from breachmatch.identifiers.name_dob import normalise_name_dob
 from breachmatch.identifiers.phone import normalise_phone
 from breachmatch.identifiers.ssn import normalise_ssn
 from breachmatch.records import PersonRecord
+
+_Raw = TypeVar("_Raw", str, PersonRecord)
 
 
 @dataclass(slots=True)
@@ -38,46 +40,79 @@ class KeyExtraction:
 
 
 def match_keys(record: PersonRecord) -> KeyExtraction:
-    """Every match key `record` yields, plus counts of invalid and filler values."""
+    """Every match key `record` yields, plus counts of invalid and filler values.
+
+    Ingest runs this once per dump row, so it calls the normalisers directly
+    rather than through partials, and compares a key only with the keys of
+    its own kind (keys of different kinds are never equal).
+    """
     found = KeyExtraction()
-    _add_each(found, KeyKind.CPR, normalise_cpr, [record.cpr])
-    _add_each(found, KeyKind.SSN, normalise_ssn, [record.ssn])
-    _add_each(found, KeyKind.MRN, partial(normalise_mrn, facility=record.facility), [record.mrn])
-    _add_each(found, KeyKind.EMAIL, normalise_email, [record.email, *record.extra_emails])
-    _add_each(found, KeyKind.PHONE, normalise_phone, [record.phone, *record.extra_phones])
-    name_fields = (record.given_name, record.family_name, record.full_name, record.birth_date)
-    if any(raw is not None for raw in name_fields):
-        name_dob = partial(
-            normalise_name_dob,
-            given_name=record.given_name,
-            family_name=record.family_name,
-            full_name=record.full_name,
-            birth_date=record.birth_date,
-        )
-        _add(found, KeyKind.NAME_DOB, name_dob)
+    if record.cpr is not None:
+        _add(found, KeyKind.CPR, normalise_cpr, record.cpr)
+    if record.ssn is not None:
+        _add(found, KeyKind.SSN, normalise_ssn, record.ssn)
+    if record.mrn is not None:
+        _add(found, KeyKind.MRN, _mrn_of(record.facility), record.mrn)
+    _add_each(found, KeyKind.EMAIL, normalise_email, record.email, record.extra_emails)
+    _add_each(found, KeyKind.PHONE, normalise_phone, record.phone, record.extra_phones)
+    if (
+        record.given_name is not None
+        or record.family_name is not None
+        or record.full_name is not None
+        or record.birth_date is not None
+    ):
+        _add(found, KeyKind.NAME_DOB, _name_dob_of, record)
     return found
+
+
+def _mrn_of(facility: str | None) -> Callable[[str], str]:
+    return lambda raw: normalise_mrn(raw, facility=facility)
+
+
+def _name_dob_of(record: PersonRecord) -> str:
+    return normalise_name_dob(
+        given_name=record.given_name,
+        family_name=record.family_name,
+        full_name=record.full_name,
+        birth_date=record.birth_date,
+    )
 
 
 def _add_each(
     found: KeyExtraction,
     kind: KeyKind,
     normalise: Callable[[str], str],
-    raws: Iterable[str | None],
+    first: str | None,
+    extras: list[str],
 ) -> None:
-    for raw in raws:
-        if raw is not None:
-            _add(found, kind, partial(normalise, raw))
+    """The field's value, then its extra values, each key once."""
+    if first is not None:
+        _add(found, kind, normalise, first)
+    for raw in extras:
+        _add(found, kind, normalise, raw, dedupe=True)
 
 
-def _add(found: KeyExtraction, kind: KeyKind, normalise: Callable[[], str]) -> None:
-    """Run one normaliser and file its key, its reason code or its placeholder."""
+def _add(
+    found: KeyExtraction,
+    kind: KeyKind,
+    normalise: Callable[[_Raw], str],
+    raw: _Raw,
+    *,
+    dedupe: bool = False,
+) -> None:
+    """Run one normaliser and file its key, its reason code or its placeholder.
+
+    With `dedupe` (a field's extra values), a key equal to one already found
+    is not added again.
+    """
     try:
-        key = MatchKey(kind, normalise())
+        value = normalise(raw)
     except InvalidIdentifier as error:
         found.invalid.append((error.kind, error.reason))
         return
     except Placeholder as error:
         found.placeholders.append(error.kind)
         return
-    if key not in found.keys:
+    key = MatchKey(kind, value)
+    if not dedupe or key not in found.keys:
         found.keys.append(key)

@@ -39,13 +39,17 @@ _DANISH = re.compile(r"(?:\+45|0045)?([1-9][0-9]{7})")
 def normalise_phone(raw: str) -> str:
     """The E.164 key value ("+4512345678"); raises `InvalidIdentifier` or `Placeholder`."""
     text = fold_width(raw)
-    if is_placeholder_text(text) or _MASK.search(text):
-        raise Placeholder(KeyKind.PHONE)
-    number = _EXTENSION.sub("", text)
-    if _SHAPE.fullmatch(number) is None:
-        raise InvalidIdentifier(KeyKind.PHONE, Reason.PHONE_SYNTAX)
-    digits = _NOT_DIGIT.sub("", number)
-    canonical = f"+{digits}" if "+" in number else digits
+    if text.isascii() and text.isdigit():
+        # Plain digits (most of a dump): no filler word, mask, extension or separator.
+        canonical = text
+    else:
+        if is_placeholder_text(text) or _MASK.search(text):
+            raise Placeholder(KeyKind.PHONE)
+        number = _EXTENSION.sub("", text)
+        if _SHAPE.fullmatch(number) is None:
+            raise InvalidIdentifier(KeyKind.PHONE, Reason.PHONE_SYNTAX)
+        digits = _NOT_DIGIT.sub("", number)
+        canonical = f"+{digits}" if "+" in number else digits
     danish = _DANISH.fullmatch(canonical)
     if danish is None:
         return _e164(canonical)

@@ -48,7 +48,11 @@ _HAS_ALNUM = re.compile(r"[^\W_]")
 
 def is_placeholder_text(raw: str) -> bool:
     """True for empty/whitespace, a filler word, or a value with no letter or digit."""
-    text = " ".join(raw.casefold().split())
+    text = raw.casefold()
+    # All letters and digits (most CPR numbers and phones): nothing to collapse.
+    if text.isalnum():
+        return text in PLACEHOLDER_WORDS
+    text = " ".join(text.split())
     return text in PLACEHOLDER_WORDS or _HAS_ALNUM.search(text) is None
 
 

@@ -23,7 +23,7 @@ from breachmatch.columns import ColumnMapping
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, ReadStats, open_records
 from breachmatch.records import PersonRecord
-from breachmatch_ingest.report import Report
+from breachmatch_ingest.report import KeyTally, Report
 
 log = logs.get_logger(__name__)
 
@@ -57,37 +57,58 @@ def chunks_of(
 ) -> Iterator[PendingChunk]:
     """Cut the pairs of `items` into chunks of at most `chunk_pairs` pairs (and 512 KiB).
 
-    `report` is updated as rows go by, so it is complete once the iterator is.
-    A bad row's identifiers salvaged by value give pairs like any record's.
+    `report` is brought up to date before each chunk is yielded and at the
+    end, so it is complete once the iterator is. A bad row's identifiers
+    salvaged by value give pairs like any record's.
+
+    This loop runs once per row of the dump in the coordinator, the one part
+    of ingest that does not scale out with workers, so it counts into a
+    `KeyTally` and keeps the chunk's lists in locals.
     """
     if chunk_pairs < 1:
         raise ValueError("chunk_pairs must be at least 1")
+    tally = KeyTally()
+    keys_by_kind, rows_by_label = tally.keys, tally.rows_by_label
     chunk = PendingChunk(0)
+    inputs, labels, size = chunk.inputs, chunk.labels, 0
     for item in items:
-        if isinstance(item, ReadStats):
-            report.add_read_stats(item)
-            continue
         if isinstance(item, BadRow):
             report.add_bad_row(item.reason)
             if item.salvaged is None:
                 continue
             record = item.salvaged
-            extraction = match_keys(record)
-            report.add_salvaged(extraction, record.categories)
+            tally.salvaged += 1
+        elif isinstance(item, ReadStats):
+            report.add_read_stats(item)
+            continue
         else:
             record = item
-            extraction = match_keys(record)
-            report.add_record(extraction, record.categories)
+            tally.rows += 1
+        extraction = match_keys(record)
         label = int(record.categories)
+        if extraction.invalid or extraction.placeholders:
+            tally.add(extraction, label)
+        else:
+            rows_by_label[label] += 1
+        if not extraction.keys:
+            if record is item:
+                tally.rows_without_key += 1
+            continue
         for key in extraction.keys:
             data = key.oprf_input()
-            if len(chunk) >= chunk_pairs or chunk.size + len(data) > MAX_CHUNK_BYTES:
+            if len(inputs) >= chunk_pairs or size + len(data) > MAX_CHUNK_BYTES:
+                chunk.size = size
+                report.add_tally(tally)
                 yield chunk
                 chunk = PendingChunk(chunk.index + 1)
-            chunk.inputs.append(data)
-            chunk.labels.append(label)
-            chunk.size += len(data) + 3
-    if chunk.inputs:
+                inputs, labels, size = chunk.inputs, chunk.labels, 0
+            inputs.append(data)
+            labels.append(label)
+            size += len(data) + 3
+            keys_by_kind[key.kind] += 1
+    chunk.size = size
+    report.add_tally(tally)
+    if inputs:
         yield chunk
 
 

@@ -29,12 +29,47 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from breachmatch.identifiers import KeyExtraction
+from breachmatch.identifiers import KeyExtraction, KeyKind
 from breachmatch.readers import ReadStats
 from breachmatch.records import Category
 from breachmatch.v1 import ingest_pb2
 
 _COUNTERS = ("keys", "categories", "bad_rows", "repaired_rows", "invalid_values", "placeholders")
+
+
+class KeyTally:
+    """The counts of many rows' match keys, in plain ints until `Report.add_tally`.
+
+    Counting each row straight into the report's Counters (kind names,
+    category names) cost ingest more CPU than reading the row; this keeps one
+    int per key kind and one per label value instead, and the report turns
+    them into names once per chunk.
+    """
+
+    __slots__ = ("invalid", "keys", "placeholders", "rows", "rows_by_label", "rows_without_key",
+                 "salvaged")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        #: Records counted (bad rows are counted by `Report.add_bad_row` instead).
+        self.rows = 0
+        self.rows_without_key = 0
+        #: Bad rows that gave keys by value (their keys and labels are counted here too).
+        self.salvaged = 0
+        self.keys = dict.fromkeys(KeyKind, 0)
+        self.rows_by_label = [0] * (1 << 8)
+        self.invalid: list[tuple[KeyKind, str]] = []
+        self.placeholders: list[KeyKind] = []
+
+    def add(self, extraction: KeyExtraction, label: int) -> None:
+        """One record's (or salvaged bad row's) extraction; the caller counts its keys."""
+        self.rows_by_label[label] += 1
+        if extraction.invalid:
+            self.invalid += extraction.invalid
+        if extraction.placeholders:
+            self.placeholders += extraction.placeholders
 
 
 @dataclass
@@ -60,30 +95,27 @@ class Report:
         """(OPRF input, label) pairs sent for evaluation: one per key made."""
         return sum(self.keys.values())
 
-    def add_record(self, extraction: KeyExtraction, categories: Category) -> None:
-        self.rows_read += 1
-        if not extraction.keys:
-            self.rows_without_key += 1
-        self._add_keys(extraction, categories)
-
     def add_bad_row(self, reason: str) -> None:
         self.rows_read += 1
         self.bad_rows[reason] += 1
-
-    def add_salvaged(self, extraction: KeyExtraction, categories: Category) -> None:
-        """Keys recognised by value in a bad row (the row itself counted by `add_bad_row`)."""
-        self.salvaged_rows += 1
-        self._add_keys(extraction, categories)
 
     def add_read_stats(self, stats: ReadStats) -> None:
         """The reader's own counts, once the dump is read (repairs are known only to it)."""
         self.repaired_rows = Counter(stats.repaired)
 
-    def _add_keys(self, extraction: KeyExtraction, categories: Category) -> None:
-        self.keys.update(key.kind.value for key in extraction.keys)
-        self.categories.update(categories.names())
-        self.invalid_values.update(f"{kind.value}:{reason}" for kind, reason in extraction.invalid)
-        self.placeholders.update(kind.value for kind in extraction.placeholders)
+    def add_tally(self, tally: KeyTally) -> None:
+        """Fold in the rows `tally` counted since it was last cleared, then clear it."""
+        self.rows_read += tally.rows
+        self.rows_without_key += tally.rows_without_key
+        self.salvaged_rows += tally.salvaged
+        self.keys.update({kind.value: n for kind, n in tally.keys.items() if n})
+        for label, rows in enumerate(tally.rows_by_label):
+            if rows:
+                for name in Category(label).names():
+                    self.categories[name] += rows
+        self.invalid_values.update(f"{kind.value}:{reason}" for kind, reason in tally.invalid)
+        self.placeholders.update(kind.value for kind in tally.placeholders)
+        tally.clear()
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {
