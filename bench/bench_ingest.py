@@ -24,6 +24,14 @@ CLI run (start-up, hashing the dump, publication included); tokens/s is OPRF
 evaluations per second of the same run; CPU s is the run's CPU time summed
 over all its processes (CPU s / seconds = cores kept busy). Nothing leaves the temp directory,
 which is removed at the end unless ``--keep``.
+
+Below the table, per CLI run, the CPU split between the coordinator process
+(reading, match keys, sealing, NATS, the filter writer, start-up) and the
+worker processes (OPRF), in µs per token, with the load average around the
+run: on a shared machine the wall-clock speed-up from one worker to two says
+as much about the neighbours as about ingest, the CPU split does not. Ingest
+scales out as long as the coordinator's CPU per token stays well under a
+worker's: one coordinator can feed about (worker µs / coordinator µs) workers.
 """
 
 from __future__ import annotations
@@ -66,6 +74,10 @@ class Run:
     cpu_seconds: float = 0.0
     peak_rss: int = 0
     peak_tree_rss: int = 0
+    #: CPU seconds of the worker (pool) processes; the rest of `cpu_seconds` is the coordinator's.
+    worker_cpu_seconds: float = 0.0
+    #: One-minute load average before and after the run.
+    load: tuple[float, float] = (0.0, 0.0)
 
     def line(self) -> str:
         cpu = f"{self.cpu_seconds:>8.1f}" if self.cpu_seconds else f"{'-':>8}"
@@ -106,7 +118,7 @@ def _coordinator_only(dump: Path) -> Run:
     for _chunk in chunks_of(read_dump(dump), report):
         pass
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return Run("coordinator only (read+keys)", seconds, report.rows_read, 0, cpu)
+    return Run("coordinator only (read+keys)", seconds, report.rows_read, report.pairs, cpu)
 
 
 def _writer_alone(rows: int) -> Run:
@@ -141,16 +153,25 @@ def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -
         "--organisation", "Benchmark",
         "--workers", str(workers), "--json-report", str(report_file),
     ]  # fmt: skip
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     cpu_before = _children_cpu()
     process = psutil.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = peak_tree = 0
+    #: Last CPU seconds seen per pool process: they are idle once their last chunk is
+    #: in, so the last sample is their total to within one sampling interval.
+    worker_cpu: dict[int, float] = {}
     while process.poll() is None:
         try:
             own = process.memory_info().rss
-            tree = own + sum(c.memory_info().rss for c in process.children(recursive=True))
+            children = process.children(recursive=True)
+            tree = own
+            for child in children:
+                tree += child.memory_info().rss
+                times = child.cpu_times()
+                worker_cpu[child.pid] = times.user + times.system
         except psutil.NoSuchProcess:
-            break
+            continue  # a child ended between listing and reading; the next sample catches up
         peak, peak_tree = max(peak, own), max(peak_tree, tree)
         time.sleep(_SAMPLE_INTERVAL)  # sampling, not synchronisation
     _, stderr = process.communicate()
@@ -161,20 +182,41 @@ def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -
     report = json.loads(report_file.read_text())
     tokens = sum(report["keys"].values())
     label = f"ingest CLI, {workers} worker(s)"
-    return Run(label, seconds, report["rows_read"], tokens, cpu, peak, peak_tree)
+    load = (load_before, os.getloadavg()[0])
+    workers_cpu = sum(worker_cpu.values())
+    return Run(label, seconds, report["rows_read"], tokens, cpu, peak, peak_tree, workers_cpu, load)
 
 
-def _print_ratios(raw: Run, cli: dict[int, Run]) -> None:
-    """Ingest against the raw loop, per core: tokens per CPU second of the whole CLI
-    (coordinator, pool, NATS client) over the raw loop's; and the wall-clock speed-up
-    from one worker to two."""
-    raw_rate = raw.tokens / raw.cpu_seconds
+def _print_ratios(raw: Run, coordinator: Run, cli: dict[int, Run]) -> None:
+    """Ingest against the raw loop, per core, in CPU time; the CPU split; the scaling.
+
+    Per core: tokens per CPU second of the whole CLI (coordinator, pool, NATS
+    client) over the raw loop's. Scaling: wall-clock tokens/s from one worker
+    to two, which on a loaded machine is bounded by the cores the neighbours
+    leave, so the CPU split is printed beside it.
+    """
+    raw_us = raw.cpu_seconds / raw.tokens * 1e6
+    reading_us = coordinator.cpu_seconds / coordinator.tokens * 1e6
+    print(f"raw rbcl loop: {raw_us:.1f} us/token; reading + match keys alone: {reading_us:.1f}")
     for workers, run in cli.items():
-        ratio = run.tokens / run.cpu_seconds / raw_rate
-        print(f"ingest per core, {workers} worker(s): {ratio:.2f}x the raw rbcl loop (CPU time)")
+        ratio = raw_us / (run.cpu_seconds / run.tokens * 1e6)
+        coordinator_us = (run.cpu_seconds - run.worker_cpu_seconds) / run.tokens * 1e6
+        worker_us = run.worker_cpu_seconds / run.tokens * 1e6
+        print(
+            f"ingest per core, {workers} worker(s): {ratio:.2f}x the raw rbcl loop (CPU time); "
+            f"coordinator {coordinator_us:.1f} us/token, workers {worker_us:.1f} us/token "
+            f"({raw_us / worker_us:.2f}x raw), one coordinator feeds ~"
+            f"{worker_us / coordinator_us:.0f} workers; "
+            f"{run.cpu_seconds / run.seconds:.2f} cores busy; "
+            f"load {run.load[0]:.1f} -> {run.load[1]:.1f}"
+        )
     if 1 in cli and 2 in cli:
         speedup = (cli[2].tokens / cli[2].seconds) / (cli[1].tokens / cli[1].seconds)
-        print(f"ingest 1 -> 2 workers: {speedup:.2f}x tokens/s (wall clock)")
+        cpu_cost = (cli[2].cpu_seconds / cli[2].tokens) / (cli[1].cpu_seconds / cli[1].tokens)
+        print(
+            f"ingest 1 -> 2 workers: {speedup:.2f}x tokens/s (wall clock), "
+            f"CPU per token {cpu_cost:.2f}x"
+        )
 
 
 def _children_cpu() -> float:
@@ -203,7 +245,8 @@ def main() -> None:
     secret = KeyRing.load(keys.oprf_dir).current.secret
     assert secret is not None
     print(f"dump: {args.rows:,} rows, {dump.stat().st_size / _MIB:.1f} MiB; "
-          f"{os.cpu_count()} cores; Python {sys.version.split()[0]}")  # fmt: skip
+          f"{os.cpu_count()} cores; Python {sys.version.split()[0]}; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
     runs = [*_raw_bound(secret), _coordinator_only(dump), _writer_alone(args.rows)]
     pki = make_dev_pki(root / "pki")
     with NatsServer(root / "nats", pki) as nats:
@@ -225,7 +268,7 @@ def main() -> None:
     )
     for run in runs:
         print(run.line())
-    _print_ratios(runs[0], cli_runs)
+    _print_ratios(runs[0], runs[2], cli_runs)
     if args.keep:
         print(f"kept {root}")
     else:

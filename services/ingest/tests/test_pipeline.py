@@ -22,7 +22,8 @@ def _records(count: int, seed: int) -> list[PersonRecord]:
 
 def test_chunks_hold_every_pair_in_order_with_its_record_label() -> None:
     records = _records(60, seed=3)
-    chunks = list(chunks_of(records, Report(), chunk_pairs=7))
+    report = Report()
+    chunks = list(chunks_of(records, report, chunk_pairs=7))
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert all(1 <= len(c) <= 7 for c in chunks)
     assert all(len(c) == 7 for c in chunks[:-1])
@@ -33,6 +34,10 @@ def test_chunks_hold_every_pair_in_order_with_its_record_label() -> None:
     assert got == expected
     again = list(chunks_of(records, Report(), chunk_pairs=7))
     assert [(c.inputs, c.labels) for c in again] == [(c.inputs, c.labels) for c in chunks]
+    # Counted across every chunk, not just the last one's.
+    assert report.rows_read == 60
+    assert report.keys == Counter(k.kind.value for r in records for k in match_keys(r).keys)
+    assert report.categories == Counter(name for r in records for name in r.categories.names())
 
 
 def test_chunks_stay_under_the_byte_limit() -> None:

@@ -50,9 +50,6 @@ class KeyTally:
                  "salvaged")  # fmt: skip
 
     def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
         #: Records counted (bad rows are counted by `Report.add_bad_row` instead).
         self.rows = 0
         self.rows_without_key = 0
@@ -62,6 +59,15 @@ class KeyTally:
         self.rows_by_label = [0] * (1 << 8)
         self.invalid: list[tuple[KeyKind, str]] = []
         self.placeholders: list[KeyKind] = []
+
+    def clear(self) -> None:
+        """Back to zero, in place: the counting loop holds on to `keys` and `rows_by_label`."""
+        self.rows = self.rows_without_key = self.salvaged = 0
+        for kind in self.keys:
+            self.keys[kind] = 0
+        self.rows_by_label[:] = [0] * len(self.rows_by_label)
+        self.invalid.clear()
+        self.placeholders.clear()
 
     def add(self, extraction: KeyExtraction, label: int) -> None:
         """One record's (or salvaged bad row's) extraction; the caller counts its keys."""
