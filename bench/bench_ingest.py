@@ -5,16 +5,17 @@
 
 What it does, all on this machine:
 
-1. writes a synthetic cp1252 CSV dump of ``--rows`` people (4 match keys each);
-2. measures the raw bound on one core: libsodium's hash-to-group plus scalar
+1. measures the raw bound on one core: libsodium's hash-to-group plus scalar
    multiplication (`rbcl`, on pre-hashed input), and the full RFC 9497
-   ``oprf.evaluate`` (which adds expand_message_xmd and the Finalize hash);
-3. measures the coordinator alone: reading, column mapping and match keys,
-   no OPRF (the ceiling of one coordinator however many workers there are);
-4. feeds the filter writer alone, in a fresh process, as many random pairs
-   as the dump has match keys (4 per row, none repeated: its worst case) and
-   reports that process's peak RSS — the writer's share of the ingest Job's
-   memory limit, measurable at 10M rows in minutes (``--writer-only`` stops here);
+   ``oprf.evaluate_batch`` (which adds expand_message_xmd and the Finalize hash);
+2. feeds the filter writer alone, in a fresh process, as many random pairs
+   as ``--rows`` rows have match keys (4 per row, none repeated: its worst
+   case) and reports that process's peak RSS and the body's bytes per entry —
+   the writer's share of the ingest Job's memory limit, measurable at 10M
+   rows in minutes (``--writer-only`` stops here);
+3. writes a synthetic cp1252 CSV dump of ``--rows`` people (4 match keys each);
+4. measures the coordinator's reading alone: reading, column mapping and match
+   keys, no OPRF (the ceiling of one coordinator however many workers there are);
 5. runs the real CLI (``breachmatch-ingest``) against a private nats-server,
    once per ``--workers`` value, sampling the resident memory of the process
    and of its whole tree (pool processes included) with psutil.
@@ -53,7 +54,7 @@ import rbcl
 
 from breachmatch import oprf
 from breachmatch.filter import FilterWriter, TokenKeys
-from breachmatch.keys import KeyRing, make_operator_keys
+from breachmatch.keys import KeyRing, OperatorKeyFiles, make_operator_keys
 from breachmatch_dev import NatsServer, dumps, make_dev_pki, synthetic
 from breachmatch_ingest.pipeline import chunks_of, read_dump
 from breachmatch_ingest.report import Report
@@ -125,7 +126,10 @@ def _writer_alone(rows: int) -> Run:
     """`_feed_writer` in a fresh interpreter, so its peak RSS is the writer's own."""
     pairs = rows * _KEYS_PER_ROW
     argv = [sys.executable, __file__, "--feed-writer", str(pairs)]
-    seconds, cpu, peak = json.loads(subprocess.run(argv, capture_output=True, check=True).stdout)
+    seconds, cpu, peak, per_entry = json.loads(
+        subprocess.run(argv, capture_output=True, check=True).stdout
+    )
+    print(f"filter body: {per_entry:.3f} bytes per entry ({pairs:,} entries)")
     return Run(f"filter writer alone, {pairs:,} pairs", seconds, rows, pairs, cpu, peak, peak)
 
 
@@ -140,10 +144,11 @@ def _feed_writer(pairs: int) -> None:
         pads = rng.integers(0, 256, size=count, dtype=np.uint8)
         writer.add_keys(TokenKeys(words, pads), rng.integers(0, 128, size=count))
     with tempfile.TemporaryFile() as body:
-        writer.finish(body)
+        summary = writer.finish(body)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     seconds = time.perf_counter() - started
-    print(json.dumps([seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024]))
+    per_entry = summary.body_size / summary.entry_count
+    print(json.dumps([seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, per_entry]))
 
 
 def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -> Run:
@@ -225,6 +230,20 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _cli_runs(root: Path, dump: Path, keys: OperatorKeyFiles, workers: list[int]) -> dict[int, Run]:
+    """One CLI run per worker count, against a private nats-server."""
+    pki = make_dev_pki(root / "pki")
+    with NatsServer(root / "nats", pki) as nats:
+        env = os.environ | {
+            "BREACHMATCH_NATS_URL": nats.url,
+            "BREACHMATCH_NATS_TLS_DIR": str(pki.service_dir("ingest")),
+            "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
+            "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
+            "BREACHMATCH_LOG_FORMAT": "json",
+        }
+        return {n: _cli_run(dump, n, env, root / f"report-{n}.json") for n in workers}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows in the dump")
@@ -238,29 +257,20 @@ def main() -> None:
         return
 
     root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    dump = root / "dump.csv"
-    with dump.open("wb") as sink:
-        dumps.write_csv(synthetic.crowd(args.rows, seed=7), sink)
     keys = make_operator_keys(root / "keys")
     secret = KeyRing.load(keys.oprf_dir).current.secret
     assert secret is not None
-    print(f"dump: {args.rows:,} rows, {dump.stat().st_size / _MIB:.1f} MiB; "
-          f"{os.cpu_count()} cores; Python {sys.version.split()[0]}; "
+    print(f"{args.rows:,} rows; {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
-    runs = [*_raw_bound(secret), _coordinator_only(dump), _writer_alone(args.rows)]
-    pki = make_dev_pki(root / "pki")
-    with NatsServer(root / "nats", pki) as nats:
-        env = os.environ | {
-            "BREACHMATCH_NATS_URL": nats.url,
-            "BREACHMATCH_NATS_TLS_DIR": str(pki.service_dir("ingest")),
-            "BREACHMATCH_OPRF_KEY_DIR": str(keys.oprf_dir),
-            "BREACHMATCH_SIGNING_KEY": str(keys.signing_key),
-            "BREACHMATCH_LOG_FORMAT": "json",
-        }
-        cli_runs = {
-            workers: _cli_run(dump, workers, env, root / f"report-{workers}.json")
-            for workers in ([] if args.writer_only else args.workers)
-        }
+    runs = [*_raw_bound(secret), _writer_alone(args.rows)]
+    cli_runs: dict[int, Run] = {}
+    if not args.writer_only:
+        dump = root / "dump.csv"
+        with dump.open("wb") as sink:
+            dumps.write_csv(synthetic.crowd(args.rows, seed=7), sink)
+        print(f"dump: {dump.stat().st_size / _MIB:.1f} MiB")
+        runs.append(_coordinator_only(dump))
+        cli_runs = _cli_runs(root, dump, keys, args.workers)
     runs.extend(cli_runs.values())
     print(
         f"{'':<34}{'seconds':>9}{'rows/s':>11}{'tokens/s':>11}"
@@ -268,7 +278,8 @@ def main() -> None:
     )
     for run in runs:
         print(run.line())
-    _print_ratios(runs[0], runs[2], cli_runs)
+    if cli_runs:
+        _print_ratios(runs[0], runs[3], cli_runs)
     if args.keep:
         print(f"kept {root}")
     else:
