@@ -42,6 +42,7 @@ import numpy as np
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.breaches import BreachStore, StoredBreach, verify_served
 from breachmatch.client.cache import TokenCache
+from breachmatch.client.collector import collector_paused
 from breachmatch.client.errors import (
     ArtifactRefusedError,
     BreachNotServedError,
@@ -82,14 +83,15 @@ class KeyIndex:
         position: dict[bytes, int] = {}
         inputs: list[bytes] = []
         owners: list[list[tuple[int, KeyKind, Strength]]] = []
-        for number, patient in enumerate(patients.patients):
-            for key in patient.keys:
-                data = key.oprf_input()
-                at = position.setdefault(data, len(inputs))
-                if at == len(inputs):
-                    inputs.append(data)
-                    owners.append([])
-                owners[at].append((number, key.kind, key.strength))
+        with collector_paused():
+            for number, patient in enumerate(patients.patients):
+                for key in patient.keys:
+                    data = key.oprf_input()
+                    at = position.setdefault(data, len(inputs))
+                    if at == len(inputs):
+                        inputs.append(data)
+                        owners.append([])
+                    owners[at].append((number, key.kind, key.strength))
         return cls(inputs, owners)
 
 
