@@ -53,10 +53,7 @@ def _open(path: Path, key: CacheKey, *keys: TrustedOprfKey) -> TokenCache:
 def _outputs(cache: TokenCache, key: TrustedOprfKey, inputs: list[bytes]) -> list[bytes | None]:
     """The cached output of each input, None where the cache has none."""
     found = cache.lookup(key, inputs)
-    return [
-        output.tobytes() if hit else None
-        for hit, output in zip(found.found.tolist(), found.outputs, strict=True)
-    ]
+    return [found.output(at) if hit else None for at, hit in enumerate(found.found.tolist())]
 
 
 def _sql(path: Path, statement: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
@@ -134,7 +131,7 @@ def test_lookup_returns_the_filter_keys_of_each_output(tmp_path: Path, key: Cach
     assert np.array_equal(found.keys.tag_hash, expected.tag_hash)
     assert np.array_equal(found.keys.pad, expected.pad)
     assert np.array_equal(written.tag_hash, derive_keys(MANY_OUTPUTS).tag_hash)
-    assert [row.tobytes() for row in found.outputs] == [MANY_OUTPUTS[at] for at in shuffled]
+    assert [found.output(at) for at in range(MANY)] == [MANY_OUTPUTS[at] for at in shuffled]
     assert [entries for _, _, entries, _ in _segments(tmp_path / "t.sqlite")] == [
         SEGMENT_ENTRIES,
         SEGMENT_ENTRIES,

@@ -10,9 +10,9 @@ only what is missing.
 A re-check asks for every token of the hospital at once, so the cache is
 laid out to be read in bulk (`cache_segments`): table ``segments`` holds,
 per key id, sealed segments of up to `SEGMENT_ENTRIES` tokens, one AEAD
-call each. A lookup hashes its inputs into the keyed index, sorts them
-once, and matches each opened segment's records against them with numpy
-(`_Wanted`): no per-token crypto, no per-token SQL, no per-token Python
+call each. A lookup opens the key id's segments, hashes its inputs into
+the keyed index, and matches all records against them with numpy
+(`_match`): no per-token crypto, no per-token SQL, no per-token Python
 beyond the index hash. What is stored, and why:
 
 * ``key_id`` — rotation is explicit: segments of key ids the matcher no
@@ -51,7 +51,6 @@ import hmac
 import os
 import sqlite3
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -86,36 +85,50 @@ _SCHEMA = (
 )
 
 
-@dataclass(frozen=True)
 class CachedTokens:
-    """What the cache holds for n inputs, in input order; rows with ``found`` False are unset."""
+    """What the cache holds for n inputs, in input order; see ``found``.
 
-    found: NDArray[np.bool_]
-    outputs: NDArray[np.uint8]
-    keys: TokenKeys
+    The filter keys of every found input are gathered into ``keys`` at once:
+    they are what a check queries with. Outputs are needed only for the
+    proofs of the few matched patients, so they stay where they were opened
+    (or evaluated) and `output` reads one.
+    """
 
-    @classmethod
-    def empty(cls, count: int) -> CachedTokens:
-        return cls(
-            found=np.zeros(count, dtype=np.bool_),
-            outputs=np.zeros((count, OUTPUT_SIZE), dtype=np.uint8),
-            keys=TokenKeys(
-                tag_hash=np.zeros((count, 2), dtype=np.uint64),
-                pad=np.zeros(count, dtype=np.uint8),
-            ),
+    def __init__(self, count: int) -> None:
+        self.found = np.zeros(count, dtype=np.bool_)
+        self.keys = TokenKeys(
+            tag_hash=np.zeros((count, 2), dtype=np.uint64), pad=np.zeros(count, dtype=np.uint8)
         )
+        self._sources: list[NDArray[np.uint8]] = []
+        self._source = np.zeros(count, dtype=np.intp)
+        self._row = np.zeros(count, dtype=np.intp)
 
     def missing(self) -> NDArray[np.intp]:
         """Positions of the inputs the cache has no token for."""
         return np.flatnonzero(~self.found)
 
     def fill(
-        self, positions: NDArray[np.intp], outputs: NDArray[np.uint8], keys: TokenKeys
+        self,
+        positions: NDArray[np.intp],
+        outputs: NDArray[np.uint8],
+        keys: TokenKeys,
+        rows: NDArray[np.intp] | None = None,
     ) -> None:
+        """Input ``positions[i]`` has row ``rows[i]`` (default: i) of `outputs` and `keys`."""
+        if rows is None:
+            rows = np.arange(len(positions))
         self.found[positions] = True
-        self.outputs[positions] = outputs
-        self.keys.tag_hash[positions] = keys.tag_hash
-        self.keys.pad[positions] = keys.pad
+        self.keys.tag_hash[positions] = keys.tag_hash[rows]
+        self.keys.pad[positions] = keys.pad[rows]
+        self._source[positions] = len(self._sources)
+        self._row[positions] = rows
+        self._sources.append(outputs)
+
+    def output(self, at: int) -> bytes:
+        """The OPRF output of input `at`, which must be found."""
+        if not self.found[at]:
+            raise LookupError("the cache holds no token for this input")
+        return bytes(self._sources[self._source[at]][self._row[at]])
 
 
 class TokenCache:
@@ -178,25 +191,27 @@ class TokenCache:
     def lookup(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> CachedTokens:
         """The cached token of each input under `key`; see `CachedTokens.found`."""
         self._check_in_use(key)
-        found = CachedTokens.empty(len(inputs))
+        found = CachedTokens(len(inputs))
         if not inputs:
             return found
-        wanted = _Wanted(self._index.of(inputs))
+        opened: list[NDArray[np.void]] = []
         refused: list[int] = []
         segments = self._db.execute(
             "SELECT seg, entries, sealed FROM segments WHERE key_id = ?", (key.key_id,)
         )
         for number, entries, sealed in segments:
             try:
-                rows = open_segment(
-                    self._seal_key, sealed, key.key_id, key.public_key, number, entries
+                opened.append(
+                    open_segment(
+                        self._seal_key, sealed, key.key_id, key.public_key, number, entries
+                    )
                 )
             except SegmentRefusedError:
                 refused.append(number)
-                continue
-            positions, which = wanted.locate(rows["index"])
-            hits = rows[which]
-            found.fill(positions, hits["output"], TokenKeys(hits["tag"], hits["pad"]))
+        if opened:
+            table = np.concatenate(opened)
+            positions, rows = _match(self._index.of(inputs), table["index"])
+            found.fill(positions, table["output"], TokenKeys(table["tag"], table["pad"]), rows)
         if refused:
             self._drop_segments(key.key_id, refused)
         if self._legacy is not None:
@@ -339,31 +354,31 @@ class TokenCache:
         self.close()
 
 
-class _Wanted:
-    """The inputs' index values, sorted once, for matching segment after segment.
+def _match(
+    wanted: NDArray[np.uint64], held: NDArray[np.uint64]
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """(input position, record row) of every pair whose 128-bit index values are equal.
 
-    A segment's records are matched by their first index word with
-    `searchsorted` and confirmed on the second, so every 128 bits must agree.
-    Equal first words (one input asked twice, or a 2^-64 coincidence) are
-    handled by expanding each record's range of equal first words.
+    The inputs are sorted by their first index word once; the records (sorted
+    within each segment) are searched among them, and a candidate counts only
+    if the second word agrees too. Equal first words among the inputs (one
+    input asked twice, or a 2^-64 coincidence) take the general path, which
+    pairs each record with every input of its first word.
     """
-
-    def __init__(self, index: NDArray[np.uint64]) -> None:
-        self._order = np.argsort(index[:, 0], kind="stable")
-        self._first = index[self._order, 0]
-        self._second = index[self._order, 1]
-
-    def locate(self, index: NDArray[np.uint64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-        """(input position, record row) of every pair whose index values are equal."""
-        first = np.ascontiguousarray(index[:, 0])
-        low = np.searchsorted(self._first, first, side="left")
-        high = np.searchsorted(self._first, first, side="right")
-        spans = high - low
-        rows = np.repeat(np.arange(len(first)), spans)
-        starts = np.cumsum(spans) - spans
-        sorted_at = np.repeat(low - starts, spans) + np.arange(len(rows))
-        same = self._second[sorted_at] == index[rows, 1]
-        return self._order[sorted_at[same]], rows[same]
+    order = np.argsort(wanted[:, 0], kind="stable")
+    first, second = wanted[order, 0], wanted[order, 1]
+    held_first = np.ascontiguousarray(held[:, 0])
+    low = np.searchsorted(first, held_first, side="left")
+    if not np.any(first[1:] == first[:-1]):
+        at = np.minimum(low, len(first) - 1)
+        rows = np.flatnonzero((first[at] == held_first) & (second[at] == held[:, 1]))
+        return order[at[rows]], rows
+    spans = np.searchsorted(first, held_first, side="right") - low
+    rows = np.repeat(np.arange(len(held_first)), spans)
+    starts = np.cumsum(spans) - spans
+    at = np.repeat(low - starts, spans) + np.arange(len(rows))
+    same = second[at] == held[rows, 1]
+    return order[at[same]], rows[same]
 
 
 def output_array(outputs: Sequence[bytes] | NDArray[np.uint8]) -> NDArray[np.uint8]:

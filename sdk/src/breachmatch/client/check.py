@@ -259,7 +259,7 @@ class Checker:
                 for patient, kind, _ in index.owners[at]:
                     held = best.get(patient)
                     if held is None or _KIND_ORDER[kind] < _KIND_ORDER[held[0]]:
-                        best[patient] = (kind, cached.outputs[at].tobytes())
+                        best[patient] = (kind, cached.output(at))
             for patient, (kind, token) in best.items():
                 found = (subset.patients[patient].patient_id, breach.manifest.breach_id)
                 proofs[found] = MatchProof(key_kind=kind.value, token=token)
