@@ -210,13 +210,15 @@ def stack(root: Path, workers: int) -> Iterator[tuple[DevPki, MatcherProcess]]:
             "--nats-url", nats.url, "--nats-tls-dir", str(pki.service_dir("ingest")),
             "--oprf-key-dir", str(operator.oprf_dir), "--signing-key", str(operator.signing_key),
         ])  # fmt: skip
+        tenants = root / "tenants.json"  # a first check of 130,000 patients is 520,000 keys
+        tenants.write_text(json.dumps({"default_daily_budget": 100_000_000}), encoding="utf-8")
         matcher = MatcherProcess([
             sys.executable, "-m", "breachmatch_matcher.cli", "serve", "--log-format", "json",
             "--nats-url", nats.url, "--tls-dir", str(pki.service_dir("matcher")),
             "--oprf-key-dir", str(operator.oprf_dir), "--verify-key", str(operator.verify_key),
             "--notifier-statement", str(operator.notifier_statement),
             "--grpc-addr", "127.0.0.1:0", "--health-addr", "", "--metrics-addr", "",
-            "--workers", str(workers), "--cache-dir", str(root),
+            "--workers", str(workers), "--cache-dir", str(root), "--tenants-file", str(tenants),
         ])  # fmt: skip
         try:
             yield pki, matcher
