@@ -8,6 +8,9 @@ subprocess, NATS):
   verify the filter, blind → Evaluate → finalize every distinct match key,
   cache it, look it up;
 * **cached re-check** — the same state directory again: no OPRF work at all;
+  its CPU is also split into phases (`recheck_phases`: reading and
+  normalising the export, the distinct match keys, the token cache lookup,
+  and the rest — key info, filter verification and lookup, the result);
 * **OpenMined PSI** — its client and server (P-256, C++, one thread) on the
   very same two sets (the hospital's distinct OPRF inputs against the leak's),
   at the same per-query false-positive rate; run in the bench venv
@@ -28,6 +31,7 @@ import os
 import random
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,7 +45,12 @@ from pathlib import Path
 import psutil
 
 from breachmatch import keys
-from breachmatch.client import CheckResult, Client, PipelineOptions
+from breachmatch.client import CheckResult, Client, PatientSource, PipelineOptions
+from breachmatch.client.cache import TokenCache
+from breachmatch.client.cache_key import CacheKey
+from breachmatch.client.check import KeyIndex
+from breachmatch.client.key_trust import TrustedOprfKey
+from breachmatch.client.state import StateDir
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 from breachmatch_dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
@@ -158,6 +167,33 @@ def measure(matcher: MatcherProcess, run: Callable[[], CheckResult]) -> Sample:
     )
 
 
+def recheck_phases(state: Path, cache_key: Path, hospital: Path) -> dict[str, float]:
+    """CPU seconds of the re-check's own steps, run one by one on a warm state directory."""
+    phases: dict[str, float] = {}
+    mark = time.process_time()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.process_time()
+        phases[name] = now - mark
+        mark = now
+
+    patients = PatientSource(hospital).read()
+    lap("read and normalise the export")
+    index = KeyIndex.build(patients)
+    lap("distinct match keys (KeyIndex)")
+    path = StateDir(state).token_cache
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        stated = [TrustedOprfKey(*row) for row in db.execute("SELECT * FROM oprf_keys")]
+    mark = time.process_time()
+    with TokenCache(path, CacheKey.load_or_create(cache_key)) as cache:
+        for key in stated:
+            cache.use_key(key)
+            assert cache.lookup(key, index.inputs).found.all(), "a cached token is missing"
+    lap("token cache lookup")
+    return phases
+
+
 def run_tool(argv: list[str]) -> str:
     done = subprocess.run(argv, check=True, capture_output=True, text=True)
     return done.stdout
@@ -174,13 +210,15 @@ def stack(root: Path, workers: int) -> Iterator[tuple[DevPki, MatcherProcess]]:
             "--nats-url", nats.url, "--nats-tls-dir", str(pki.service_dir("ingest")),
             "--oprf-key-dir", str(operator.oprf_dir), "--signing-key", str(operator.signing_key),
         ])  # fmt: skip
+        tenants = root / "tenants.json"  # a first check of 130,000 patients is 520,000 keys
+        tenants.write_text(json.dumps({"default_daily_budget": 100_000_000}), encoding="utf-8")
         matcher = MatcherProcess([
             sys.executable, "-m", "breachmatch_matcher.cli", "serve", "--log-format", "json",
             "--nats-url", nats.url, "--tls-dir", str(pki.service_dir("matcher")),
             "--oprf-key-dir", str(operator.oprf_dir), "--verify-key", str(operator.verify_key),
             "--notifier-statement", str(operator.notifier_statement),
             "--grpc-addr", "127.0.0.1:0", "--health-addr", "", "--metrics-addr", "",
-            "--workers", str(workers), "--cache-dir", str(root),
+            "--workers", str(workers), "--cache-dir", str(root), "--tenants-file", str(tenants),
         ])  # fmt: skip
         try:
             yield pki, matcher
@@ -229,6 +267,7 @@ def main() -> None:
         )
         first: list[Sample] = []
         cached: list[Sample] = []
+        load_before = os.getloadavg()
         with stack(root, args.matcher_workers) as (pki, matcher):
             for attempt in range(args.repeat):
                 state = root / f"state-{attempt}"
@@ -241,6 +280,12 @@ def main() -> None:
                 ) as client:
                     first.append(measure(matcher, lambda: client.check(root / "hospital.csv")))
                     cached.append(measure(matcher, lambda: client.check(root / "hospital.csv")))
+            phases = recheck_phases(
+                root / f"state-{args.repeat - 1}",
+                root / f"cache-{args.repeat - 1}.key",
+                root / "hospital.csv",
+            )
+        load_after = os.getloadavg()
         for sample in (*first, *cached):
             assert sample.matched == in_leak, "the check did not find exactly the leaked patients"
         assert all(s.evaluations == 0 for s in cached), "the re-check evaluated something"
@@ -326,6 +371,17 @@ def main() -> None:
             f"items, intersection {psi['intersection']:,.0f}; one thread, CPU ≈ wall; setup "
             f"message {psi['setup_bytes'] / 1e6:.2f} MB per check"
         )
+    print(f"\n  cached re-check by phase (one run, CPU s, keys per CPU s; {keys_sent:,} keys):")
+    phases["rest: key info, filter verify and lookup, result"] = max(
+        0.0, median(cached, "client_cpu") - sum(phases.values())
+    )
+    for name, seconds in phases.items():
+        print(f"    {name:<50}{seconds:>8.2f}{keys_sent / max(seconds, 1e-9):>14,.0f}")
+    print(
+        "  load average (1, 5, 15 min): "
+        f"before {' '.join(f'{x:.1f}' for x in load_before)}, "
+        f"after {' '.join(f'{x:.1f}' for x in load_after)}"
+    )
     print(
         f"  breachmatch: batch {args.batch_size}, {args.concurrency} Evaluate streams, "
         f"client and matcher on the same {cores}-core machine, mTLS over loopback"

@@ -345,10 +345,10 @@ def _facility(path: Path) -> PatientSource:
 
 
 def _cached_rows(state: Path) -> int:
-    """Rows committed to the token cache so far (0 while it is still being created)."""
+    """Tokens committed to the token cache so far (0 while it is still being created)."""
     with contextlib.closing(sqlite3.connect(state / "tokens.sqlite")) as db:
         try:
-            return int(db.execute("SELECT count(*) FROM tokens").fetchone()[0])
+            return int(db.execute("SELECT coalesce(sum(entries), 0) FROM segments").fetchone()[0])
         except sqlite3.OperationalError:  # the schema is not there yet
             return 0
 
@@ -382,6 +382,8 @@ async def test_second_check_and_a_new_breach_make_no_evaluate_calls(
         both = await asyncio.to_thread(client.check, _facility(stack.hospital))
     assert evaluated("sdk-first") == before
     assert again.evaluations == second.evaluations == both.evaluations == 0
+    assert again.matches == first_check.result.matches
+    assert again.summaries == first_check.result.summaries
     assert matches_of(again, "leak-1") == EXPECTED_1
     assert matches_of(second, "leak-2") == EXPECTED_2
     assert {s.breach_id for s in both.summaries} >= {"leak-1", "leak-2"}
@@ -393,18 +395,47 @@ async def test_only_new_patients_are_evaluated(
 ):
     newcomers = background_patients(3, seed=7)
     grown = hospital_csv(tmp_path / "grown.csv", (*stack.hospital_rows, *newcomers))
-    state = tmp_path / "state"
-    state.mkdir()
-    for name in ("tokens.sqlite", "operator-key.pin"):
-        (state / name).write_bytes((first_check.state / name).read_bytes())
-    cache_key_for(state).write_bytes(cache_key_for(first_check.state).read_bytes())
-    cache_key_for(state).chmod(0o600)
+    state = _copy_state(first_check.state, tmp_path / "state")
     before = evaluated("sdk-first")
     with stack.client("sdk-first", state) as client:
         result = await asyncio.to_thread(client.check, _facility(grown), ["leak-1"])
     assert result.evaluations == 3 * 4  # cpr, email, phone, name_dob of each newcomer
     assert evaluated("sdk-first") - before == result.evaluations
     assert matches_of(result, "leak-1") == EXPECTED_1
+
+
+def _copy_state(source: Path, state: Path) -> Path:
+    """A second installation with the first one's cache, pin and cache key."""
+    state.mkdir()
+    for name in ("tokens.sqlite", "operator-key.pin"):
+        (state / name).write_bytes((source / name).read_bytes())
+    cache_key_for(state).write_bytes(cache_key_for(source).read_bytes())
+    cache_key_for(state).chmod(0o600)
+    return state
+
+
+async def test_a_cache_segment_altered_in_one_byte_is_evaluated_again_not_matched(
+    stack: Stack, first_check: FirstCheck, tmp_path: Path
+):
+    state = _copy_state(first_check.state, tmp_path / "state")
+    with contextlib.closing(sqlite3.connect(state / "tokens.sqlite")) as db, db:
+        rows = list(db.execute("SELECT key_id, seg, entries, sealed FROM segments"))
+        key_id, seg, entries, sealed = rows[0]
+        altered = bytearray(sealed)
+        altered[-1] ^= 0x80
+        db.execute(
+            "UPDATE segments SET sealed = ? WHERE key_id = ? AND seg = ?",
+            (bytes(altered), key_id, seg),
+        )
+    before = evaluated("sdk-first")
+    with stack.client("sdk-first", state) as client:
+        result = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
+        again = await asyncio.to_thread(client.check, _facility(stack.hospital), ["leak-1"])
+    assert result.evaluations == entries > 0
+    assert evaluated("sdk-first") - before == entries
+    assert result.matches == first_check.result.matches
+    assert again.evaluations == 0
+    assert again.matches == first_check.result.matches
 
 
 async def test_a_filter_altered_in_the_state_directory_is_refused(stack: Stack, tmp_path: Path):

@@ -37,10 +37,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nacl.signing
+import numpy as np
 
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.breaches import BreachStore, StoredBreach, verify_served
 from breachmatch.client.cache import TokenCache
+from breachmatch.client.collector import collector_paused
 from breachmatch.client.errors import (
     ArtifactRefusedError,
     BreachNotServedError,
@@ -56,7 +58,7 @@ from breachmatch.client.results import BreachSummary, CheckResult, Match
 from breachmatch.client.state import StateDir
 from breachmatch.client.tokens import TokenSource
 from breachmatch.client.versions import SeenBreaches
-from breachmatch.filter import BreachEventError, TokenKeys, derive_keys
+from breachmatch.filter import NOT_FOUND, BreachEventError, TokenKeys
 from breachmatch.identifiers import KeyKind, Strength
 from breachmatch.records import Category
 from breachmatch.v1.breach_pb2 import BreachArtifact
@@ -81,14 +83,15 @@ class KeyIndex:
         position: dict[bytes, int] = {}
         inputs: list[bytes] = []
         owners: list[list[tuple[int, KeyKind, Strength]]] = []
-        for number, patient in enumerate(patients.patients):
-            for key in patient.keys:
-                data = key.oprf_input()
-                at = position.setdefault(data, len(inputs))
-                if at == len(inputs):
-                    inputs.append(data)
-                    owners.append([])
-                owners[at].append((number, key.kind, key.strength))
+        with collector_paused():
+            for number, patient in enumerate(patients.patients):
+                for key in patient.keys:
+                    data = key.oprf_input()
+                    at = position.setdefault(data, len(inputs))
+                    if at == len(inputs):
+                        inputs.append(data)
+                        owners.append([])
+                    owners[at].append((number, key.kind, key.strength))
         return cls(inputs, owners)
 
 
@@ -127,16 +130,15 @@ def match_breach(
             f"not {tokens.key.key_id}: its filter cannot be matched against these tokens"
         )
     with breach.open() as body:
-        labels = body.lookup(tokens.keys)
+        labels = body.lookup_labels(tokens.keys)
     hits: dict[int, _Hit] = {}
-    for at, label in enumerate(labels):
-        if label is None:
-            continue
+    matched = np.flatnonzero(labels != NOT_FOUND)
+    for at, label in zip(matched.tolist(), labels[matched].tolist(), strict=True):
         for patient, kind, strength in index.owners[at]:
             hit = hits.setdefault(patient, _Hit())
             hit.kinds.add(kind)
             hit.strong |= strength is Strength.STRONG
-            hit.categories |= int(label)
+            hit.categories |= label
     matches = [
         _match(patients.patients[number].patient_id, manifest.breach_id, hit)
         for number, hit in sorted(hits.items())
@@ -249,17 +251,15 @@ class Checker:
         proofs: dict[tuple[str, str], MatchProof] = {}
         for breach in breaches:
             key = keys.trusted[breach.manifest.oprf_key_id]
-            outputs, _ = tokens.outputs(key, index.inputs)
+            cached, _ = tokens.tokens(key, index.inputs)
             with breach.open() as body:
-                labels = body.lookup(outputs)
+                labels = body.lookup_labels(cached.keys)
             best: dict[int, tuple[KeyKind, bytes]] = {}
-            for at, label in enumerate(labels):
-                if label is None:
-                    continue
+            for at in np.flatnonzero(labels != NOT_FOUND).tolist():
                 for patient, kind, _ in index.owners[at]:
                     held = best.get(patient)
                     if held is None or _KIND_ORDER[kind] < _KIND_ORDER[held[0]]:
-                        best[patient] = (kind, outputs[at])
+                        best[patient] = (kind, cached.output(at))
             for patient, (kind, token) in best.items():
                 found = (subset.patients[patient].patient_id, breach.manifest.breach_id)
                 proofs[found] = MatchProof(key_kind=kind.value, token=token)
@@ -387,9 +387,9 @@ class Checker:
             try:
                 for key_id in needed:
                     key = keys.trusted[key_id]
-                    outputs, sent = tokens.outputs(key, index.inputs)
+                    token_keys, sent = tokens.keys(key, index.inputs)
                     evaluations += sent
-                    found[key_id] = KeyedTokens(key, derive_keys(outputs))
+                    found[key_id] = KeyedTokens(key, token_keys)
             except KeyRetiredError:
                 self._notice("The matcher retired an OPRF key during this check; refreshing.")
                 keys = self._key_info()

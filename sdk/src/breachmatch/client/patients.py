@@ -22,6 +22,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from breachmatch.client.collector import collector_paused
 from breachmatch.client.errors import PatientsFileError
 from breachmatch.columns import ColumnMapping, MappingError, display_name
 from breachmatch.identifiers import MatchKey, match_keys
@@ -79,6 +80,17 @@ def read_patients(
     encoding: str | None = None,
 ) -> PatientSet:
     """Read every patient of an export, or explain why it cannot be used."""
+    with collector_paused():
+        return _read_patients(path, format, mapping_file, facility, encoding)
+
+
+def _read_patients(
+    path: Path,
+    format: str,
+    mapping_file: Path | None,
+    facility: str | None,
+    encoding: str | None,
+) -> PatientSet:
     mapping = load_mapping(mapping_file, facility)
     if not path.is_file():
         raise PatientsFileError(f"the patients file {path} does not exist (--patients)")

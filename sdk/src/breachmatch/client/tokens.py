@@ -5,6 +5,10 @@ cache lacks for the key are blinded and sent, and each evaluated batch is
 committed to the cache as soon as its proof has verified, so an interrupted
 run loses at most the batches in flight and a batch the matcher could not
 prove is never kept.
+
+A re-check is the same call with nothing missing: the cache hands back the
+filter keys it sealed with each token (`CachedTokens.keys`), so nothing is
+hashed or evaluated again.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
-from breachmatch.client.cache import TokenCache
+from breachmatch.client.cache import CachedTokens, TokenCache, output_array
 from breachmatch.client.evaluate import OprfPipeline
 from breachmatch.client.key_trust import TrustedOprfKey
+from breachmatch.filter import TokenKeys
 
 
 class TokenSource:
@@ -25,13 +32,18 @@ class TokenSource:
         self._pipeline = pipeline
         self._progress = progress
 
-    def outputs(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> tuple[list[bytes], int]:
-        """Outputs in input order, and how many elements were sent to the matcher for them."""
-        found = self._cache.get_many(key, inputs)
-        missing = [data for data, output in zip(inputs, found, strict=True) if output is None]
-        if not missing:
-            return [output for output in found if output is not None], 0
-        fresh: dict[bytes, bytes] = {}
+    def keys(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> tuple[TokenKeys, int]:
+        """Filter keys in input order, and how many elements were sent to the matcher."""
+        tokens, sent = self.tokens(key, inputs)
+        return tokens.keys, sent
+
+    def tokens(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> tuple[CachedTokens, int]:
+        """Every input's token (cached, or evaluated and cached now), and elements sent."""
+        found = self._cache.lookup(key, inputs)
+        missing = found.missing()
+        if not len(missing):
+            return found, 0
+        position = {inputs[at]: at for at in missing.tolist()}
         with tqdm(
             total=len(missing),
             desc="OPRF",
@@ -43,12 +55,11 @@ class TokenSource:
         ) as bar:
 
             def on_batch(batch: Sequence[bytes], outputs: list[bytes]) -> None:
-                self._cache.put_many(key, batch, outputs)
-                fresh.update(zip(batch, outputs, strict=True))
+                array = output_array(outputs)
+                keys = self._cache.put_many(key, batch, array)
+                at: NDArray[np.intp] = np.array([position[data] for data in batch], dtype=np.intp)
+                found.fill(at, array, keys)
                 bar.update(len(batch))
 
-            sent = self._pipeline.run(key, missing, on_batch)
-        return [
-            output if output is not None else fresh[data]
-            for data, output in zip(inputs, found, strict=True)
-        ], sent
+            sent = self._pipeline.run(key, [inputs[at] for at in missing.tolist()], on_batch)
+        return found, sent
