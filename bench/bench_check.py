@@ -44,7 +44,7 @@ from pathlib import Path
 
 import psutil
 
-from breachmatch import keys
+from breachmatch import keys, logs
 from breachmatch.client import CheckResult, Client, PatientSource, PipelineOptions
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.cache_key import CacheKey
@@ -256,6 +256,8 @@ def main() -> None:
     parser.add_argument("--matcher-workers", type=int, default=0, help="0: one per core")
     parser.add_argument("--psi-python", help="python of the venv with openmined-psi")
     args = parser.parse_args()
+    # The client's own progress lines (debug and info) would bury the table.
+    logs.configure_logging("bench-check", "WARNING")
 
     floor = Floor.measure()
     root = Path(tempfile.mkdtemp(prefix="bench-check-"))
