@@ -53,6 +53,7 @@ from breachmatch.v1.outreach_pb2 import (
     ContactDetails,
     MatchProof,
     OutreachItem,
+    SubmitOutreachRequest,
     WatchStatusResponse,
 )
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
@@ -364,6 +365,21 @@ class Harness:
             idempotency_key=key or f"k-{patient.ref}-{breach_id}",
             sealed_contact=self.seal(contact or patient.contact()),
         )
+
+    async def queue_notices(
+        self, breach_id: str, leaked: Iterable[Patient], patients: Iterable[Patient]
+    ) -> list[str]:
+        """Publish the breach of ``leaked`` and queue a notice per patient through an
+        intake-only notifier (no worker yet), so a test starts its workers itself;
+        the notices' idempotency keys."""
+        await self.publish_breach(breach_id, leaked)
+        intake = await self.start_app(workers_per_process=0)
+        items = [self.item(patient, breach_id) for patient in patients]
+        response = await self.stub(intake).SubmitOutreach(
+            SubmitOutreachRequest(items=items), timeout=20
+        )
+        assert all(receipt.accepted for receipt in response.receipts)
+        return [item.idempotency_key for item in items]
 
     async def publish_breach(
         self,

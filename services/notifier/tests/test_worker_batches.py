@@ -10,7 +10,6 @@ held up cannot send what another worker has since claimed — the fencing of
 
 from __future__ import annotations
 
-from breachmatch.v1.outreach_pb2 import SubmitOutreachRequest
 from breachmatch_notifier.ledger import SENT
 
 from .conftest import Harness, LogEvents, Patient
@@ -24,22 +23,10 @@ BACKED_OFF = "request is held by another worker; backing off"
 TAKEN_OVER = "claim taken over before the send; left to its new holder"
 
 
-async def submit(harness: Harness, patients: list[Patient]) -> list[str]:
-    """Queue a notice per patient (intake only, no worker yet); their idempotency keys."""
-    await harness.publish_breach(BREACH, PATIENTS)
-    intake = await harness.start_app(workers_per_process=0)
-    items = [harness.item(patient, BREACH) for patient in patients]
-    response = await harness.stub(intake).SubmitOutreach(
-        SubmitOutreachRequest(items=items), timeout=20
-    )
-    assert all(receipt.accepted for receipt in response.receipts)
-    return [item.idempotency_key for item in items]
-
-
 async def test_a_batch_member_that_fails_is_retried_alone(
     harness: Harness, log_events: LogEvents
 ) -> None:
-    keys = await submit(harness, PATIENTS)
+    keys = await harness.queue_notices(BREACH, PATIENTS, PATIENTS)
     unlucky = PATIENTS[3]
     harness.smtp.replies_once[unlucky.email] = "451 4.3.0 try again later"
     # Room for all eight at once: one fetch brings the whole batch.
@@ -65,7 +52,7 @@ async def test_a_batch_whose_claims_lapse_cannot_send_what_another_worker_claime
     harness: Harness, log_events: LogEvents
 ) -> None:
     batch = PATIENTS[:4]
-    keys = await submit(harness, batch)
+    keys = await harness.queue_notices(BREACH, PATIENTS, batch)
     # The first worker fetches all four; one goes through, three wait in RCPT.
     harness.smtp.hold_after(1)
     await harness.start_app(intake=False, workers_per_process=len(batch), ack_wait=3.0)

@@ -21,7 +21,7 @@ import asyncio
 from pathlib import Path
 
 from breachmatch import bus
-from breachmatch.v1.outreach_pb2 import GetStatusRequest, OutreachStatus, SubmitOutreachRequest
+from breachmatch.v1.outreach_pb2 import GetStatusRequest, OutreachStatus
 from breachmatch_notifier.ledger import HELD, SENDING, SENT, LedgerEntry
 
 from .conftest import SETTLE_TIMEOUT, Harness, LogEvents, Patient, contact_data_in
@@ -67,21 +67,10 @@ async def start_worker(
         )
 
 
-async def submit(harness: Harness, patients: list[Patient]) -> list[str]:
-    await harness.publish_breach(BREACH, PATIENTS)
-    intake = await harness.start_app(workers_per_process=0)
-    items = [harness.item(patient, BREACH) for patient in patients]
-    response = await harness.stub(intake).SubmitOutreach(
-        SubmitOutreachRequest(items=items), timeout=20
-    )
-    assert all(receipt.accepted for receipt in response.receipts)
-    return [item.idempotency_key for item in items]
-
-
 async def test_killed_worker_mid_batch_delivers_every_notice_exactly_once(
     harness: Harness,
 ) -> None:
-    keys = await submit(harness, PATIENTS)
+    keys = await harness.queue_notices(BREACH, PATIENTS, PATIENTS)
     harness.smtp.hold_after(1)
     log_path = harness.root / "worker-a.log"
     worker = await start_worker(harness, log_path, workers=3)
@@ -114,7 +103,7 @@ async def test_killed_between_send_and_ledger_write_the_notice_is_held_not_resen
     harness: Harness, log_events: LogEvents
 ) -> None:
     patient = PATIENTS[0]
-    [key] = await submit(harness, [patient])
+    [key] = await harness.queue_notices(BREACH, PATIENTS, [patient])
     harness.smtp.hold_answers()
     log_path = harness.root / "worker-b.log"
     worker = await start_worker(harness, log_path, workers=1)
