@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from breachmatch.v1.outreach_pb2 import ContactDetails
+from breachmatch_notifier.channels import Dispatcher, SmsChannel, SmsGatewayConfig
 from breachmatch_notifier.notice import (
     PACKAGED_TEMPLATES,
     BreachInfo,
@@ -24,6 +25,8 @@ from breachmatch_notifier.notice import (
     sms_segments,
     validate_templates,
 )
+
+from .conftest import RecordingIntent
 
 LINK = re.compile(r"https?:|www\.|://", re.IGNORECASE)
 
@@ -344,3 +347,30 @@ def test_a_new_language_needs_every_template(templates: Path) -> None:
     with pytest.raises(TemplateValidationError) as caught:
         validate_templates(templates)
     assert caught.value.template.endswith(".de.txt")
+
+
+#: A contact point long enough that no SMS can carry it within the segment limit.
+WORDY = Sender("Rigshospitalet", "Patientkontoret, hverdage fra morgen til aften, " * 8)
+
+
+def test_only_the_parts_a_channel_reads_are_rendered_and_checked() -> None:
+    notice = render_notice(NoticeContext(BREACH, WORDY, recipient_name=NAME, language="da"))
+    assert WORDY.contact_point.strip() in notice.text  # the e-mail parts render and fit
+    assert NAME in notice.html
+    with pytest.raises(NoticeError, match=r"sms_text: \d+ segments, the limit is 2"):
+        notice.prepare(("sms_text",))
+    assert NAME not in repr(notice)
+
+
+async def test_an_overlong_sms_is_refused_before_the_channel_is_tried() -> None:
+    sms = SmsChannel(SmsGatewayConfig(url="http://127.0.0.1:9/never-contacted"))
+    intent = RecordingIntent()
+    notice = render_notice(NoticeContext(BREACH, WORDY, language="da"))
+    try:
+        with pytest.raises(NoticeError, match="sms_text"):
+            await Dispatcher({"sms": sms}).deliver(
+                notice, ContactDetails(phone="+4520304050"), "key-1", intent
+            )
+    finally:
+        await sms.aclose()
+    assert intent.events == []

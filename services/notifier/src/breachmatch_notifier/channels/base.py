@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from breachmatch.v1.outreach_pb2 import ContactDetails
-from breachmatch_notifier.notice import Notice
+from breachmatch_notifier.notice import TEMPLATE_FILES, Notice
 
 EMAIL = "email"
 SMS = "sms"
@@ -113,6 +113,9 @@ class Channel(abc.ABC):
 
     #: Whether the provider drops a repeat of a message id it has already taken.
     deduplicates: bool = False
+    #: The notice parts (`notice.TEMPLATE_FILES` keys) this channel sends: only
+    #: these are rendered, by the dispatcher before the channel is tried.
+    parts: tuple[str, ...] = tuple(TEMPLATE_FILES)
 
     def __init__(self, name: str) -> None:
         self.name = name

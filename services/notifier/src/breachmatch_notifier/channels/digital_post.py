@@ -56,6 +56,7 @@ class DigitalPostConfig:
 
 class DigitalPostChannel(Channel):
     deduplicates = True
+    parts = ("subject", "digital_post_text")
 
     def __init__(self, config: DigitalPostConfig, name: str = DIGITAL_POST) -> None:
         super().__init__(name)

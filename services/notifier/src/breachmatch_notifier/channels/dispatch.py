@@ -108,10 +108,12 @@ class Dispatcher:
         """
         failures: list[PermanentDeliveryError] = []
         for name in self.route(contact):
+            channel = self._channels[name]
+            # Before the rate limit and any intent: a part that cannot be sent raises NoticeError.
+            notice.prepare(channel.parts)
             limit = self._rate_limits.get(name)
             if limit is not None:
                 await limit.acquire()
-            channel = self._channels[name]
             try:
                 result = await channel.send(notice, contact, idempotency_key, intent)
             except PermanentDeliveryError as exc:

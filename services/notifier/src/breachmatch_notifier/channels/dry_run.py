@@ -38,6 +38,8 @@ class DryRunLog:
 class DryRunChannel(Channel):
     #: Nothing goes anywhere, so a repeat harms no one: like a deduplicating provider.
     deduplicates = True
+    #: It reads no part of the notice, so none is rendered.
+    parts = ()
 
     def __init__(self, log: DryRunLog, name: str = DRY_RUN) -> None:
         super().__init__(name)

@@ -88,6 +88,8 @@ class SmtpConfig:
 
 
 class EmailChannel(Channel):
+    parts = ("subject", "text", "html")
+
     def __init__(self, config: SmtpConfig, name: str = EMAIL) -> None:
         super().__init__(name)
         self._config = config

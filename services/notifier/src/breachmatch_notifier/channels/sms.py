@@ -60,6 +60,8 @@ class SmsGatewayConfig:
 class SmsChannel(Channel):
     """Keeps one HTTP session (connection pool) for its lifetime; call `aclose`."""
 
+    parts = ("sms_text",)
+
     def __init__(self, config: SmsGatewayConfig, name: str = SMS) -> None:
         super().__init__(name)
         self._config = config
