@@ -294,6 +294,24 @@ def test_memory_mapped_file_reads_like_bytes(small, tmp_path):
         assert [None if c is None else int(c) for c in breach.lookup(outputs)] == labels.tolist()
 
 
+def test_cached_blocks_answer_like_fresh_decodes_one_token_at_a_time(tmp_path):
+    rng = np.random.default_rng(RNG_SEED + 8)
+    outputs = random_outputs(rng, 10_000)
+    labels = rng.integers(0, 128, size=10_000)
+    strangers = random_outputs(rng, 50)
+    body, summary = build(outputs, labels)
+    path = tmp_path / "breach.body"
+    path.write_bytes(body)
+    # Fewer cached blocks than the filter has, so blocks are evicted and decoded again.
+    with BreachFilter.open(path, manifest_for(summary), cached_blocks=2) as breach:
+        assert breach.entry_count > 2 * breach.parameters.block_buckets
+        for _ in range(2):
+            found = [breach.lookup(outputs[i : i + 1])[0] for i in range(0, 10_000, 23)]
+            assert [None if c is None else int(c) for c in found] == labels[::23].tolist()
+            assert breach.lookup(strangers) == [None] * 50
+    # close() released the mapped body although decoded blocks had been cached.
+
+
 @pytest.mark.parametrize("chunk_size", [1, 997, 1 << 20])
 def test_stream_lookup_answers_like_random_access(small, chunk_size):
     outputs, labels, body, manifest = small

@@ -16,6 +16,7 @@ an answer:
 
 from __future__ import annotations
 
+import functools
 import mmap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from breachmatch.records import Category
 #: Reads the next `size` bytes of a body (the index, right after the header).
 _Reader = Callable[[int], bytes | memoryview]
 
+#: A decoded block: its sorted tags and their encrypted labels.
+_Decoded = tuple[NDArray[np.uint64], NDArray[np.uint8]]
+
 #: `lookup_labels` value of a token that is not in the filter.
 NOT_FOUND = -1
 
@@ -46,9 +50,20 @@ class BreachFilter:
     """A verified filter body with random access to its blocks."""
 
     def __init__(
-        self, body: memoryview, manifest: Manifest, mapped: mmap.mmap | None = None
+        self,
+        body: memoryview,
+        manifest: Manifest,
+        mapped: mmap.mmap | None = None,
+        *,
+        cached_blocks: int = 0,
     ) -> None:
-        """Verify `body` against `manifest` (size, SHA-256, header) and index it."""
+        """Verify `body` against `manifest` (size, SHA-256, header) and index it.
+
+        ``cached_blocks`` keeps that many decoded blocks (least recently used
+        out): for a reader asked about one token at a time, such as the
+        notifier checking each notice's proof, where decoding the token's
+        block was most of the check. A block decodes to ~9 bytes per entry.
+        """
         verify_body(manifest, body)
         self._body = body
         self._mapped = mapped
@@ -56,13 +71,17 @@ class BreachFilter:
         self._layout = _layout_for(
             manifest, body[:HEADER_SIZE], lambda size: body[HEADER_SIZE : HEADER_SIZE + size]
         )
+        self._cache = functools.lru_cache(cached_blocks)(self._decode) if cached_blocks else None
+        self._decoded: Callable[[int], _Decoded] = self._cache or self._decode
 
     @classmethod
-    def from_bytes(cls, body: bytes | bytearray | memoryview, manifest: Manifest) -> BreachFilter:
-        return cls(memoryview(body).cast("B"), manifest)
+    def from_bytes(
+        cls, body: bytes | bytearray | memoryview, manifest: Manifest, *, cached_blocks: int = 0
+    ) -> BreachFilter:
+        return cls(memoryview(body).cast("B"), manifest, cached_blocks=cached_blocks)
 
     @classmethod
-    def open(cls, path: Path, manifest: Manifest) -> BreachFilter:
+    def open(cls, path: Path, manifest: Manifest, *, cached_blocks: int = 0) -> BreachFilter:
         """Memory-map a body file: the filter is paged in, never copied whole."""
         with path.open("rb") as file:
             if path.stat().st_size != manifest.body_size:
@@ -70,7 +89,7 @@ class BreachFilter:
             mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
         view = memoryview(mapped)
         try:
-            return cls(view, manifest, mapped)
+            return cls(view, manifest, mapped, cached_blocks=cached_blocks)
         except BaseException:
             view.release()
             mapped.close()
@@ -78,6 +97,8 @@ class BreachFilter:
 
     def close(self) -> None:
         """Release a memory-mapped body; in-memory bodies need no closing."""
+        if self._cache is not None:
+            self._cache.cache_clear()
         self._body.release()
         if self._mapped is not None:
             self._mapped.close()
@@ -104,13 +125,13 @@ class BreachFilter:
     def contains_tags(self, tags: Tags) -> NDArray[np.bool_]:
         """Which tags (computed for this filter's entry count) are in it."""
         queries = _Queries.group(tags, self._layout.header)
-        labels = _resolve(queries, self._layout, self._blocks(queries), None)
+        labels = _resolve(queries, self._blocks(queries), None)
         return np.asarray(labels != NOT_FOUND, dtype=np.bool_)
 
     def lookup_labels(self, keys: TokenKeys) -> NDArray[np.int16]:
         """Decrypted label per token, or `NOT_FOUND`: the vectorised `lookup`."""
         queries = _Queries.group(keys.tags(self.entry_count), self._layout.header)
-        return _resolve(queries, self._layout, self._blocks(queries), keys.pad)
+        return _resolve(queries, self._blocks(queries), keys.pad)
 
     def lookup(self, outputs: Outputs | TokenKeys) -> list[Category | None]:
         """The exposed categories of each token in the breach, None for the others.
@@ -121,10 +142,19 @@ class BreachFilter:
         keys = outputs if isinstance(outputs, TokenKeys) else derive_keys(outputs)
         return _categories(self.lookup_labels(keys))
 
-    def _blocks(self, queries: _Queries) -> Iterator[tuple[int, memoryview]]:
-        offsets = self._layout.block_offsets
+    def _blocks(self, queries: _Queries) -> Iterator[tuple[int, Callable[[], _Decoded]]]:
         for block in queries.blocks.tolist():
-            yield block, self._body[offsets[block] : offsets[block + 1]]
+            yield block, functools.partial(self._decoded, block)
+
+    def _decode(self, block: int) -> _Decoded:
+        offsets = self._layout.block_offsets
+        tags, encrypted = _decode_block(
+            self._layout, block, self._body[offsets[block] : offsets[block + 1]]
+        )
+        # Copied off the body (so `close` can release it) and frozen: a cached block is shared.
+        encrypted = encrypted.copy()
+        tags.flags.writeable = encrypted.flags.writeable = False
+        return tags, encrypted
 
 
 def lookup_stream(
@@ -139,8 +169,11 @@ def lookup_stream(
     stream = _ChunkStream(chunks)
     layout = _layout_for(manifest, stream.read(HEADER_SIZE), stream.read)
     queries = _Queries.group(keys.tags(manifest.entry_count), layout.header)
-    blocks = ((block, stream.read(size)) for block, size in enumerate(layout.block_sizes.tolist()))
-    labels = _resolve(queries, layout, blocks, keys.pad)
+    blocks = (
+        (block, functools.partial(_decode_block, layout, block, stream.read(size)))
+        for block, size in enumerate(layout.block_sizes.tolist())
+    )
+    labels = _resolve(queries, blocks, keys.pad)
     stream.verify(manifest)
     return _categories(labels)
 
@@ -168,22 +201,21 @@ class _Queries:
 
 def _resolve(
     queries: _Queries,
-    layout: BodyLayout,
-    blocks: Iterable[tuple[int, memoryview | bytes]],
+    blocks: Iterable[tuple[int, Callable[[], _Decoded]]],
     pads: NDArray[np.uint8] | None,
 ) -> NDArray[np.int16]:
     """Match queries block by block; label per query (0 without pads) or NOT_FOUND.
 
-    `blocks` yields (block number, bytes) in ascending order and may include
-    blocks no query needs (the stream does): they are skipped undecoded.
+    `blocks` yields (block number, its decoder) in ascending order and may
+    include blocks no query needs (the stream does): they are skipped undecoded.
     """
     result = np.full(len(queries.order), NOT_FOUND, dtype=np.int16)
     position = {block: k for k, block in enumerate(queries.blocks.tolist())}
-    for block, data in blocks:
+    for block, decode in blocks:
         k = position.get(block)
         if k is None:
             continue
-        tags, encrypted = _decode_block(layout, block, data)
+        tags, encrypted = decode()
         members = queries.order[queries.starts[k] : queries.starts[k + 1]]
         wanted = queries.offsets[members]
         first = np.searchsorted(tags, wanted, side="left")
@@ -207,9 +239,7 @@ def _labels(
     return (labels & LABEL_MASK).astype(np.int16)
 
 
-def _decode_block(
-    layout: BodyLayout, block: int, data: memoryview | bytes
-) -> tuple[NDArray[np.uint64], NDArray[np.uint8]]:
+def _decode_block(layout: BodyLayout, block: int, data: memoryview | bytes) -> _Decoded:
     count = int(layout.entries[block])
     unary_end = int(layout.unary_bytes[block])
     labels_start = unary_end + REMAINDER_BYTES * count
