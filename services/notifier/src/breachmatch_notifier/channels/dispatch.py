@@ -104,7 +104,9 @@ class Dispatcher:
         Raises `TransientDeliveryError` (retry later), `UndeliverableError`
         (a `PermanentDeliveryError`: every routed channel refused, or none
         fits) or `DeliveryOutcomeUnknownError` (hold it: see
-        `breachmatch_notifier.claims`).
+        `breachmatch_notifier.claims`); `NoticeError` when a part the channel
+        sends cannot be rendered (an SMS over the segment limit), before that
+        channel is tried.
         """
         failures: list[PermanentDeliveryError] = []
         for name in self.route(contact):
