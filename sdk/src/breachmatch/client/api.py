@@ -23,7 +23,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import grpc
 import nacl.exceptions
@@ -58,6 +57,7 @@ from breachmatch.client.state import StateDir, default_state_dir
 from breachmatch.client.submitted import SubmittedNotices
 from breachmatch.client.versions import SeenBreaches
 from breachmatch.client.watch import BreachWatch
+from breachmatch.closing import Closeable
 from breachmatch.filter import BreachEventError, check_breach_event
 from breachmatch.identifiers import Strength
 from breachmatch.keys import load_sealing_public_key
@@ -93,7 +93,7 @@ class NotifyResult:
     submitted: SubmitSummary
 
 
-class Client:
+class Client(Closeable):
     def __init__(
         self,
         matcher: str,
@@ -368,14 +368,3 @@ class Client:
         self._channels.clear()
         self._matcher = None
         self._outreach = None
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -52,7 +52,6 @@ import os
 import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -70,6 +69,7 @@ from breachmatch.client.cache_segments import (
 )
 from breachmatch.client.errors import CacheKeyMismatchError
 from breachmatch.client.key_trust import TrustedOprfKey
+from breachmatch.closing import Closeable
 from breachmatch.filter import TokenKeys, derive_keys
 from breachmatch.oprf import OUTPUT_SIZE
 
@@ -131,7 +131,7 @@ class CachedTokens:
         return bytes(self._sources[self._source[at]][self._row[at]])
 
 
-class TokenCache:
+class TokenCache(Closeable):
     def __init__(self, path: Path, cache_key: CacheKey) -> None:
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -341,17 +341,6 @@ class TokenCache:
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> TokenCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _match(

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 from numpy.typing import NDArray
 
+from breachmatch.closing import Closeable
 from breachmatch.filter.errors import FilterFormatError
 from breachmatch.filter.layout import (
     PROOF_HEADER_SIZE,
@@ -53,7 +53,7 @@ def proof_object_name(manifest: Manifest) -> str:
     return f"{manifest.body_object}.proofs"
 
 
-class ProofIndex:
+class ProofIndex(Closeable):
     """A checked proof index, in memory or memory-mapped from a file."""
 
     def __init__(self, data: memoryview, entry_count: int, mapped: mmap.mmap | None = None) -> None:
@@ -96,17 +96,6 @@ class ProofIndex:
         self._data.release()
         if self._mapped is not None:
             self._mapped.close()
-
-    def __enter__(self) -> ProofIndex:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def contains(self, keys: TokenKeys) -> NDArray[np.bool_]:
         """Whether each token's first tag-hash word is an entry's."""

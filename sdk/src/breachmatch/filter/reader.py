@@ -21,11 +21,11 @@ import mmap
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 from numpy.typing import NDArray
 
+from breachmatch.closing import Closeable
 from breachmatch.filter.digest import BodyDigest
 from breachmatch.filter.errors import BodyDigestError, FilterFormatError
 from breachmatch.filter.golomb import REMAINDER_BYTES, decode_sorted
@@ -46,7 +46,7 @@ NOT_FOUND = -1
 _CATEGORIES = [Category(value) for value in range(LABEL_MASK + 1)]
 
 
-class BreachFilter:
+class BreachFilter(Closeable):
     """A verified filter body with random access to its blocks."""
 
     def __init__(
@@ -102,17 +102,6 @@ class BreachFilter:
         self._body.release()
         if self._mapped is not None:
             self._mapped.close()
-
-    def __enter__(self) -> BreachFilter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def entry_count(self) -> int:

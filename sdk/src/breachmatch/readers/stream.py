@@ -22,9 +22,9 @@ from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
+from breachmatch.closing import Closeable
 from breachmatch.columns import ColumnMapping, ColumnPlan
 from breachmatch.readers.containers import CountingSource, Member, MemberBytes, open_container
 from breachmatch.readers.csv_reader import read_csv
@@ -162,7 +162,7 @@ def _closing(
         text.close()
 
 
-class RecordStream:
+class RecordStream(Closeable):
     """Records (or raw rows) of one input; see `open_records`.
 
     Iterate it once, either as records (``for r in stream``) or via
@@ -320,17 +320,6 @@ class RecordStream:
         self._items.close()
         if self._owned is not None:
             self._owned.close()
-
-    def __enter__(self) -> RecordStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _remaining_size(binary: IO[bytes]) -> int | None:
