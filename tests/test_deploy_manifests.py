@@ -564,6 +564,13 @@ def test_dockerfile(service: str) -> None:
     assert f'ENTRYPOINT ["breachmatch-{service}"]' in final
     assert f'CMD ["{ENTRYPOINTS[service]}"]' in final
     assert any("COPY --from=builder /opt/venv /opt/venv" in line for line in final)
+    # The revision reaches build_info: a build argument of the final stage,
+    # exported to the service's environment and passed by build.sh.
+    assert "ARG BREACHMATCH_GIT_SHA=unknown" in final
+    assert "ENV BREACHMATCH_GIT_SHA=${BREACHMATCH_GIT_SHA}" in final
+    assert (
+        '--build-arg "BREACHMATCH_GIT_SHA=$GIT_SHA"' in (DEPLOY / "images" / "build.sh").read_text()
+    )
     assert not any(line.startswith(("ADD ", "RUN pip", "RUN apt")) for line in final)
     # Third-party code only from the hashed locks; the local wheels built by the
     # locked setuptools and installed without dependencies (tests/test_locks.py).

@@ -15,7 +15,9 @@
 #      (localhost/breachmatch-base:bookworm, made once and reused);
 #   4. each image built with --pull=never from deploy/images/<svc>.Dockerfile
 #      and its .dockerignore, with this machine's CA bundle bind-mounted
-#      read-only for pip (never part of a layer);
+#      read-only for pip (never part of a layer), and the commit it is built
+#      from as BREACHMATCH_GIT_SHA ("unknown" from a tree with uncommitted
+#      changes, because no commit describes what is in the image then);
 #   5. facts per image (deploy/images/image_facts.py): size, user id, a run on
 #      a read-only root filesystem, and a scan of every layer for private keys,
 #      dev key material and the synthetic test identifiers.
@@ -28,6 +30,10 @@ TAG="${IMAGE_TAG:-dev}"
 UPSTREAM_BASE="$(awk -F= '/^ARG BASE_IMAGE=/{print $2; exit}' "$ROOT/deploy/images/matcher.Dockerfile")"
 LOCAL_BASE="localhost/breachmatch-base:bookworm"
 CA_BUNDLE="/etc/ssl/certs/ca-certificates.crt"
+GIT_SHA="unknown"
+if git -C "$ROOT" rev-parse --verify -q HEAD >/dev/null && [[ -z "$(git -C "$ROOT" status --porcelain)" ]]; then
+  GIT_SHA="$(git -C "$ROOT" rev-parse HEAD)"
+fi
 PY="$ROOT/.venv/bin/python"
 
 die() { echo "images: $*" >&2; exit 2; }
@@ -100,6 +106,7 @@ if [[ -z "$base" ]]; then
   fi
 fi
 step "base image: $base"
+step "source revision: $GIT_SHA"
 
 # 4. Build.
 for svc in "${SERVICES[@]}"; do
@@ -109,6 +116,7 @@ for svc in "${SERVICES[@]}"; do
     --ignorefile "$ROOT/deploy/images/$svc.Dockerfile.dockerignore" \
     --build-arg "BASE_IMAGE=$base" \
     --build-arg "PIP_CERT=$CA_BUNDLE" \
+    --build-arg "BREACHMATCH_GIT_SHA=$GIT_SHA" \
     --volume "$CA_BUNDLE:$CA_BUNDLE:ro" \
     -t "breachmatch/$svc:$TAG" "$ROOT" > "$STATE/build-$svc.log" 2>&1 \
     || { tail -30 "$STATE/build-$svc.log" >&2; die "building $svc failed; see $STATE/build-$svc.log"; }

@@ -52,6 +52,7 @@ class Facts:
     user: str = ""
     read_only_start: bool = False
     uid_inside: str = ""
+    git_sha: str = ""
     findings: list[str] = field(default_factory=list)
 
 
@@ -143,9 +144,11 @@ def facts_of(service: str, tag: str, identifiers: set[bytes]) -> Facts:
     facts.user = _podman("image", "inspect", "--format", "{{.Config.User}}", image)
     probe = _run_read_only(
         "--entrypoint", "/opt/venv/bin/python", image, "-c",
-        f"import os, breachmatch_{service}.cli; print(os.getuid())",
+        f"import os, breachmatch_{service}.cli, breachmatch.build as b; "
+        "print(os.getuid(), b.git_sha())",
     )  # fmt: skip
-    facts.uid_inside = probe.stdout.strip() if probe.returncode == 0 else ""
+    if probe.returncode == 0:
+        facts.uid_inside, facts.git_sha = probe.stdout.split()
     helps = _run_read_only(image, "--help")
     facts.read_only_start = probe.returncode == 0 and helps.returncode == 0
     facts.findings = _scan(image, identifiers)
@@ -159,13 +162,16 @@ def main() -> None:
     args = parser.parse_args()
     identifiers = _test_identifiers()
     failed = False
-    print(f"{'image':<28} {'size MB':>8} {'user':>12} {'uid':>6} {'read-only':>9}  layer scan")
+    print(
+        f"{'image':<28} {'size MB':>8} {'user':>12} {'uid':>6} {'read-only':>9} "
+        f"{'revision':>12}  layer scan"
+    )
     for service in args.services:
         facts = facts_of(service, args.tag, identifiers)
         scan = "clean" if not facts.findings else f"{len(facts.findings)} findings"
         print(
             f"{facts.image:<28} {facts.size_mb:>8.1f} {facts.user:>12} {facts.uid_inside:>6} "
-            f"{'yes' if facts.read_only_start else 'NO':>9}  {scan}"
+            f"{'yes' if facts.read_only_start else 'NO':>9} {facts.git_sha[:12]:>12}  {scan}"
         )
         for finding in facts.findings[:20]:
             print(f"    {finding}")

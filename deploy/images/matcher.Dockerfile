@@ -72,6 +72,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/tmp \
     HOME=/tmp
 
+# The source revision, for `breachmatch_build_info` and the trace resource
+# (breachmatch/build.py): passed by `make images` (deploy/images/build.sh) as the
+# commit it builds; anything but a hex commit id reads as "unknown".
+ARG BREACHMATCH_GIT_SHA=unknown
+LABEL org.opencontainers.image.revision="${BREACHMATCH_GIT_SHA}"
+ENV BREACHMATCH_GIT_SHA=${BREACHMATCH_GIT_SHA}
+
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 50051 50052 9101
