@@ -808,16 +808,21 @@ def _selected_workloads(docs: list[Doc], selector: Doc) -> list[Doc]:
     ]
 
 
+def _policy_selects(policy: Doc, pod_labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    if not selector.get("matchLabels", {}).items() <= pod_labels.items():
+        return False
+    return all(
+        pod_labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", [])
+    )
+
+
 def _admits(policies: list[Doc], pod_labels: dict[str, str], port: int, namespace: str) -> bool:
     """Whether some NetworkPolicy lets pods of namespace `namespace` reach `port` of the pod."""
     for policy in policies:
-        spec = policy["spec"]
-        if not spec["podSelector"].get("matchLabels", {}).items() <= pod_labels.items():
+        if not _policy_selects(policy, pod_labels):
             continue
-        expressions = spec["podSelector"].get("matchExpressions", [])
-        if any(pod_labels.get(e["key"]) not in e["values"] for e in expressions):
-            continue
-        for rule in spec.get("ingress", []):
+        for rule in policy["spec"].get("ingress", []):
             ports = {p["port"] for p in rule.get("ports", [])}
             peers = [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in rule["from"]]
             if port in ports and {"kubernetes.io/metadata.name": namespace} in peers:
@@ -946,8 +951,7 @@ def test_backup_cronjob_snapshots_the_backed_up_streams_as_the_backup_user(
     egress = [
         rule
         for p in policies
-        if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
-        and p["spec"]["podSelector"] != {}
+        if _policy_selects(p, labels) and p["spec"]["podSelector"] != {}
         for rule in p["spec"].get("egress", [])
     ]
     assert [[port["port"] for port in rule["ports"]] for rule in egress] == [[4222]]
@@ -965,3 +969,48 @@ def test_backup_cronjob_snapshots_the_backed_up_streams_as_the_backup_user(
         )
     ]
     assert [[port["port"] for port in rule["ports"]] for rule in admitted] == [[4222]]
+
+
+def test_prod_traces_reach_the_collector_through_one_egress_rule(
+    rendered: dict[str, list[Doc]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each prod service pod's environment, read by the services' own tracing settings,
+    exports to the collector, and a NetworkPolicy lets exactly those pods reach exactly
+    that port — without it default-deny would drop every span in silence."""
+    import argparse
+    from urllib.parse import urlsplit
+
+    from breachmatch import tracing
+
+    docs = rendered["prod"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    (tracing_policy,) = [p for p in policies if p["metadata"]["name"] == "tracing-egress"]
+    traced: set[str] = set()
+    for workload in _workloads(docs):
+        service = _service_of(workload)
+        labels = _pod_template(workload)["metadata"]["labels"]
+        if service is None:
+            assert not _policy_selects(tracing_policy, labels), workload["metadata"]["name"]
+            continue
+        (container,) = _pod(workload)["containers"]
+        for name in [n for n in os.environ if n.startswith("OTEL_")]:
+            monkeypatch.delenv(name)
+        for name, value in _container_env(docs, container).items():
+            if name.startswith("OTEL_"):
+                monkeypatch.setenv(name, value)
+        parser = argparse.ArgumentParser()
+        tracing.add_arguments(parser)
+        config = tracing.TracingConfig.from_args(parser.parse_args([]))
+        assert config.endpoint is not None, service
+        assert 0 < config.sampler_arg <= 1
+        url = urlsplit(config.endpoint)
+        assert _policy_selects(tracing_policy, labels), service
+        (rule,) = tracing_policy["spec"]["egress"]
+        assert [p["port"] for p in rule["ports"]] == [url.port]
+        (peer,) = rule["to"]
+        namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        assert url.hostname is not None
+        assert url.hostname.split(".")[1] == namespace
+        traced.add(service)
+    assert traced == set(SERVICE_NAMES)
+    assert tracing_policy["spec"]["policyTypes"] == ["Egress"]
