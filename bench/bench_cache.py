@@ -9,8 +9,8 @@ strings, written in batches of 1,024 as a first check checkpoints them.
   beside the floor of this layout measured in the same run: one libsodium
   AEAD open per segment and one keyed BLAKE2b per input.
 * **whole re-check** — ``--patients`` synthetic patients in the hospital's
-  CSV export (`breachmatch_dev.dumps`) and a breach filter holding a tenth
-  of their tokens: the export through the row memo (`memo_read`), the token
+  CSV export (`breachmatch_dev.dumps`) and a breach filter holding
+  ``--leaked`` of their tokens: the export through the row memo (`memo_read`), the token
   cache lookup, and the filter match (`match_breach`), as `Client.check`
   runs them; on an unchanged export, after one row was edited, and with
   every row normalised (no memo, the cost before it). Reading the export
@@ -129,7 +129,7 @@ class Timed:
 class Recheck:
     """A state directory (token cache, row memo) and a breach for one synthetic export."""
 
-    def __init__(self, root: Path, patients: int) -> None:
+    def __init__(self, root: Path, patients: int, leaked: float) -> None:
         self.root = root
         self.export = root / "patients.csv"
         self.people = list(synthetic.people(patients, seed=1))
@@ -147,8 +147,10 @@ class Recheck:
             for at in range(0, len(inputs), BATCH):
                 cache.put_many(self.key, inputs[at : at + BATCH], outputs[at : at + BATCH])
         self.keys = len(inputs)
-        leaked = np.random.default_rng(1).choice(len(inputs), len(inputs) // 10, replace=False)
-        self.breach = self._breach(outputs[np.sort(leaked)])
+        chosen = np.random.default_rng(1).choice(
+            len(inputs), int(len(inputs) * leaked), replace=False
+        )
+        self.breach = self._breach(outputs[np.sort(chosen)])
 
     def _breach(self, outputs: np.ndarray) -> StoredBreach:
         writer = FilterWriter()
@@ -222,10 +224,10 @@ def reader_alone(export: Path) -> float:
     return time.process_time() - start
 
 
-def whole_recheck(patients: int, repeat: int) -> None:
+def whole_recheck(patients: int, leaked: float, repeat: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-recheck-"))
     try:
-        bench = Recheck(root, patients)
+        bench = Recheck(root, patients, leaked)
         before = [bench.run(full_read(bench.export)) for _ in range(repeat)]
         unchanged = [bench.run(remembered(bench.export)) for _ in range(repeat)]
         edited = []
@@ -275,12 +277,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=520_000, help="lookup alone: keys")
     parser.add_argument("--patients", type=int, default=130_000, help="whole re-check: patients")
+    parser.add_argument(
+        "--leaked",
+        type=float,
+        default=0.04,
+        help="whole re-check: share of keys in the breach (0.04: ~15%% of patients, as in "
+        "demo-alles)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     logs.configure_logging("bench-cache", "WARNING")
     load_before = os.getloadavg()
     lookup_alone(args.keys, args.repeat)
-    whole_recheck(args.patients, args.repeat)
+    whole_recheck(args.patients, args.leaked, args.repeat)
     print(
         f"\n  load average before {' '.join(f'{x:.1f}' for x in load_before)}, "
         f"after {' '.join(f'{x:.1f}' for x in os.getloadavg())}"

@@ -21,7 +21,7 @@ import pytest
 from breachmatch.client import memo_read, row_memo
 from breachmatch.client.cache_key import CacheKey
 from breachmatch.client.cache_segments import InputIndex
-from breachmatch.client.errors import StaleMemoError
+from breachmatch.client.errors import ConfigurationError, StaleMemoError
 from breachmatch.client.key_index import Hasher, PatientKeys, patient_keys
 from breachmatch.client.memo_read import read_keys
 from breachmatch.client.patients import read_patients
@@ -118,6 +118,19 @@ def test_an_unchanged_export_is_not_read_or_normalised_again(
     assert _view(first) == _view(again) == _full(export, key)
     with pytest.raises(StaleMemoError):  # nothing came from a read: every key is remembered
         again.keys.inputs[0]
+
+
+def test_an_export_under_a_new_name_is_found_in_the_memo(
+    tmp_path: Path, key: CacheKey, people, normalised
+):
+    """A daily export written as patients-<date>.csv is still the same patients."""
+    _memo_read(_write(tmp_path / "patients-2026-11-29.csv", people), tmp_path, key)
+    before = normalised[0]
+    today = _write(tmp_path / "patients-2026-11-30.csv", people)
+    result = _memo_read(today, tmp_path, key)
+    assert normalised[0] == before
+    assert result.path == today
+    assert _view(result) == _full(today, key)
 
 
 @pytest.mark.parametrize("change", ["edit", "add", "remove", "reorder"])
@@ -288,3 +301,11 @@ def test_the_memo_holds_no_identifier_or_plain_hash_in_clear(tmp_path: Path, key
         assert hashlib.sha256(key_input).digest()[:16] not in windows
         assert hashlib.blake2b(key_input, digest_size=16).digest() not in windows
     assert b"p.csv" not in raw
+
+
+def test_a_memo_file_that_is_not_a_database_is_refused_with_what_to_do(
+    tmp_path: Path, key: CacheKey
+):
+    (tmp_path / "row-memo.sqlite").write_bytes(b"not a database, " * 100)
+    with pytest.raises(ConfigurationError, match="delete it: the next check rebuilds it"):
+        RowMemo(tmp_path / "row-memo.sqlite", key, TENANT)

@@ -30,9 +30,10 @@ info and goes on under the new key (bounded); what was cached stays valid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from breachmatch.client.errors import (
     KeyRetiredError,
 )
 from breachmatch.client.evaluate import OprfPipeline, PipelineOptions
-from breachmatch.client.key_index import KeyIndex, PatientKeys, patient_keys
+from breachmatch.client.key_index import KINDS, KeyIndex, PatientKeys, patient_keys
 from breachmatch.client.key_trust import TrustedOprfKey, trusted_oprf_keys
 from breachmatch.client.matcher import KeyInfo, MatcherClient
 from breachmatch.client.patients import PatientSet
@@ -87,17 +88,15 @@ class _Keys:
     trusted: dict[str, TrustedOprfKey]
 
 
-@dataclass
-class _Hit:
-    kinds: set[KeyKind] = field(default_factory=set)
-    strong: bool = False
-    categories: int = 0
-
-
 def match_breach(
     breach: StoredBreach, tokens: KeyedTokens, patients: PatientKeys
 ) -> tuple[list[Match], BreachSummary]:
-    """Query one verified filter with tokens of its own key and fold hits into patients."""
+    """Query one verified filter with tokens of its own key and fold hits into patients.
+
+    The fold is vectorised: the owners of every matched key at once, sorted
+    by patient, each patient's kinds (a bit per kind) and categories OR-ed
+    together; Python objects are made only for the matched patients.
+    """
     manifest = breach.manifest
     if manifest.oprf_key_id != tokens.key.key_id:
         raise ArtifactRefusedError(
@@ -106,17 +105,21 @@ def match_breach(
         )
     with breach.open() as body:
         labels = body.lookup_labels(tokens.keys)
-    hits: dict[int, _Hit] = {}
     matched = np.flatnonzero(labels != NOT_FOUND)
-    for at, label in zip(matched.tolist(), labels[matched].tolist(), strict=True):
-        for patient, kind, strength in patients.keys.owners_of(at):
-            hit = hits.setdefault(patient, _Hit())
-            hit.kinds.add(kind)
-            hit.strong |= strength is Strength.STRONG
-            hit.categories |= label
+    patient, kind, which = patients.keys.owner_pairs(matched)
+    order = np.argsort(patient, kind="stable")
+    patient = patient[order]
+    first = np.flatnonzero(np.diff(patient, prepend=-1)) if len(patient) else patient
+    kinds = np.left_shift(1, kind[order].astype(np.int64))
+    categories = labels[matched][which][order].astype(np.int64)
+    if len(first):
+        kinds = np.bitwise_or.reduceat(kinds, first)
+        categories = np.bitwise_or.reduceat(categories, first)
     matches = [
-        _match(patients.ids[number], manifest.breach_id, hit)
-        for number, hit in sorted(hits.items())
+        _match(patients.ids[number], manifest.breach_id, mask, label)
+        for number, mask, label in zip(
+            patient[first].tolist(), kinds.tolist(), categories.tolist(), strict=True
+        )
     ]
     strong = sum(m.is_strong for m in matches)
     summary = BreachSummary(
@@ -129,19 +132,40 @@ def match_breach(
         patients_matched=len(matches),
         strong=strong,
         medium=len(matches) - strong,
-        categories={name: sum(name in m.categories for m in matches) for name in Category.legend()},
+        categories={
+            name: int(np.count_nonzero(categories & bit)) for name, bit in Category.legend().items()
+        },
     )
     return matches, summary
 
 
-def _match(patient_id: str, breach_id: str, hit: _Hit) -> Match:
+def _match(patient_id: str, breach_id: str, kinds: int, categories: int) -> Match:
+    matched_keys, strength = _kinds(kinds)
     return Match(
         patient_id=patient_id,
         breach_id=breach_id,
-        matched_keys=tuple(kind.value for kind in sorted(hit.kinds, key=_KIND_ORDER.__getitem__)),
-        strength=(Strength.STRONG if hit.strong else Strength.MEDIUM).value,
-        categories=tuple(Category(hit.categories).names()),
+        matched_keys=matched_keys,
+        strength=strength,
+        categories=_category_names(categories),
     )
+
+
+@functools.cache
+def _kinds(mask: int) -> tuple[tuple[str, ...], str]:
+    """(kind names in kind order, strength) of a set of kinds, one bit per `KINDS` number."""
+    kinds = sorted(
+        (kind for number, kind in enumerate(KINDS) if mask >> number & 1),
+        key=_KIND_ORDER.__getitem__,
+    )
+    strength = Strength.MEDIUM
+    if any(kind.strength is Strength.STRONG for kind in kinds):
+        strength = Strength.STRONG
+    return tuple(kind.value for kind in kinds), strength.value
+
+
+@functools.cache
+def _category_names(label: int) -> tuple[str, ...]:
+    return tuple(Category(label).names())
 
 
 class Checker:

@@ -125,6 +125,16 @@ class KeyIndex:
             kind[order],
         )
 
+    def owner_pairs(
+        self, keys: NDArray[np.intp]
+    ) -> tuple[NDArray[np.intp], NDArray[np.uint8], NDArray[np.intp]]:
+        """(patient, kind, position in `keys`) of every owner of the distinct keys `keys`."""
+        starts = self._start[keys]
+        counts = self._start[keys + 1] - starts
+        which = np.repeat(np.arange(len(keys)), counts)
+        at = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+        return self._patient[at], self._kind[at], which
+
     def owners_of(self, at: int) -> list[tuple[int, KeyKind, Strength]]:
         """(patient number, key kind, key strength) of every patient with distinct key `at`."""
         part = slice(int(self._start[at]), int(self._start[at + 1]))

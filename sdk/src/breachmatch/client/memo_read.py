@@ -11,6 +11,10 @@ and leaves what each row gave in the row memo (`row_memo`). A re-check then:
   back. The memo is then rewritten, unless the file changed while it was
   being read.
 
+There is one memo per way of reading (format, ``--map`` file, facility,
+encoding), whatever the file is called; a second export read the same way
+replaces it (its rows the first one shares are still not normalised).
+
 Either way the result is the check's `PatientKeys`, built as a full read
 would build it: patients numbered in order of first appearance, rows sharing
 an id merged, rows without one named ``row-<n>``. A remembered key carries
@@ -65,7 +69,7 @@ def read_keys(
         if not path.is_file():
             raise PatientsFileError(f"the patients file {path} does not exist (--patients)")
         try:
-            context = memo.context(_context_parts(path, format, mapping_file, facility, encoding))
+            context = memo.context(_context_parts(format, mapping_file, facility, encoding))
             before = memo.file_hash(path)
         except OSError as exc:
             reason = exc.strerror or "not a readable file"
@@ -195,12 +199,16 @@ def _merge(ids: list[str], numbers: list[int]) -> tuple[list[str], NDArray[np.in
 
 
 def _context_parts(
-    path: Path, format: str, mapping_file: Path | None, facility: str | None, encoding: str | None
+    format: str, mapping_file: Path | None, facility: str | None, encoding: str | None
 ) -> list[bytes]:
-    """What decides how rows are read: the memo of one way of reading is not another's."""
+    """What decides what a row gives: the memo of one way of reading is not another's.
+
+    The file's name is not part of it: an export written under a new name
+    each day (``patients-2026-11-30.csv``) is still the same hospital's
+    patients, and its unchanged rows are found in the memo.
+    """
     return [
         code_digest(),
-        str(path.resolve()).encode("utf-8", "surrogateescape"),
         format.encode("utf-8"),
         mapping_file.read_bytes() if mapping_file else b"",
         (facility or "").encode("utf-8"),

@@ -4,9 +4,9 @@ Reading and normalising 130,000 patients costs several CPU seconds, against
 well under one for looking up their cached tokens, and an export changes
 by a few rows between checks. So the last check's result is kept per row:
 
-* per export (`context`: a keyed hash of the tenant, the file's path,
-  format, ``--map`` file and facility, encoding, and the code that reads and
-  normalises rows), a sealed *summary*: a keyed hash of the whole file (an
+* per export (`context`: a keyed hash of the tenant, the export's format,
+  ``--map`` file and facility, encoding, and the code that reads and
+  normalises rows — not the file's name), a sealed *summary*: a keyed hash of the whole file (an
   unchanged file skips reading altogether), the counts a report gives, and
   a random generation id;
 * per row, in file order, sealed in segments of `SEGMENT_ROWS` rows like
@@ -59,6 +59,7 @@ from numpy.typing import NDArray
 
 from breachmatch import logs
 from breachmatch.client.cache_key import CacheKey
+from breachmatch.client.errors import ConfigurationError
 from breachmatch.closing import Closeable
 from breachmatch.records import PersonRecord
 
@@ -126,10 +127,18 @@ class RowMemo(Closeable):
         self._tenant = tenant.encode("utf-8")
         self._row_base = hashlib.blake2b(digest_size=HASH_SIZE, key=self._hash_key, person=b"row")
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            self._db.execute(statement)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ConfigurationError(
+                f"the row memo {path} is not a database breachmatch can use ({exc}); delete "
+                "it: the next check rebuilds it (every row is normalised once, nothing is "
+                "evaluated again)"
+            ) from exc
 
     def context(self, parts: Sequence[bytes]) -> bytes:
         """The keyed name of one export read one way (tenant included)."""
