@@ -268,6 +268,13 @@ def test_a_memo_of_other_code_or_another_mapping_is_not_used(
     assert normalised[0] - before == len(people)
 
 
+def test_every_field_a_check_reads_is_hashed():
+    """A field added to the record must be hashed, or rows differing in it would alias."""
+    never_read_by_a_check = {"address", "language", "categories"}
+    fields = {field.name for field in dataclasses.fields(PersonRecord)}
+    assert set(row_memo.HASHED_FIELDS) == fields - never_read_by_a_check
+
+
 def test_row_hashes_tell_apart_values_moved_between_fields(tmp_path: Path, key: CacheKey):
     with RowMemo(tmp_path / "m.sqlite", key, TENANT) as memo:
         hashes = {

@@ -47,7 +47,7 @@ from breachmatch.client.collector import collector_paused
 from breachmatch.client.errors import PatientsFileError
 from breachmatch.client.key_index import KIND_NUMBER, Hasher, KeyIndex, PatientKeys
 from breachmatch.client.patients import ExportRead, load_mapping
-from breachmatch.client.row_memo import KEY, ROW, MemoRows, Remembered, RowMemo
+from breachmatch.client.row_memo import HASH_SIZE, KEY, ROW, MemoRows, Remembered, RowMemo
 from breachmatch.columns import ColumnMapping
 from breachmatch.identifiers import match_keys
 
@@ -97,12 +97,11 @@ def _read_rows(
     hasher: Hasher,
 ) -> tuple[MemoRows, dict[int, bytes]]:
     """Every row of the export, from the memo where it holds the row; fresh inputs by pair."""
-    held: dict[bytes, int] = {}
     old = last.rows if last is not None else MemoRows.join([])
     old_counts = old.rows["keys"].astype(np.intp)
     old_start = np.cumsum(old_counts) - old_counts
-    digests = old.rows["hash"].tobytes()
-    held = {digests[at * 16 : at * 16 + 16]: at for at in range(len(old.rows))}
+    digests = np.ascontiguousarray(old.rows["hash"]).view(f"V{HASH_SIZE}").ravel().tolist()
+    held: dict[bytes, int] = dict(zip(digests, range(len(digests)), strict=True))
     hashes: list[bytes] = []
     numbers: list[int] = []
     ids: list[str] = []

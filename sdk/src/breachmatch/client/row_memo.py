@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import marshal
+import operator
 import os
 import sqlite3
 import struct
@@ -75,6 +76,13 @@ ROW = np.dtype([("hash", "<u8", (2,)), ("number", "<u8"), ("keys", "<u2")])
 KEY = np.dtype([("index", "<u8", (2,)), ("kind", "u1")])
 
 _AD_CONTEXT = b"breachmatch.row-memo.v1\x00"
+#: Every field of a row that normalisation or the check reads (not the contact
+#: details and categories, which only notices read, from a full read).
+HASHED_FIELDS = (
+    "cpr", "ssn", "mrn", "facility", "email", "phone", "full_name", "given_name",
+    "family_name", "birth_date", "patient_id", "extra_emails", "extra_phones",
+)  # fmt: skip
+_FIELDS = operator.attrgetter(*HASHED_FIELDS)
 _NONCE_SIZE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _HEADER = struct.Struct("<III")
 
@@ -164,15 +172,7 @@ class RowMemo(Closeable):
         equal.
         """
         try:
-            data = marshal.dumps(
-                (
-                    record.cpr, record.ssn, record.mrn, record.facility, record.email,
-                    record.phone, record.full_name, record.given_name, record.family_name,
-                    record.birth_date, record.patient_id, record.extra_emails,
-                    record.extra_phones,
-                ),
-                2,
-            )  # fmt: skip
+            data = marshal.dumps(_FIELDS(record), 2)
         except ValueError:
             return None
         hashed = self._row_base.copy()
