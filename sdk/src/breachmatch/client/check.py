@@ -50,7 +50,7 @@ from breachmatch.client.errors import (
     KeyRetiredError,
 )
 from breachmatch.client.evaluate import OprfPipeline, PipelineOptions
-from breachmatch.client.key_index import KINDS, KeyIndex, PatientKeys, patient_keys
+from breachmatch.client.key_index import KIND_NUMBER, KINDS, KeyIndex, PatientKeys, patient_keys
 from breachmatch.client.key_trust import TrustedOprfKey, trusted_oprf_keys
 from breachmatch.client.matcher import KeyInfo, MatcherClient
 from breachmatch.client.patients import PatientSet
@@ -67,8 +67,6 @@ from breachmatch.v1.outreach_pb2 import MatchProof
 
 #: Key refreshes tolerated in one check (each after the matcher retired a key mid-run).
 MAX_KEY_REFRESHES = 3
-
-_KIND_ORDER = {kind: position for position, kind in enumerate(KeyKind)}
 
 
 @dataclass(frozen=True)
@@ -152,11 +150,8 @@ def _match(patient_id: str, breach_id: str, kinds: int, categories: int) -> Matc
 
 @functools.cache
 def _kinds(mask: int) -> tuple[tuple[str, ...], str]:
-    """(kind names in kind order, strength) of a set of kinds, one bit per `KINDS` number."""
-    kinds = sorted(
-        (kind for number, kind in enumerate(KINDS) if mask >> number & 1),
-        key=_KIND_ORDER.__getitem__,
-    )
+    """(kind names in `KeyKind` order, strength) of a set of kinds, one bit per `KINDS` number."""
+    kinds = [kind for number, kind in enumerate(KINDS) if mask >> number & 1]
     strength = Strength.MEDIUM
     if any(kind.strength is Strength.STRONG for kind in kinds):
         strength = Strength.STRONG
@@ -255,7 +250,7 @@ class Checker:
             for at in matched[np.argsort(index.first[matched], kind="stable")].tolist():
                 for patient, kind, _ in index.owners_of(at):
                     held = best.get(patient)
-                    if held is None or _KIND_ORDER[kind] < _KIND_ORDER[held[0]]:
+                    if held is None or KIND_NUMBER[kind] < KIND_NUMBER[held[0]]:
                         best[patient] = (kind, cached.output(at))
             for patient, (kind, token) in best.items():
                 found = (subset.patients[patient].patient_id, breach.manifest.breach_id)
