@@ -98,8 +98,8 @@ def _read_rows(
 ) -> tuple[MemoRows, dict[int, bytes]]:
     """Every row of the export, from the memo where it holds the row; fresh inputs by pair."""
     old = last.rows if last is not None else MemoRows.join([])
-    old_counts = old.rows["keys"].astype(np.intp)
-    old_start = np.cumsum(old_counts) - old_counts
+    counted = old.rows["keys"].astype(np.intp)
+    old_counts, old_start = counted.tolist(), (np.cumsum(counted) - counted).tolist()
     digests = np.ascontiguousarray(old.rows["hash"]).view(f"V{HASH_SIZE}").ravel().tolist()
     held: dict[bytes, int] = dict(zip(digests, range(len(digests)), strict=True))
     hashes: list[bytes] = []
@@ -116,7 +116,7 @@ def _read_rows(
         at = held.get(digest) if digest is not None else None
         patient_id = row.record.patient_id or ""
         if at is not None:
-            count, start = int(old_counts[at]), int(old_start[at])
+            count, start = old_counts[at], old_start[at]
         else:
             found = match_keys(row.record).keys
             if not patient_id and not found:
