@@ -8,9 +8,9 @@ subprocess, NATS):
   verify the filter, blind → Evaluate → finalize every distinct match key,
   cache it, look it up;
 * **cached re-check** — the same state directory again: no OPRF work at all;
-  its CPU is also split into phases (`recheck_phases`: reading and
-  normalising the export, the distinct match keys, the token cache lookup,
-  and the rest — key info, filter verification and lookup, the result);
+  its CPU is also split into phases (`recheck_phases`: the export through
+  the row memo with its distinct match keys, the token cache lookup, and
+  the rest — key info, filter verification and lookup, the result);
 * **OpenMined PSI** — its client and server (P-256, C++, one thread) on the
   very same two sets (the hospital's distinct OPRF inputs against the leak's),
   at the same per-query false-positive rate; run in the bench venv
@@ -48,8 +48,8 @@ from breachmatch import keys, logs
 from breachmatch.client import CheckResult, Client, PatientSource, PipelineOptions
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.cache_key import CacheKey
-from breachmatch.client.check import KeyIndex
 from breachmatch.client.key_trust import TrustedOprfKey
+from breachmatch.client.row_memo import RowMemo
 from breachmatch.client.state import StateDir
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
@@ -178,19 +178,22 @@ def recheck_phases(state: Path, cache_key: Path, hospital: Path) -> dict[str, fl
         phases[name] = now - mark
         mark = now
 
-    patients = PatientSource(hospital).read()
-    lap("read and normalise the export")
-    index = KeyIndex.build(patients)
-    lap("distinct match keys (KeyIndex)")
-    path = StateDir(state).token_cache
-    with contextlib.closing(sqlite3.connect(path)) as db:
+    state_dir = StateDir(state)
+    with contextlib.closing(sqlite3.connect(state_dir.token_cache)) as db:
         stated = [TrustedOprfKey(*row) for row in db.execute("SELECT * FROM oprf_keys")]
-    mark = time.process_time()
-    with TokenCache(path, CacheKey.load_or_create(cache_key)) as cache:
-        for key in stated:
-            cache.use_key(key)
-            assert cache.lookup(key, index.inputs).found.all(), "a cached token is missing"
-    lap("token cache lookup")
+    key = CacheKey.load_or_create(cache_key)
+    with (
+        TokenCache(state_dir.token_cache, key) as cache,
+        RowMemo(state_dir.row_memo, key, TENANT) as memo,
+    ):
+        mark = time.process_time()
+        patients = PatientSource(hospital).read_keys(memo, cache.index_of)
+        lap("export via the row memo, distinct keys")
+        for oprf_key in stated:
+            cache.use_key(oprf_key)
+            found = cache.lookup(oprf_key, patients.keys.inputs, patients.keys.index)
+            assert found.found.all(), "a cached token is missing"
+        lap("token cache lookup")
     return phases
 
 

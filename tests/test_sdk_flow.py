@@ -39,7 +39,14 @@ from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
 from breachmatch import bus, keys, oprf, statements, tls
-from breachmatch.client import Backoff, CheckResult, Client, PatientSource, PipelineOptions
+from breachmatch.client import (
+    Backoff,
+    CheckResult,
+    Client,
+    PatientSource,
+    PipelineOptions,
+    memo_read,
+)
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.cache import TokenCache
 from breachmatch.client.cache_key import CacheKey
@@ -61,8 +68,8 @@ from breachmatch.filter import (
     proven_labels,
     verify_artifact,
 )
-from breachmatch.identifiers import Strength
-from breachmatch.records import Category
+from breachmatch.identifiers import KeyExtraction, Strength, match_keys
+from breachmatch.records import Category, PersonRecord
 from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc, outreach_pb2
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 from breachmatch_dev.breach_events import (
@@ -94,6 +101,7 @@ TENANTS = (
     "sdk-lie",
     "sdk-fake-notifier",
     "sdk-lifecycle",
+    "sdk-memo",
 )
 BUDGETS = {"sdk-budget": 10}
 FACILITY = "Hospital A"
@@ -436,6 +444,80 @@ async def test_a_cache_segment_altered_in_one_byte_is_evaluated_again_not_matche
     assert result.matches == first_check.result.matches
     assert again.evaluations == 0
     assert again.matches == first_check.result.matches
+
+
+def _report(result: CheckResult) -> tuple[object, ...]:
+    """What a check reports, but when it ran and how much it had to evaluate."""
+    return (
+        result.matches, result.summaries, result.patients_checked, result.bad_rows,
+        result.patients_without_keys, result.match_keys,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def normalised(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows the re-check's read normalised (a spy around the real `match_keys`)."""
+    calls = [0]
+
+    def counting(record: PersonRecord) -> KeyExtraction:
+        calls[0] += 1
+        return match_keys(record)
+
+    monkeypatch.setattr(memo_read, "match_keys", counting)
+    return calls
+
+
+async def test_a_recheck_of_an_edited_export_normalises_its_changes_and_reports_as_fresh(
+    stack: Stack, tmp_path: Path, normalised: list[int]
+):
+    rows = list(stack.hospital_rows)
+    export = hospital_csv(tmp_path / "export.csv", rows)
+    with stack.client("sdk-memo", tmp_path / "state") as client:
+        await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+        unchanged = normalised[0]
+        before = evaluated("sdk-memo")
+        again = await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+        assert normalised[0] == unchanged  # an unchanged export is not normalised again
+        edited = rows[-1].replace("@bg.example", "@moved.example")  # a new e-mail key
+        newcomer = background_patients(1, seed=9)[0]  # four new keys
+        rows = [*rows[:-3], rows[-2], edited, newcomer]  # one row gone, one edited, one new
+        hospital_csv(export, rows)
+        result = await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+    assert normalised[0] - unchanged == 2
+    assert again.evaluations == 0
+    assert result.evaluations == 5
+    assert evaluated("sdk-memo") - before == 5
+    with stack.client("sdk-memo", tmp_path / "fresh") as client:
+        fresh = await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+    assert _report(result) == _report(fresh)
+    assert matches_of(result, "leak-1") == EXPECTED_1
+
+
+async def test_a_token_segment_altered_under_a_remembered_export_is_evaluated_again(
+    stack: Stack, tmp_path: Path
+):
+    """The memo has the keys' index only: their inputs are read afresh to evaluate them."""
+    export = hospital_csv(tmp_path / "export.csv", stack.hospital_rows)
+    state = tmp_path / "state"
+    with stack.client("sdk-memo", state) as client:
+        first = await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+    with contextlib.closing(sqlite3.connect(state / "tokens.sqlite")) as db, db:
+        key_id, seg, entries, sealed = next(
+            db.execute("SELECT key_id, seg, entries, sealed FROM segments")
+        )
+        db.execute(
+            "UPDATE segments SET sealed = ? WHERE key_id = ? AND seg = ?",
+            (sealed[:-1] + bytes([sealed[-1] ^ 0x80]), key_id, seg),
+        )
+    before = evaluated("sdk-memo")
+    with stack.client("sdk-memo", state) as client:
+        result = await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+        again = await asyncio.to_thread(client.check, _facility(export), ["leak-1"])
+    assert result.evaluations == entries > 0
+    assert evaluated("sdk-memo") - before == entries
+    assert _report(result) == _report(first)
+    assert again.evaluations == 0
+    assert _report(again) == _report(first)
 
 
 async def test_a_filter_altered_in_the_state_directory_is_refused(stack: Stack, tmp_path: Path):

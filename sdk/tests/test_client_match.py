@@ -18,8 +18,10 @@ import pytest
 
 from breachmatch import oprf
 from breachmatch.client.breaches import StoredBreach
-from breachmatch.client.check import KeyedTokens, KeyIndex, match_breach
+from breachmatch.client.cache_segments import InputIndex
+from breachmatch.client.check import KeyedTokens, match_breach
 from breachmatch.client.errors import ArtifactRefusedError, PatientsFileError
+from breachmatch.client.key_index import PatientKeys, patient_keys
 from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.patients import PatientSet, read_patients
 from breachmatch.filter import FilterWriter, Manifest, derive_keys, sign_manifest
@@ -106,9 +108,14 @@ def hospital(tmp_path: Path) -> PatientSet:
     return read_patients(export, facility=FACILITY)
 
 
-def _tokens(secret: bytes, index: KeyIndex, key_id: str = "k-unit") -> KeyedTokens:
+def _keys(patients: PatientSet) -> PatientKeys:
+    return patient_keys(patients, InputIndex(bytes(32)).of)
+
+
+def _tokens(secret: bytes, keys: PatientKeys, key_id: str = "k-unit") -> KeyedTokens:
     key = TrustedOprfKey(key_id, oprf.public_key(secret))
-    return KeyedTokens(key, derive_keys([oprf.evaluate(secret, data) for data in index.inputs]))
+    inputs = keys.keys.inputs
+    return KeyedTokens(key, derive_keys([oprf.evaluate(secret, data) for data in inputs]))
 
 
 def test_each_key_kind_matches_on_its_own_with_its_categories(
@@ -116,8 +123,8 @@ def test_each_key_kind_matches_on_its_own_with_its_categories(
 ):
     secret, signer = operator
     breach = build_breach(tmp_path, LEAK, secret, signer)
-    index = KeyIndex.build(hospital)
-    matches, summary = match_breach(breach, _tokens(secret, index), index, hospital)
+    keys = _keys(hospital)
+    matches, summary = match_breach(breach, _tokens(secret, keys), keys)
     found = {m.patient_id: (m.matched_keys, m.strength, m.categories) for m in matches}
     assert found == EXPECTED
     assert summary.patients_checked == 8
@@ -128,10 +135,11 @@ def test_each_key_kind_matches_on_its_own_with_its_categories(
 
 
 def test_identical_inputs_of_several_patients_are_evaluated_once(hospital: PatientSet):
-    index = KeyIndex.build(hospital)
+    index = _keys(hospital).keys
     every_key = sum(len(p.keys) for p in hospital.patients)
-    assert len(index.inputs) == every_key - 1  # the shared family e-mail
-    shared = [owners for owners in index.owners if len(owners) == 2]
+    assert index.count == every_key - 1  # the shared family e-mail
+    owners = [index.owners_of(at) for at in range(index.count)]
+    shared = [o for o in owners if len(o) == 2]
     assert [[hospital.patients[p].patient_id for p, _, _ in o] for o in shared] == [
         ["P-family1", "P-family2"]
     ]
@@ -147,8 +155,8 @@ def test_several_matched_keys_combine_their_categories(tmp_path: Path, operator)
         PersonRecord(email="anna@example.dk", categories=Category.CONTACT),
     ]
     breach = build_breach(tmp_path, leak, secret, signer)
-    index = KeyIndex.build(patients)
-    (match,), _ = match_breach(breach, _tokens(secret, index), index, patients)
+    keys = _keys(patients)
+    (match,), _ = match_breach(breach, _tokens(secret, keys), keys)
     assert match.matched_keys == ("cpr", "email")
     assert match.strength == "strong"
     assert match.categories == ("contact", "national_id")
@@ -157,9 +165,9 @@ def test_several_matched_keys_combine_their_categories(tmp_path: Path, operator)
 def test_tokens_of_another_key_id_are_refused(tmp_path: Path, operator, hospital: PatientSet):
     secret, signer = operator
     breach = build_breach(tmp_path, LEAK, secret, signer)
-    index = KeyIndex.build(hospital)
+    keys = _keys(hospital)
     with pytest.raises(ArtifactRefusedError, match="k-unit"):
-        match_breach(breach, _tokens(secret, index, "k-other"), index, hospital)
+        match_breach(breach, _tokens(secret, keys, "k-other"), keys)
 
 
 def test_a_stored_body_changed_on_disk_is_refused(tmp_path: Path, operator, hospital):
@@ -168,9 +176,9 @@ def test_a_stored_body_changed_on_disk_is_refused(tmp_path: Path, operator, hosp
     data = bytearray(breach.body.read_bytes())
     data[len(data) // 2] ^= 0x01
     breach.body.write_bytes(bytes(data))
-    index = KeyIndex.build(hospital)
+    keys = _keys(hospital)
     with pytest.raises(ArtifactRefusedError, match="changed after it was downloaded"):
-        match_breach(breach, _tokens(secret, index), index, hospital)
+        match_breach(breach, _tokens(secret, keys), keys)
 
 
 def test_export_without_identifier_columns_says_how_to_map(tmp_path: Path):

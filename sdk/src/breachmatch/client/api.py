@@ -36,10 +36,12 @@ from breachmatch.client.cache import TokenCache
 from breachmatch.client.cache_key import CacheKey
 from breachmatch.client.check import Checker
 from breachmatch.client.connection import Endpoint, load_identity, open_channel
-from breachmatch.client.errors import BreachNotServedError, ConfigurationError
+from breachmatch.client.errors import BreachNotServedError, ConfigurationError, StaleMemoError
 from breachmatch.client.evaluate import PipelineOptions
+from breachmatch.client.key_index import Hasher, PatientKeys
 from breachmatch.client.key_trust import trusted_notifier_key
 from breachmatch.client.matcher import MatcherClient
+from breachmatch.client.memo_read import read_keys
 from breachmatch.client.outreach import (
     DEFAULT_CHANNELS,
     OutreachClient,
@@ -53,6 +55,7 @@ from breachmatch.client.patients import PatientSet, read_patients
 from breachmatch.client.pinning import pinned_operator_key
 from breachmatch.client.results import CheckResult
 from breachmatch.client.retry import Backoff
+from breachmatch.client.row_memo import RowMemo
 from breachmatch.client.state import StateDir, default_state_dir
 from breachmatch.client.submitted import SubmittedNotices
 from breachmatch.client.versions import SeenBreaches
@@ -85,6 +88,19 @@ class PatientSource:
 
     def read(self) -> PatientSet:
         return read_patients(self.path, self.format, self.mapping, self.facility, self.encoding)
+
+    def read_keys(self, memo: RowMemo, hasher: Hasher, *, remembered: bool = True) -> PatientKeys:
+        """What a check needs of the export, normalising only rows the memo lacks."""
+        return read_keys(
+            self.path,
+            memo,
+            hasher,
+            format=self.format,
+            mapping_file=self.mapping,
+            facility=self.facility,
+            encoding=self.encoding,
+            remembered=remembered,
+        )
 
 
 @dataclass(frozen=True)
@@ -156,15 +172,28 @@ class Client(Closeable):
     ) -> CheckResult:
         """Check the patients against the named breaches (None: every served breach)."""
         source = patients if isinstance(patients, PatientSource) else PatientSource(Path(patients))
-        patient_set = source.read()
-        if patient_set.unnamed:
+        with (
+            TokenCache(self.state.token_cache, self._cache_key) as cache,
+            RowMemo(self.state.row_memo, self._cache_key, self.tenant) as memo,
+        ):
+            patient_keys = source.read_keys(memo, cache.index_of)
+            self._notice_unread(patient_keys)
+            try:
+                return self._checker(cache).check(patient_keys, breach_ids)
+            except StaleMemoError:
+                patient_keys = source.read_keys(memo, cache.index_of, remembered=False)
+                return self._checker(cache).check(patient_keys, breach_ids)
+
+    def _notice_unread(self, patients: PatientKeys) -> None:
+        """Say what of the export a check cannot use, and how to map it."""
+        if patients.unnamed:
             self._notice(
-                f"{patient_set.unnamed} patients have no patient id and are named by row "
+                f"{patients.unnamed} patients have no patient id and are named by row "
                 '(row-<n>); map your id column with --map, e.g. {"columns": {"Patientnr": '
                 '"patient_id"}}'
             )
-        if patient_set.unknown_identifier_systems:
-            systems = patient_set.unknown_identifier_systems
+        if patients.unknown_identifier_systems:
+            systems = patients.unknown_identifier_systems
             named = ", ".join(f"{system} ({count})" for system, count in systems.items())
             self._notice(
                 "Patients carry identifiers in systems breachmatch does not know, which are "
@@ -172,11 +201,6 @@ class Client(Closeable):
                 'SSN or MRN numbers, map it with --map, e.g. {"fhir": {"identifier_systems": '
                 '{"<system>": "mrn"}}}'
             )
-        return self._check(patient_set, breach_ids)
-
-    def _check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:
-        with TokenCache(self.state.token_cache, self._cache_key) as cache:
-            return self._checker(cache).check(patients, breach_ids)
 
     def _checker(self, cache: TokenCache) -> Checker:
         return Checker(

@@ -188,11 +188,24 @@ class TokenCache(Closeable):
         if self._keys.get(key.key_id) != key.public_key:
             raise LookupError(f"OPRF key {key.key_id} is not in use by this cache (use_key)")
 
-    def lookup(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> CachedTokens:
-        """The cached token of each input under `key`; see `CachedTokens.found`."""
+    def index_of(self, inputs: Sequence[bytes]) -> NDArray[np.uint64]:
+        """The keyed index of each input (`InputIndex`): where its token is found."""
+        return self._index.of(inputs)
+
+    def lookup(
+        self,
+        key: TrustedOprfKey,
+        inputs: Sequence[bytes],
+        index: NDArray[np.uint64] | None = None,
+    ) -> CachedTokens:
+        """The cached token of each input under `key`; see `CachedTokens.found`.
+
+        ``index`` is the inputs' `index_of`, if the caller has it already (a
+        re-check gets it from the row memo and hashes nothing).
+        """
         self._check_in_use(key)
         found = CachedTokens(len(inputs))
-        if not inputs:
+        if not len(inputs):
             return found
         opened: list[NDArray[np.void]] = []
         refused: list[int] = []
@@ -210,7 +223,8 @@ class TokenCache(Closeable):
                 refused.append(number)
         if opened:
             table = np.concatenate(opened)
-            positions, rows = _match(self._index.of(inputs), table["index"])
+            wanted = self._index.of(inputs) if index is None else index
+            positions, rows = _match(wanted, table["index"])
             found.fill(positions, table["output"], TokenKeys(table["tag"], table["pad"]), rows)
         if refused:
             self._drop_segments(key.key_id, refused)
@@ -348,26 +362,28 @@ def _match(
 ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
     """(input position, record row) of every pair whose 128-bit index values are equal.
 
-    The inputs are sorted by their first index word once; the records (sorted
-    within each segment) are searched among them, and a candidate counts only
-    if the second word agrees too. Equal first words among the inputs (one
-    input asked twice, or a 2^-64 coincidence) take the general path, which
-    pairs each record with every input of its first word.
+    Both sides are sorted by their first index word (the records are sorted
+    only within each segment), so the search runs forward through memory on
+    both; a candidate counts only if the second word agrees too. Equal first
+    words among the inputs (one input asked twice, or a 2^-64 coincidence)
+    take the general path, which pairs each record with every input of its
+    first word.
     """
     order = np.argsort(wanted[:, 0], kind="stable")
     first, second = wanted[order, 0], wanted[order, 1]
-    held_first = np.ascontiguousarray(held[:, 0])
+    by_held = np.argsort(held[:, 0])
+    held_first, held_second = held[by_held, 0], held[by_held, 1]
     low = np.searchsorted(first, held_first, side="left")
     if not np.any(first[1:] == first[:-1]):
         at = np.minimum(low, len(first) - 1)
-        rows = np.flatnonzero((first[at] == held_first) & (second[at] == held[:, 1]))
-        return order[at[rows]], rows
+        rows = np.flatnonzero((first[at] == held_first) & (second[at] == held_second))
+        return order[at[rows]], by_held[rows]
     spans = np.searchsorted(first, held_first, side="right") - low
     rows = np.repeat(np.arange(len(held_first)), spans)
     starts = np.cumsum(spans) - spans
     at = np.repeat(low - starts, spans) + np.arange(len(rows))
-    same = second[at] == held[rows, 1]
-    return order[at[same]], rows[same]
+    same = second[at] == held_second[rows]
+    return order[at[same]], by_held[rows[same]]
 
 
 def output_array(outputs: Sequence[bytes] | NDArray[np.uint8]) -> NDArray[np.uint8]:

@@ -12,8 +12,8 @@ records that numpy reads in place (`RECORD`):
 * ``tag`` and ``pad`` — what a breach filter uses of the output
   (`breachmatch.filter.TokenKeys`), kept so a re-check hashes nothing again.
 
-Records are sorted by index within a segment, which keeps the re-check's
-vectorised search (`TokenCache.lookup`) moving forward through memory.
+Records are sorted by index within a segment; the re-check's vectorised
+search (`TokenCache.lookup`) sorts all of them once more by their first word.
 
 The associated data binds a segment to the OPRF key id, the public key the
 operator stated for it, the segment's number and its record count: a segment

@@ -30,9 +30,10 @@ info and goes on under the new key (bounded); what was cached stays valid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,7 +43,6 @@ import numpy as np
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.breaches import BreachStore, StoredBreach, verify_served
 from breachmatch.client.cache import TokenCache
-from breachmatch.client.collector import collector_paused
 from breachmatch.client.errors import (
     ArtifactRefusedError,
     BreachNotServedError,
@@ -50,6 +50,7 @@ from breachmatch.client.errors import (
     KeyRetiredError,
 )
 from breachmatch.client.evaluate import OprfPipeline, PipelineOptions
+from breachmatch.client.key_index import KIND_NUMBER, KINDS, KeyIndex, PatientKeys, patient_keys
 from breachmatch.client.key_trust import TrustedOprfKey, trusted_oprf_keys
 from breachmatch.client.matcher import KeyInfo, MatcherClient
 from breachmatch.client.patients import PatientSet
@@ -66,33 +67,6 @@ from breachmatch.v1.outreach_pb2 import MatchProof
 
 #: Key refreshes tolerated in one check (each after the matcher retired a key mid-run).
 MAX_KEY_REFRESHES = 3
-
-_KIND_ORDER = {kind: position for position, kind in enumerate(KeyKind)}
-
-
-@dataclass(frozen=True)
-class KeyIndex:
-    """The distinct OPRF inputs of a patient set, and whose keys each one is."""
-
-    inputs: list[bytes]
-    #: Per input: (patient position, key kind, key strength) of every patient that has it.
-    owners: list[list[tuple[int, KeyKind, Strength]]]
-
-    @classmethod
-    def build(cls, patients: PatientSet) -> KeyIndex:
-        position: dict[bytes, int] = {}
-        inputs: list[bytes] = []
-        owners: list[list[tuple[int, KeyKind, Strength]]] = []
-        with collector_paused():
-            for number, patient in enumerate(patients.patients):
-                for key in patient.keys:
-                    data = key.oprf_input()
-                    at = position.setdefault(data, len(inputs))
-                    if at == len(inputs):
-                        inputs.append(data)
-                        owners.append([])
-                    owners[at].append((number, key.kind, key.strength))
-        return cls(inputs, owners)
 
 
 @dataclass(frozen=True)
@@ -112,17 +86,15 @@ class _Keys:
     trusted: dict[str, TrustedOprfKey]
 
 
-@dataclass
-class _Hit:
-    kinds: set[KeyKind] = field(default_factory=set)
-    strong: bool = False
-    categories: int = 0
-
-
 def match_breach(
-    breach: StoredBreach, tokens: KeyedTokens, index: KeyIndex, patients: PatientSet
+    breach: StoredBreach, tokens: KeyedTokens, patients: PatientKeys
 ) -> tuple[list[Match], BreachSummary]:
-    """Query one verified filter with tokens of its own key and fold hits into patients."""
+    """Query one verified filter with tokens of its own key and fold hits into patients.
+
+    The fold is vectorised: the owners of every matched key at once, sorted
+    by patient, each patient's kinds (a bit per kind) and categories OR-ed
+    together; Python objects are made only for the matched patients.
+    """
     manifest = breach.manifest
     if manifest.oprf_key_id != tokens.key.key_id:
         raise ArtifactRefusedError(
@@ -131,17 +103,21 @@ def match_breach(
         )
     with breach.open() as body:
         labels = body.lookup_labels(tokens.keys)
-    hits: dict[int, _Hit] = {}
     matched = np.flatnonzero(labels != NOT_FOUND)
-    for at, label in zip(matched.tolist(), labels[matched].tolist(), strict=True):
-        for patient, kind, strength in index.owners[at]:
-            hit = hits.setdefault(patient, _Hit())
-            hit.kinds.add(kind)
-            hit.strong |= strength is Strength.STRONG
-            hit.categories |= label
+    patient, kind, which = patients.keys.owner_pairs(matched)
+    order = np.argsort(patient, kind="stable")
+    patient = patient[order]
+    first = np.flatnonzero(np.diff(patient, prepend=-1)) if len(patient) else patient
+    kinds = np.left_shift(1, kind[order].astype(np.int64))
+    categories = labels[matched][which][order].astype(np.int64)
+    if len(first):
+        kinds = np.bitwise_or.reduceat(kinds, first)
+        categories = np.bitwise_or.reduceat(categories, first)
     matches = [
-        _match(patients.patients[number].patient_id, manifest.breach_id, hit)
-        for number, hit in sorted(hits.items())
+        _match(patients.ids[number], manifest.breach_id, mask, label)
+        for number, mask, label in zip(
+            patient[first].tolist(), kinds.tolist(), categories.tolist(), strict=True
+        )
     ]
     strong = sum(m.is_strong for m in matches)
     summary = BreachSummary(
@@ -150,23 +126,41 @@ def match_breach(
         organisation=manifest.organisation,
         breach_date=manifest.breach_date.isoformat(),
         oprf_key_id=manifest.oprf_key_id,
-        patients_checked=len(patients.patients),
+        patients_checked=len(patients.ids),
         patients_matched=len(matches),
         strong=strong,
         medium=len(matches) - strong,
-        categories={name: sum(name in m.categories for m in matches) for name in Category.legend()},
+        categories={
+            name: int(np.count_nonzero(categories & bit)) for name, bit in Category.legend().items()
+        },
     )
     return matches, summary
 
 
-def _match(patient_id: str, breach_id: str, hit: _Hit) -> Match:
+def _match(patient_id: str, breach_id: str, kinds: int, categories: int) -> Match:
+    matched_keys, strength = _kinds(kinds)
     return Match(
         patient_id=patient_id,
         breach_id=breach_id,
-        matched_keys=tuple(kind.value for kind in sorted(hit.kinds, key=_KIND_ORDER.__getitem__)),
-        strength=(Strength.STRONG if hit.strong else Strength.MEDIUM).value,
-        categories=tuple(Category(hit.categories).names()),
+        matched_keys=matched_keys,
+        strength=strength,
+        categories=_category_names(categories),
     )
+
+
+@functools.cache
+def _kinds(mask: int) -> tuple[tuple[str, ...], str]:
+    """(kind names in `KeyKind` order, strength) of a set of kinds, one bit per `KINDS` number."""
+    kinds = [kind for number, kind in enumerate(KINDS) if mask >> number & 1]
+    strength = Strength.MEDIUM
+    if any(kind.strength is Strength.STRONG for kind in kinds):
+        strength = Strength.STRONG
+    return tuple(kind.value for kind in kinds), strength.value
+
+
+@functools.cache
+def _category_names(label: int) -> tuple[str, ...]:
+    return tuple(Category(label).names())
 
 
 class Checker:
@@ -195,7 +189,7 @@ class Checker:
         self._operator_key = operator_key
         self._notice = notice
 
-    def check(self, patients: PatientSet, breach_ids: Sequence[str] | None) -> CheckResult:
+    def check(self, patients: PatientKeys, breach_ids: Sequence[str] | None) -> CheckResult:
         """Check `patients` against the named breaches, or every served one if None."""
         keys = self._key_info()
         store = BreachStore(self._state.breaches, self._matcher, keys.verify_key)
@@ -203,24 +197,21 @@ class Checker:
         breaches = self._usable(
             keys.info, [store.fetch(artifact) for artifact in current], breach_ids
         )
-        index = KeyIndex.build(patients)
-        tokens, evaluations = self._token_keys(keys, breaches, index)
+        tokens, evaluations = self._token_keys(keys, breaches, patients.keys)
         matches: list[Match] = []
         summaries: list[BreachSummary] = []
         for breach in breaches:
-            found, summary = match_breach(
-                breach, tokens[breach.manifest.oprf_key_id], index, patients
-            )
+            found, summary = match_breach(breach, tokens[breach.manifest.oprf_key_id], patients)
             matches.extend(found)
             summaries.append(summary)
         return CheckResult(
             tenant=self._tenant,
             patients_file=str(patients.path),
             generated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            patients_checked=len(patients.patients),
+            patients_checked=len(patients.ids),
             bad_rows=patients.bad_rows,
             patients_without_keys=patients.without_keys,
-            match_keys=len(index.inputs),
+            match_keys=patients.keys.count,
             evaluations=evaluations,
             matches=tuple(matches),
             summaries=tuple(summaries),
@@ -246,19 +237,20 @@ class Checker:
         subset = PatientSet(
             patients.path, tuple(p for p in patients.patients if p.patient_id in ids), 0
         )
-        index = KeyIndex.build(subset)
+        index = patient_keys(subset, self._cache.index_of).keys
         tokens = self._token_source(keys.info)
         proofs: dict[tuple[str, str], MatchProof] = {}
         for breach in breaches:
             key = keys.trusted[breach.manifest.oprf_key_id]
-            cached, _ = tokens.tokens(key, index.inputs)
+            cached, _ = tokens.tokens(key, index)
             with breach.open() as body:
                 labels = body.lookup_labels(cached.keys)
             best: dict[int, tuple[KeyKind, bytes]] = {}
-            for at in np.flatnonzero(labels != NOT_FOUND).tolist():
-                for patient, kind, _ in index.owners[at]:
+            matched = np.flatnonzero(labels != NOT_FOUND)
+            for at in matched[np.argsort(index.first[matched], kind="stable")].tolist():
+                for patient, kind, _ in index.owners_of(at):
                     held = best.get(patient)
-                    if held is None or _KIND_ORDER[kind] < _KIND_ORDER[held[0]]:
+                    if held is None or KIND_NUMBER[kind] < KIND_NUMBER[held[0]]:
                         best[patient] = (kind, cached.output(at))
             for patient, (kind, token) in best.items():
                 found = (subset.patients[patient].patient_id, breach.manifest.breach_id)
@@ -387,7 +379,7 @@ class Checker:
             try:
                 for key_id in needed:
                     key = keys.trusted[key_id]
-                    token_keys, sent = tokens.keys(key, index.inputs)
+                    token_keys, sent = tokens.keys(key, index)
                     evaluations += sent
                     found[key_id] = KeyedTokens(key, token_keys)
             except KeyRetiredError:

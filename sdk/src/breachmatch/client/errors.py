@@ -68,3 +68,7 @@ class UnverifiableEvaluationError(ClientError):
 
 class CacheKeyMismatchError(ClientError):
     """The token cache was written under a different cache key."""
+
+
+class StaleMemoError(ClientError):
+    """A key remembered by the row memo has no cached token: the export must be read afresh."""

@@ -19,8 +19,10 @@ checked, as an unnamed ``row-<n>`` patient, and counted among the bad rows.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from breachmatch.client.collector import collector_paused
 from breachmatch.client.errors import PatientsFileError
@@ -92,46 +94,88 @@ def _read_patients(
     encoding: str | None,
 ) -> PatientSet:
     mapping = load_mapping(mapping_file, facility)
-    if not path.is_file():
-        raise PatientsFileError(f"the patients file {path} does not exist (--patients)")
+    read = ExportRead(path)
     merged: dict[str, tuple[PersonRecord, list[MatchKey]]] = {}
-    bad_rows = good_rows = unnamed = 0
-    try:
-        with open_records(path, format, mapping, encoding) as stream:
-            for item in stream:
-                if isinstance(item, BadRow):
-                    bad_rows += 1
-                    if item.salvaged is None:
-                        continue
-                    item = item.salvaged
-                else:
-                    good_rows += 1
-                found = match_keys(item).keys
-                patient_id = item.patient_id
-                if not patient_id:
-                    if not found:
-                        continue  # a blank row: nobody to check, nobody to notify
-                    unnamed += 1
-                    patient_id = f"row-{stream.stats.rows_read}"
-                keys = merged.setdefault(patient_id, (item, []))[1]
-                keys.extend(k for k in found if k not in keys)
-            headers = _headers_seen(stream)
-            unknown_systems = dict(stream.stats.unknown_identifier_systems)
-    except ReaderError as exc:
-        raise PatientsFileError(f"cannot read the patients file {path}: {exc}") from exc
-    except OSError as exc:
-        raise PatientsFileError(f"cannot read the patients file {path}: {exc.strerror}") from exc
+    for row in read.rows(format, mapping, encoding):
+        found = match_keys(row.record).keys
+        patient_id = row.record.patient_id
+        if not patient_id:
+            if not found:
+                continue  # a blank row: nobody to check, nobody to notify
+            read.unnamed += 1
+            patient_id = f"row-{row.number}"
+        keys = merged.setdefault(patient_id, (row.record, []))[1]
+        keys.extend(k for k in found if k not in keys)
     patients = tuple(
         Patient(patient_id, record, tuple(keys)) for patient_id, (record, keys) in merged.items()
     )
-    if not good_rows:
-        raise PatientsFileError(
-            f"the patients file {path} holds no readable patient rows "
-            f"({bad_rows} unreadable); check --format"
-        )
-    if not any(patient.keys for patient in patients):
-        raise PatientsFileError(_no_identifier_message(path, headers))
-    return PatientSet(path, patients, bad_rows, unnamed, unknown_systems)
+    read.require_keys(any(patient.keys for patient in patients))
+    return PatientSet(path, patients, read.bad_rows, read.unnamed, read.unknown_systems)
+
+
+class ExportRow(NamedTuple):
+    """A row worth normalising: a readable one, or what was salvaged of an unreadable one.
+
+    A named tuple, not a dataclass: one is made per row of a 130,000-row export.
+    """
+
+    record: PersonRecord
+    #: Its row number (what names a patient without an id, ``row-<n>``).
+    number: int
+    salvaged: bool
+
+
+@dataclass
+class ExportRead:
+    """One pass over an export: its rows, the counts a report gives, and its refusals.
+
+    Shared by `read_patients` and the re-check's row memo (`memo_read`), so
+    both name, count and refuse rows the same way.
+    """
+
+    path: Path
+    bad_rows: int = 0
+    good_rows: int = 0
+    unnamed: int = 0
+    unknown_systems: dict[str, int] = dataclasses.field(default_factory=dict)
+    _headers: tuple[list[str], list[str]] = ([], [])
+
+    def rows(
+        self, format: str, mapping: ColumnMapping, encoding: str | None
+    ) -> Iterator[ExportRow]:
+        """Every row worth normalising; `PatientsFileError` if the export cannot be read."""
+        if not self.path.is_file():
+            raise PatientsFileError(f"the patients file {self.path} does not exist (--patients)")
+        try:
+            with open_records(self.path, format, mapping, encoding) as stream:
+                for item in stream:
+                    salvaged = isinstance(item, BadRow)
+                    if isinstance(item, BadRow):
+                        self.bad_rows += 1
+                        if item.salvaged is None:
+                            continue
+                        item = item.salvaged
+                    else:
+                        self.good_rows += 1
+                    yield ExportRow(item, stream.stats.rows_read, salvaged)
+                self._headers = _headers_seen(stream)
+                self.unknown_systems = dict(stream.stats.unknown_identifier_systems)
+        except ReaderError as exc:
+            raise PatientsFileError(f"cannot read the patients file {self.path}: {exc}") from exc
+        except OSError as exc:
+            raise PatientsFileError(
+                f"cannot read the patients file {self.path}: {exc.strerror}"
+            ) from exc
+        if not self.good_rows:
+            raise PatientsFileError(
+                f"the patients file {self.path} holds no readable patient rows "
+                f"({self.bad_rows} unreadable); check --format"
+            )
+
+    def require_keys(self, any_keys: bool) -> None:
+        """Refuse an export none of whose rows gave a match key, naming its columns."""
+        if not any_keys:
+            raise PatientsFileError(_no_identifier_message(self.path, self._headers))
 
 
 def inspect_patients(

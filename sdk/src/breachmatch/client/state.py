@@ -73,6 +73,11 @@ class StateDir:
     def token_cache(self) -> Path:
         return self.root / "tokens.sqlite"
 
+    @property
+    def row_memo(self) -> Path:
+        """What each export row gave the last check (`breachmatch.client.row_memo`)."""
+        return self.root / "row-memo.sqlite"
+
     def cache_key_path(self, configured: Path | None) -> Path:
         """The cache key file: `configured` or the default, refused inside this directory."""
         path = configured or default_cache_key()

@@ -7,8 +7,9 @@ run loses at most the batches in flight and a batch the matcher could not
 prove is never kept.
 
 A re-check is the same call with nothing missing: the cache hands back the
-filter keys it sealed with each token (`CachedTokens.keys`), so nothing is
-hashed or evaluated again.
+filter keys it sealed with each token (`CachedTokens.keys`), and the keys'
+index comes with them (`KeyIndex.index`), so nothing is hashed or evaluated
+again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from breachmatch.client.cache import CachedTokens, TokenCache, output_array
 from breachmatch.client.evaluate import OprfPipeline
+from breachmatch.client.key_index import KeyIndex
 from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.filter import TokenKeys
 
@@ -32,14 +34,19 @@ class TokenSource:
         self._pipeline = pipeline
         self._progress = progress
 
-    def keys(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> tuple[TokenKeys, int]:
-        """Filter keys in input order, and how many elements were sent to the matcher."""
-        tokens, sent = self.tokens(key, inputs)
+    def keys(self, key: TrustedOprfKey, index: KeyIndex) -> tuple[TokenKeys, int]:
+        """Filter keys in key order, and how many elements were sent to the matcher."""
+        tokens, sent = self.tokens(key, index)
         return tokens.keys, sent
 
-    def tokens(self, key: TrustedOprfKey, inputs: Sequence[bytes]) -> tuple[CachedTokens, int]:
-        """Every input's token (cached, or evaluated and cached now), and elements sent."""
-        found = self._cache.lookup(key, inputs)
+    def tokens(self, key: TrustedOprfKey, index: KeyIndex) -> tuple[CachedTokens, int]:
+        """Every key's token (cached, or evaluated and cached now), and elements sent.
+
+        A key whose input is not known (`KnownInputs`) and not cached raises
+        `StaleMemoError` before anything is sent.
+        """
+        inputs = index.inputs
+        found = self._cache.lookup(key, inputs, index.index)
         missing = found.missing()
         if not len(missing):
             return found, 0
