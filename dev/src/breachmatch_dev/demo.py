@@ -357,8 +357,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="run the whole breachmatch flow locally")
     parser.add_argument("--root", type=Path, default=Path(".var/demo"))
     parser.add_argument("--scale", choices=sorted(_SCALES), default="small")
+    parser.add_argument(
+        "--notifiers",
+        type=int,
+        help="notifier processes (default: 1 at --scale small, else 2): one Python process "
+        "delivers on one core, a second lets delivery use both",
+    )
     args = parser.parse_args()
-    notifiers = 1 if args.scale == "small" else min(2, os.cpu_count() or 1)
+    notifiers = args.notifiers or (1 if args.scale == "small" else min(2, os.cpu_count() or 1))
     outcome = run_flow(args.root, *_SCALES[args.scale], notifiers=notifiers)
     ok = _summary(outcome)
     if not ok or outcome.delivered != outcome.strong + 1:
