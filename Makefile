@@ -16,7 +16,7 @@ BENCH_VENV := .venv-bench
 LOCKS      := locks
 LOCAL_DISTS := breachmatch breachmatch-dev breachmatch-ingest breachmatch-matcher breachmatch-notifier
 
-.PHONY: all venv lock proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-notify bench-core bench-check bench clean
+.PHONY: all venv lock proto proto-check lint typecheck pytest test demo demo-alles up down images deploy-smoke release-pins chaos bench-notify bench-outreach bench-core bench-check bench clean
 
 all: test
 
@@ -150,6 +150,10 @@ bench-check: $(STAMP) $(BENCH_VENV)/.installed
 # Notices per second into the local SMTP sink, counted by the sink.
 bench-notify: $(STAMP)
 	$(PY) bench/bench_notify.py
+
+# The hospital's notify and the notifier's intake: CPU per notice per process.
+bench-outreach: $(STAMP)
+	$(PY) bench/bench_outreach.py
 
 bench: bench-core bench-check bench-notify
 	$(PY) bench/bench_matcher.py

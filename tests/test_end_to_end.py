@@ -45,7 +45,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, otlp_receiver: Any) -> Iterato
         # Every process of the flow (services and CLIs) inherits this environment.
         environment.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         environment.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
-        outcome = run_flow(tmp_path_factory.mktemp("e2e"), patients=400, leaked=150, strangers=100)
+        # Two notifier processes share the queue, as in `make demo-alles`.
+        outcome = run_flow(
+            tmp_path_factory.mktemp("e2e"), patients=400, leaked=150, strangers=100, notifiers=2
+        )
         # Each process flushed its spans when it exited, before run_flow returned.
         yield Run(outcome, list(receiver.bodies), receiver.spans())
 
@@ -73,6 +76,13 @@ def test_the_run_is_timed_against_its_libsodium_floor(outcome: Outcome) -> None:
     """What the demo's phase table is made of: each phase's CPU, and the OPRF work it did."""
     assert list(outcome.phases) == ["ingest", "check", "notify"]
     assert all(phase.cpu > 0 and phase.wall > 0 for phase in outcome.phases.values())
+    # The notices' CPU per process: the CLIs, the sink and NATS worked; both notifiers counted.
+    notify = outcome.phases["notify"].by_party
+    assert min(notify["tools"], notify["smtp-sink"], notify["nats-server"]) > 0
+    notifiers = sorted(name for name in notify if name.startswith("notifier"))
+    assert len(notifiers) == 2
+    assert notifiers[0] == "notifier"
+    assert sum(notify.values()) == pytest.approx(outcome.phases["notify"].cpu)
     # A first check evaluates every distinct key; the ingest one token per filter entry.
     assert outcome.evaluations == outcome.results["summary"]["match_keys"] > 400
     assert outcome.leaked_tokens >= 150

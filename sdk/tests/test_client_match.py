@@ -238,3 +238,25 @@ def test_a_bad_export_row_showing_a_cpr_is_still_checked(tmp_path: Path):
     assert patients.unnamed == 1
     salvaged = patients.by_id()["row-31"]
     assert [key.kind.value for key in salvaged.keys] == ["cpr"]
+
+
+def test_reading_only_some_patients_keeps_exactly_theirs(tmp_path: Path):
+    """`notify` reads just the matched patients: the same records and keys as a full read."""
+    export = tmp_path / "export.csv"
+    rows = [f"P{i},{i % 28 + 1:02d}0203{1000 + i},p{i}@example.dk" for i in range(30)]
+    rows += [",0102031234,", "P3,,again@example.dk"]  # an unnamed row; P3's second row
+    export.write_text("patient_id,cpr,email\n" + "\n".join(rows) + "\n")
+    full = read_patients(export).by_id()
+    wanted = {"P3", "P17", "row-31", "P-gone"}
+    some = read_patients(export, only=wanted)
+    assert {p.patient_id: p for p in some.patients} == {
+        pid: full[pid] for pid in wanted if pid in full
+    }
+    assert len(full["P3"].keys) == 3  # both of P3's rows
+    assert (some.bad_rows, some.unnamed) == (0, 1)
+
+
+def test_reading_only_absent_patients_finds_none(tmp_path: Path):
+    export = tmp_path / "export.csv"
+    export.write_text("patient_id,cpr\nP1,0102031234\n")
+    assert read_patients(export, only={"P9"}).patients == ()

@@ -8,6 +8,9 @@ what the good values mean.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 
@@ -125,3 +128,27 @@ def test_the_git_sha_is_a_hex_revision_or_unknown(
 ) -> None:
     monkeypatch.setenv(build.GIT_SHA_VARIABLE, sha)
     assert build.git_sha() == shown
+
+
+#: Run in a fresh interpreter: a test process may already hold the `spans` fixture's provider.
+_PRODUCING_WITHOUT_PROVIDER = """
+import json
+from opentelemetry import context
+from breachmatch import tracing
+with tracing.producing("breachmatch.x.t", "X") as alone:
+    pass
+token = context.attach(tracing.extract({"traceparent": PARENT}))
+with tracing.producing("breachmatch.x.t", "X") as within:
+    pass
+context.detach(token)
+print(json.dumps([alone, within]))
+"""
+
+
+def test_with_tracing_off_a_publish_carries_no_headers_but_passes_a_callers_trace_on() -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    code = _PRODUCING_WITHOUT_PROVIDER.replace("PARENT", repr(parent))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    alone, within = json.loads(done.stdout)
+    assert alone == {}
+    assert within == {"traceparent": parent}

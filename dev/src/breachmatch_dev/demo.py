@@ -11,7 +11,9 @@ docs/architecture.md do — with the same command-line tools they use:
 
 prints a summary, checks the matches against the generator's ground truth,
 and stops everything it started. ``--scale alles`` runs it at the size of the
-2025 Alles Lægehus leak (130,000 patients, 57,000 leaked records).
+2025 Alles Lægehus leak (130,000 patients, 57,000 leaked records), ``--scale
+medium`` at its proportions and a sixth of its size (for profiling); both run
+two notifier processes, as the Deployment runs replicas.
 
 The summary times each phase in wall seconds and in CPU seconds (the tools
 it ran plus every process of the stack), beside the libsodium floor for
@@ -31,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,13 @@ import psutil
 
 from breachmatch_dev.dumps import Dataset, write_dataset
 from breachmatch_dev.floor import Floor
-from breachmatch_dev.stack import Stack, StackInfo
+from breachmatch_dev.stack import NATS, Stack, StackInfo
 
 BREACH_ID = "alles-laegehus-demo"
 _SCALES = {
     "small": (2_000, 600, 400),
+    # Alles Lægehus's proportions at a sixth of its size (~3,200 notices), for profiling.
+    "medium": (21_000, 7_300, 2_000),
     "alles": (130_000, 45_000, 12_000),
 }
 _BIN = Path(sys.executable).parent
@@ -95,12 +99,21 @@ def run_tool(info: StackInfo, tool: str, *args: str) -> subprocess.CompletedProc
     return done
 
 
+def _mail_count(directory: Path) -> int:
+    """Messages the sink has stored: a plain listing, since globbing 19,000 names into
+    Paths five times a second took a tenth of a core from the processes being measured."""
+    if not directory.exists():
+        return 0
+    with os.scandir(directory) as entries:
+        return sum(entry.name.endswith(".eml") for entry in entries)
+
+
 def _wait_for_mail(info: StackInfo, expected: int, timeout: float) -> int:
     """Delivery is asynchronous (JetStream work queue): wait for the sink to hold them."""
     deadline = time.monotonic() + timeout
     count = 0
     while time.monotonic() < deadline:
-        count = len(list(info.mail_dir.glob("*.eml"))) if info.mail_dir.exists() else 0
+        count = _mail_count(info.mail_dir)
         if count >= expected:
             return count
         time.sleep(0.2)
@@ -183,6 +196,17 @@ def _print_phases(outcome: Outcome) -> None:
         f"load average {outcome.load:.1f}"
     )
     print(f"           {floor.describe()}")
+    notify = outcome.phases.get("notify")
+    if notify is not None and outcome.strong:
+        # Which process the notices cost: the hospital's CLI, the notifier, the sink, NATS.
+        spent = sorted(notify.by_party.items(), key=lambda party: -party[1])
+        shares = ", ".join(
+            f"{'breachmatch notify ×2' if name == 'tools' else name} "
+            f"{1000 * seconds / outcome.strong:.2f}"
+            for name, seconds in spent
+            if seconds >= 0.01
+        )
+        print(f"           notify CPU ms per notice: {shares}")
 
 
 @dataclass(frozen=True)
@@ -191,22 +215,26 @@ class Phase:
     wall: float
     #: CPU seconds of the tools the phase ran and of every process of the stack.
     cpu: float
+    #: The same per party: "tools" (the CLIs this demo ran) and each stack component.
+    by_party: dict[str, float] = field(default_factory=dict)
 
 
 class _CpuMeter:
     """CPU seconds so far of this process's reaped children (the CLI tools and their
-    pools) and of the stack's live processes (services, their worker pools, NATS)."""
+    pools) and of the stack's live processes (services, their worker pools, NATS),
+    per party: ``tools`` and each component by name."""
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
 
-    def seconds(self) -> float:
+    def seconds(self) -> dict[str, float]:
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-        total = reaped.ru_utime + reaped.ru_stime
-        pids = [p.process.pid for p in self._stack.services if p.process is not None]
+        parties = {"tools": reaped.ru_utime + reaped.ru_stime}
+        pids = {p.name: p.process.pid for p in self._stack.services if p.process is not None}
         if self._stack.nats is not None:
-            pids.append(self._stack.nats.pid)
-        for pid in pids:
+            pids[NATS] = self._stack.nats.pid
+        for name, pid in pids.items():
+            parties[name] = 0.0
             try:
                 process = psutil.Process(pid)
                 tree = [process, *process.children(recursive=True)]
@@ -217,8 +245,8 @@ class _CpuMeter:
                     times = member.cpu_times()
                 except psutil.NoSuchProcess:
                     continue
-                total += times.user + times.system
-        return total
+                parties[name] += times.user + times.system
+        return parties
 
 
 class _Phases:
@@ -226,15 +254,16 @@ class _Phases:
         self._meter = meter
         self.done: dict[str, Phase] = {}
         self._name = ""
-        self._wall = self._cpu = 0.0
+        self._wall = 0.0
+        self._cpu: dict[str, float] = {}
 
     def start(self, name: str) -> None:
         self._name, self._wall, self._cpu = name, time.monotonic(), self._meter.seconds()
 
     def stop(self) -> None:
-        self.done[self._name] = Phase(
-            time.monotonic() - self._wall, self._meter.seconds() - self._cpu
-        )
+        now = self._meter.seconds()
+        spent = {party: seconds - self._cpu.get(party, 0.0) for party, seconds in now.items()}
+        self.done[self._name] = Phase(time.monotonic() - self._wall, sum(spent.values()), spent)
 
 
 @dataclass
@@ -257,8 +286,13 @@ class Outcome:
     load: float
 
 
-def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
-    """Run the whole flow on a fresh stack under `root`; the stack is stopped on return."""
+def run_flow(root: Path, patients: int, leaked: int, strangers: int, notifiers: int = 1) -> Outcome:
+    """Run the whole flow on a fresh stack under `root`; the stack is stopped on return.
+
+    ``notifiers`` notifier processes share the queue, as the Deployment's
+    replicas do: one Python process takes intake and delivery on one core, and
+    at the larger scales the notices outnumber what one core sends in time.
+    """
     stack = Stack(root)
     if stack.pids_file.exists():
         stack.down()  # a previous run that was interrupted
@@ -269,6 +303,8 @@ def run_flow(root: Path, patients: int, leaked: int, strangers: int) -> Outcome:
     floor = Floor.measure()
     print("starting nats-server, matcher, notifier, ingest and an SMTP sink ...")
     info = stack.up()
+    for _ in range(notifiers - 1):
+        stack.start_replica("notifier")
     phases = _Phases(_CpuMeter(stack))
     try:
         # The leak as such dumps come: journal notes with an unquoted ";",
@@ -321,8 +357,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="run the whole breachmatch flow locally")
     parser.add_argument("--root", type=Path, default=Path(".var/demo"))
     parser.add_argument("--scale", choices=sorted(_SCALES), default="small")
+    parser.add_argument(
+        "--notifiers",
+        type=int,
+        help="notifier processes (default: 1 at --scale small, else 2): one Python process "
+        "delivers on one core, a second lets delivery use both",
+    )
     args = parser.parse_args()
-    outcome = run_flow(args.root, *_SCALES[args.scale])
+    notifiers = args.notifiers or (1 if args.scale == "small" else min(2, os.cpu_count() or 1))
+    outcome = run_flow(args.root, *_SCALES[args.scale], notifiers=notifiers)
     ok = _summary(outcome)
     if not ok or outcome.delivered != outcome.strong + 1:
         raise SystemExit(1)

@@ -267,7 +267,17 @@ def _messaging(subject: str, stream: str, operation: str) -> dict[str, str | int
 
 @contextlib.contextmanager
 def producing(subject: str, stream: str) -> Iterator[dict[str, str]]:
-    """A PRODUCER span around one publish; yields the headers that carry it."""
+    """A PRODUCER span around one publish; yields the headers that carry it.
+
+    With tracing off (no SDK provider installed) no span is made: the no-op
+    span would only repeat the current context, which is injected as it is —
+    so a caller's trace still passes through — and making it cost more than
+    the rest of a JetStream publish's client side (about 60 µs of 130 under
+    a gathered batch; the notifier's intake makes two per notice).
+    """
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        yield inject({})
+        return
     with span(f"send {stream}", SpanKind.PRODUCER, _messaging(subject, stream, "send")):
         yield inject({})
 

@@ -122,6 +122,10 @@ async def test_malformed_batches_are_refused_whole(harness: Harness) -> None:
         ([variant(patient_ref="P-1")], grpc.StatusCode.INVALID_ARGUMENT, "opaque ref"),
         ([variant(patient_ref="0101901234")], grpc.StatusCode.INVALID_ARGUMENT, "opaque ref"),
         ([variant(idempotency_key="has space")], grpc.StatusCode.INVALID_ARGUMENT, "items[0]"),
+        ([variant(idempotency_key="tab\there")], grpc.StatusCode.INVALID_ARGUMENT, "printable"),
+        ([variant(idempotency_key="kø")], grpc.StatusCode.INVALID_ARGUMENT, "printable ASCII"),
+        ([variant(idempotency_key="end\n")], grpc.StatusCode.INVALID_ARGUMENT, "printable"),
+        ([variant(idempotency_key="k" * 201)], grpc.StatusCode.INVALID_ARGUMENT, "1 to 200"),
         ([variant(sealed_contact=b"x" * 48)], grpc.StatusCode.INVALID_ARGUMENT, "sealed_contact"),
         (
             [variant(sealed_contact=b"x" * 9000)],

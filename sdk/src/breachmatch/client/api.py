@@ -20,7 +20,7 @@ re-import the calling script: in a script, call `Client.check` under
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,8 +86,11 @@ class PatientSource:
     #: Text encoding of the export (--encoding); None: sniffed.
     encoding: str | None = None
 
-    def read(self) -> PatientSet:
-        return read_patients(self.path, self.format, self.mapping, self.facility, self.encoding)
+    def read(self, only: Collection[str] | None = None) -> PatientSet:
+        """The export's patients; with ``only``, just those ids (see `read_patients`)."""
+        return read_patients(
+            self.path, self.format, self.mapping, self.facility, self.encoding, only
+        )
 
     def read_keys(self, memo: RowMemo, hasher: Hasher, *, remembered: bool = True) -> PatientKeys:
         """What a check needs of the export, normalising only rows the memo lacks."""
@@ -239,7 +242,7 @@ class Client(Closeable):
             source = PatientSource(Path(patients))
         # The sealing key first: an untrusted one stops everything before any other work.
         notifier_key = self._notifier_public_key()
-        patient_set = source.read()
+        patient_set = source.read(only={m.patient_id for m in selected(result, min_strength)})
         proofs = self.prove(result, patient_set, min_strength)
         plan = plan_outreach(
             result,

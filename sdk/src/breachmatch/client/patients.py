@@ -19,7 +19,7 @@ checked, as an unnamed ``row-<n>`` patient, and counted among the bad rows.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -80,10 +80,18 @@ def read_patients(
     mapping_file: Path | None = None,
     facility: str | None = None,
     encoding: str | None = None,
+    only: Collection[str] | None = None,
 ) -> PatientSet:
-    """Read every patient of an export, or explain why it cannot be used."""
+    """Read every patient of an export, or explain why it cannot be used.
+
+    With ``only`` (patient ids), just those patients are kept, and only their
+    rows are normalised into match keys: `notify` needs the few patients a
+    check matched, and normalising every row of a large export again would
+    cost it more than sealing and submitting their notices. Rows are still all
+    read and counted, so a bad export is refused the same way.
+    """
     with collector_paused():
-        return _read_patients(path, format, mapping_file, facility, encoding)
+        return _read_patients(path, format, mapping_file, facility, encoding, only)
 
 
 def _read_patients(
@@ -92,24 +100,30 @@ def _read_patients(
     mapping_file: Path | None,
     facility: str | None,
     encoding: str | None,
+    only: Collection[str] | None,
 ) -> PatientSet:
     mapping = load_mapping(mapping_file, facility)
     read = ExportRead(path)
     merged: dict[str, tuple[PersonRecord, list[MatchKey]]] = {}
     for row in read.rows(format, mapping, encoding):
-        found = match_keys(row.record).keys
         patient_id = row.record.patient_id
+        if only is not None and patient_id and patient_id not in only:
+            continue
+        found = match_keys(row.record).keys
         if not patient_id:
             if not found:
                 continue  # a blank row: nobody to check, nobody to notify
             read.unnamed += 1
             patient_id = f"row-{row.number}"
+            if only is not None and patient_id not in only:
+                continue
         keys = merged.setdefault(patient_id, (row.record, []))[1]
         keys.extend(k for k in found if k not in keys)
     patients = tuple(
         Patient(patient_id, record, tuple(keys)) for patient_id, (record, keys) in merged.items()
     )
-    read.require_keys(any(patient.keys for patient in patients))
+    if only is None or patients:
+        read.require_keys(any(patient.keys for patient in patients))
     return PatientSet(path, patients, read.bad_rows, read.unnamed, read.unknown_systems)
 
 
