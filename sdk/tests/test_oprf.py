@@ -213,6 +213,10 @@ def test_batches_match_single_calls():
     outputs = oprf.finalize_batch(inputs, blinds, evaluated)
     assert outputs == oprf.evaluate_batch(SK_SM, inputs)
     assert outputs == [oprf.evaluate(SK_SM, d) for d in inputs]
+    # Each blinded element is the RFC's Blind of its input under its blind.
+    for data, r, element in zip(inputs, blinds, blinded, strict=True):
+        assert oprf.blind(data, r) == (r, element)
+    assert len(set(blinds)) == len(blinds)
 
 
 def test_parallel_batches_match_sequential():
