@@ -179,6 +179,17 @@ def test_a_worker_that_dies_fails_its_job_and_breaks_the_pool():
         pool.close()
 
 
+def test_close_cancels_jobs_no_worker_has_taken_and_finishes_the_others():
+    pool = ProcessWorkers(1)
+    long = pool.submit(oprf_worker.BLIND, oprf_worker.pack_inputs(INPUTS * 500))  # a second or so
+    queued = [pool.submit(oprf_worker.BLIND, oprf_worker.pack_inputs(INPUTS)) for _ in range(10)]
+    pool.close()
+    # The feeder may or may not have taken the long job yet; either it finished or it was
+    # cancelled. The others waited behind it, so none was taken.
+    assert long.cancelled() or len(long.result()) == 64 * len(INPUTS) * 500
+    assert all(future.cancelled() for future in queued)
+
+
 def test_close_ends_the_worker_processes():
     pool = ProcessWorkers(2)
     processes = [psutil.Process(pid) for pid in pool.pids]
