@@ -23,15 +23,37 @@ canonical and must be refused, so every decoding here checks the bit first
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import rbcl
+
+
+def _remove_rbcl_library_copy() -> None:
+    """Delete the copy of libsodium that importing rbcl leaves in the temporary directory.
+
+    rbcl bundles libsodium as data, writes it to a new temporary file at
+    every import (``rbcl._sodium.lib_path``, 2.7 MB) and never deletes it:
+    every process that does OPRF work — each check's worker processes, each
+    service start — would leave one behind for good. Once loaded, the file is
+    no longer needed (the mapping outlives the name), so it is removed here.
+    """
+    loaded = sys.modules.get("rbcl._sodium")
+    path = getattr(loaded, "lib_path", None)
+    if isinstance(path, str):
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
+
+
+_remove_rbcl_library_copy()
 
 MODE_OPRF = 0x00
 MODE_VOPRF = 0x01
