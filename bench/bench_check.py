@@ -51,6 +51,7 @@ from breachmatch.client.cache_key import CacheKey
 from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.row_memo import RowMemo
 from breachmatch.client.state import StateDir
+from breachmatch.client.workers import ProcessWorkers
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 from breachmatch_dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
@@ -117,12 +118,14 @@ class MatcherProcess:
                     started.set()
         started.set()
 
-    def cpu_seconds(self) -> float:
-        total = sum(self.ps.cpu_times()[:2])
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(the matcher's own process, its worker processes)."""
+        own = sum(self.ps.cpu_times()[:2])
+        pool = 0.0
         for child in self.ps.children(recursive=True):
             with contextlib.suppress(psutil.NoSuchProcess):
-                total += sum(child.cpu_times()[:2])
-        return total
+                pool += sum(child.cpu_times()[:2])
+        return own, pool
 
     def stop(self) -> None:
         self.process.terminate()
@@ -142,7 +145,9 @@ class Sample:
     #: The client's own process (reading, cache, gRPC, pipeline) and its pool workers.
     client_main_cpu: float
     client_pool_cpu: float
-    matcher_cpu: float
+    #: The matcher's own process (gRPC, budget, evaluation threads) and its worker processes.
+    matcher_main_cpu: float
+    matcher_pool_cpu: float
     evaluations: int
     matched: int
 
@@ -150,18 +155,24 @@ class Sample:
     def client_cpu(self) -> float:
         return self.client_main_cpu + self.client_pool_cpu
 
+    @property
+    def matcher_cpu(self) -> float:
+        return self.matcher_main_cpu + self.matcher_pool_cpu
+
 
 def measure(matcher: MatcherProcess, run: Callable[[], CheckResult]) -> Sample:
-    (own, pool), served = client_cpu_seconds(), matcher.cpu_seconds()
+    (own, pool), (served, served_pool) = client_cpu_seconds(), matcher.cpu_seconds()
     start = time.perf_counter()
     result = run()
     wall = time.perf_counter() - start
     own_after, pool_after = client_cpu_seconds()
+    served_after, served_pool_after = matcher.cpu_seconds()
     return Sample(
         wall,
         own_after - own,
         pool_after - pool,
-        matcher.cpu_seconds() - served,
+        served_after - served,
+        served_pool_after - served_pool,
         result.evaluations,
         len(result.matches),
     )
@@ -195,6 +206,13 @@ def recheck_phases(state: Path, cache_key: Path, hospital: Path) -> dict[str, fl
             assert found.found.all(), "a cached token is missing"
         lap("token cache lookup")
     return phases
+
+
+def worker_start_cpu(workers: int = 2) -> float:
+    """CPU seconds one client OPRF worker process costs to start and stop (no jobs)."""
+    before = client_cpu_seconds()[1]
+    ProcessWorkers(workers).close()
+    return (client_cpu_seconds()[1] - before) / workers
 
 
 def run_tool(argv: list[str]) -> str:
@@ -263,6 +281,7 @@ def main() -> None:
     logs.configure_logging("bench-check", "WARNING")
 
     floor = Floor.measure()
+    worker_start = worker_start_cpu()
     root = Path(tempfile.mkdtemp(prefix="bench-check-"))
     try:
         in_leak = write_sets(root, args.patients, args.leaked, args.overlap, seed=1)
@@ -326,8 +345,9 @@ def main() -> None:
     first_server = median(first, "matcher_cpu")
     row("breachmatch first check", first_wall, first_client, first_server, keys_sent)
     print(
-        f"{'  client: own process | pool':<36}{'':>8}{median(first, 'client_main_cpu'):>7.2f} |"
-        f"{median(first, 'client_pool_cpu'):>5.2f}"
+        f"{'  own process | worker processes':<36}{'':>8}"
+        f"{median(first, 'client_main_cpu'):>7.2f} |{median(first, 'client_pool_cpu'):>5.2f}"
+        f"{median(first, 'matcher_main_cpu'):>8.2f} |{median(first, 'matcher_pool_cpu'):>5.2f}"
     )
     row(
         "breachmatch cached re-check",
@@ -352,6 +372,10 @@ def main() -> None:
         f"(h2g + 4 mults + 2 adds; target ≤ 1.2x), "
         f"{first_client / oprf_floor:.2f}x the OPRF floor (h2g + 2 mults)",
         f"matcher CPU/key {first_server / server_floor:.2f}x its floor (2 mults + 1 add)",
+        f"first-check wall {first_wall:.2f} s against (client + matcher CPU) / {cores} cores "
+        f"= {(first_client + first_server) / cores:.2f} s: "
+        f"{first_wall / ((first_client + first_server) / cores):.2f}x",
+        f"a client OPRF worker process costs {worker_start:.2f} CPU s to start and stop",
     ]
     if psi:
         client_s = psi["client_request_s"] + psi["client_intersect_s"]

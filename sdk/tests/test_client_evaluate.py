@@ -19,7 +19,9 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from breachmatch import oprf, voprf
 from breachmatch.client.audit import SecurityAudit
@@ -103,6 +105,8 @@ class FlakyMatcher(matcher_pb2_grpc.MatcherServicer):
             proof = b""
         elif lie == "invalid-element":
             evaluated[0] = bytes(32)
+        elif lie == "short-element":  # with the next one's first byte, still 64 bytes in all
+            evaluated[0], evaluated[1] = evaluated[0][:-1], evaluated[0][-1:] + evaluated[1]
         return matcher_pb2.EvaluateResponse(
             key_id=request.key_id,
             evaluated_elements=evaluated,
@@ -151,9 +155,9 @@ def _run(
     """Run the pipeline under the matcher's stated key; `done` collects what was checkpointed."""
     done = {} if done is None else done
 
-    def on_batch(batch: Any, outputs: list[bytes]) -> None:
+    def on_batch(batch: Any, outputs: NDArray[np.uint8]) -> None:
         assert not set(batch) & set(done), "a batch was checkpointed twice"
-        done.update(zip(batch, outputs, strict=True))
+        done.update(zip(batch, map(bytes, outputs), strict=True))
 
     used = audit or SecurityAudit(Path(os.devnull))
     pipeline = OprfPipeline(client, PipelineOptions(backoff=FAST, **options), used)
@@ -230,7 +234,9 @@ async def test_retired_key_is_reported_for_a_refresh(serve):
     assert matcher.calls == 1
 
 
-@pytest.mark.parametrize("lie", ["batch", "element", "no-proof", "invalid-element"])
+@pytest.mark.parametrize(
+    "lie", ["batch", "element", "no-proof", "invalid-element", "short-element"]
+)
 async def test_a_lying_batch_is_refused_audited_and_none_of_it_kept(serve, audit, lie):
     """Batches 0-2 are honest, batch 3 lies: the run stops, and only honest batches were kept."""
     matcher = flaky(lie=lambda batch: lie if batch == 3 else None)
@@ -252,6 +258,22 @@ async def test_a_lying_batch_is_refused_audited_and_none_of_it_kept(serve, audit
     assert event["key_id"] == KEY_ID
     assert event["batch_elements"] == 10
     assert matcher.calls == 1  # a lie is not retried
+
+
+async def test_a_large_run_finalizes_in_worker_processes_and_refuses_a_lie_there(serve, audit):
+    """Enough inputs for worker processes: outputs are the PRF's, and a lie crosses the pipe."""
+    inputs = [b"large:%d" % i for i in range(oprf.PARALLEL_THRESHOLD + 100)]
+    matcher = flaky(lie=lambda batch: "element" if batch == 20 else None)
+    client = await serve(matcher)
+    done: dict[bytes, bytes] = {}
+    with pytest.raises(UnverifiableEvaluationError, match=KEY_ID):
+        await asyncio.to_thread(
+            _run, client, matcher, inputs, done, audit, batch_size=64, streams=1, workers=2
+        )
+    # One stream (so that the matcher numbers batches in order): batches 0-19 were kept.
+    assert done == {data: oprf.evaluate(matcher.secret, data) for data in inputs[: 20 * 64]}
+    [event] = audit.events()
+    assert event["batch_elements"] == 64
 
 
 async def test_a_proof_under_an_unstated_key_is_refused(serve, audit):

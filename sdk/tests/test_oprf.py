@@ -6,7 +6,10 @@ Mode 0x00 (A.1.1) is kept for comparison; the batch proofs of mode 0x01
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
 import rbcl
@@ -213,6 +216,10 @@ def test_batches_match_single_calls():
     outputs = oprf.finalize_batch(inputs, blinds, evaluated)
     assert outputs == oprf.evaluate_batch(SK_SM, inputs)
     assert outputs == [oprf.evaluate(SK_SM, d) for d in inputs]
+    # Each blinded element is the RFC's Blind of its input under its blind.
+    for data, r, element in zip(inputs, blinds, blinded, strict=True):
+        assert oprf.blind(data, r) == (r, element)
+    assert len(set(blinds)) == len(blinds)
 
 
 def test_parallel_batches_match_sequential():
@@ -221,3 +228,18 @@ def test_parallel_batches_match_sequential():
     with ProcessPoolExecutor(max_workers=2) as pool:
         parallel = oprf.evaluate_batch_parallel(SK_SM, inputs, pool, workers=2)
     assert parallel == oprf.evaluate_batch(SK_SM, inputs)
+
+
+def test_importing_leaves_no_copy_of_libsodium_behind():
+    """rbcl writes its libsodium to a temporary file at import; the OPRF module removes it."""
+    script = (
+        "import sys, breachmatch.oprf\n"
+        "assert breachmatch.oprf.hash_to_group(b'x')\n"  # libsodium still works
+        "print(sys.modules['rbcl._sodium'].lib_path)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True
+    )
+    copy = Path(done.stdout.strip())
+    assert copy.name.endswith(".so")
+    assert not copy.exists()

@@ -23,15 +23,37 @@ canonical and must be refused, so every decoding here checks the bit first
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import rbcl
+
+
+def _remove_rbcl_library_copy() -> None:
+    """Delete the copy of libsodium that importing rbcl leaves in the temporary directory.
+
+    rbcl bundles libsodium as data, writes it to a new temporary file at
+    every import (``rbcl._sodium.lib_path``, 2.7 MB) and never deletes it:
+    every process that does OPRF work — each check's worker processes, each
+    service start — would leave one behind for good. Once loaded, the file is
+    no longer needed (the mapping outlives the name), so it is removed here.
+    """
+    loaded = sys.modules.get("rbcl._sodium")
+    path = getattr(loaded, "lib_path", None)
+    if isinstance(path, str):
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
+
+
+_remove_rbcl_library_copy()
 
 MODE_OPRF = 0x00
 MODE_VOPRF = 0x01
@@ -158,12 +180,25 @@ def expand_message_xmd_64(msg: bytes, dst: bytes) -> bytes:
     general form pays ~1 µs per call for concatenating and hashing Z_pad and
     building the suffixes; this one copies a hash state that has absorbed
     Z_pad and reuses the suffixes, which is half the cost of every
-    HashToGroup and HashToScalar (two per element on the client).
+    HashToGroup and HashToScalar (two per element on the client). Loops
+    take the expansion for their DST once (`xmd_64_for`).
     """
+    return xmd_64_for(dst)(msg)
+
+
+@functools.cache
+def xmd_64_for(dst: bytes) -> Callable[[bytes], bytes]:
+    """`expand_message_xmd_64` under one DST, with its suffixes looked up once."""
     first, second = _xmd_64_suffixes(dst)
-    state = _ZERO_BLOCK.copy()
-    state.update(msg + first)
-    return hashlib.sha512(state.digest() + second).digest()
+    zero_block = _ZERO_BLOCK
+    sha512 = hashlib.sha512
+
+    def expand(msg: bytes) -> bytes:
+        state = zero_block.copy()
+        state.update(msg + first)
+        return sha512(state.digest() + second).digest()
+
+    return expand
 
 
 def hash_to_group(data: bytes, suite: Suite = VOPRF) -> bytes:
@@ -321,13 +356,23 @@ def evaluate(sk: bytes, data: bytes, suite: Suite = VOPRF) -> bytes:
 
 
 def blind_batch(inputs: Sequence[bytes], suite: Suite = VOPRF) -> tuple[list[bytes], list[bytes]]:
-    """Blind many inputs; returns (blinds, blinded elements) in input order."""
-    blinds: list[bytes] = []
+    """Blind many inputs; returns (blinds, blinded elements) in input order.
+
+    `blind` with random blinds, as one loop around libsodium's calls (the
+    client blinds every distinct match key of a first check): the per-call
+    wrappers and copies of `blind` would cost a tenth of the work.
+    """
+    expand = xmd_64_for(suite.hash_to_group_dst)
+    from_hash = rbcl.crypto_core_ristretto255_from_hash
+    scalar_mult = rbcl.crypto_scalarmult_ristretto255
+    random_scalar = rbcl.crypto_core_ristretto255_scalar_random
+    blinds = [random_scalar() for _ in inputs]
     blinded: list[bytes] = []
-    for data in inputs:
-        r, element = blind(data, suite=suite)
-        blinds.append(r)
-        blinded.append(element)
+    for data, r in zip(inputs, blinds, strict=True):
+        element = from_hash(expand(data))
+        if element == _IDENTITY:
+            raise InvalidInputError("input maps to the identity element")
+        blinded.append(scalar_mult(r, element))
     return blinds, blinded
 
 
@@ -343,12 +388,12 @@ def invert_batch(scalars: Sequence[bytes]) -> list[bytes]:
     mul = rbcl.crypto_core_ristretto255_scalar_mul
     prefix = [bytes(scalars[0])]
     for scalar in scalars[1:]:
-        prefix.append(bytes(mul(prefix[-1], scalar)))
-    inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(prefix[-1]))
+        prefix.append(mul(prefix[-1], scalar))
+    inverse = rbcl.crypto_core_ristretto255_scalar_invert(prefix[-1])
     out = [b""] * len(scalars)
     for i in range(len(scalars) - 1, 0, -1):
-        out[i] = bytes(mul(inverse, prefix[i - 1]))
-        inverse = bytes(mul(inverse, scalars[i]))
+        out[i] = mul(inverse, prefix[i - 1])
+        inverse = mul(inverse, scalars[i])
     out[0] = inverse
     return out
 
@@ -372,9 +417,21 @@ def finalize_batch(
 def unblind_batch(
     inputs: Sequence[bytes], blinds: Sequence[bytes], checked_elements: Sequence[bytes]
 ) -> list[bytes]:
-    """The Finalize hash of each input with its element unblinded; elements already validated."""
+    """The Finalize hash of each input with its element unblinded; elements already validated.
+
+    `_finalize_hash` of `_scalar_mult`, inlined: this runs once per key of a first check.
+    """
+    scalar_mult = rbcl.crypto_scalarmult_ristretto255
+    sha512 = hashlib.sha512
+    element_length = _i2osp(ELEMENT_SIZE, 2)
     return [
-        _finalize_hash(data, _scalar_mult(inverse, element))
+        sha512(
+            len(data).to_bytes(2, "big")
+            + data
+            + element_length
+            + scalar_mult(inverse, element)
+            + b"Finalize"
+        ).digest()
         for data, inverse, element in zip(
             inputs, invert_batch(blinds), checked_elements, strict=True
         )
@@ -441,7 +498,7 @@ def run_parallel(
     n_workers = workers or os.cpu_count() or 1
     if len(items) < PARALLEL_THRESHOLD or n_workers == 1:
         return [worker(sk, items, 0)]
-    pool = executor or ProcessPoolExecutor(max_workers=n_workers)
+    pool = executor or _process_pool(n_workers)
     try:
         size = -(-len(items) // (n_workers * 4))
         futures = [
@@ -452,3 +509,11 @@ def run_parallel(
     finally:
         if executor is None:
             pool.shutdown()
+
+
+def _process_pool(workers: int) -> Executor:
+    # Imported here: it brings in multiprocessing, which the client's worker
+    # processes (`breachmatch.oprf_worker`) import this module without needing.
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers)

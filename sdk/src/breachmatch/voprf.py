@@ -56,21 +56,6 @@ def composite_seed(pk: bytes) -> bytes:
     return hashlib.sha512(_LEN_ELEMENT + pk + len(dst).to_bytes(2, "big") + dst).digest()
 
 
-def _weight(seed: bytes, index: int, c: bytes, d: bytes) -> bytes:
-    """dᵢ = HashToScalar(seed, i, Cᵢ, Dᵢ, "Composite") (RFC 9497 §2.2.1)."""
-    return oprf.hash_to_scalar(
-        _LEN_SEED
-        + seed
-        + index.to_bytes(2, "big")
-        + _LEN_ELEMENT
-        + c
-        + _LEN_ELEMENT
-        + d
-        + b"Composite",
-        _HASH_TO_SCALAR_DST,
-    )
-
-
 def _weighted_sum(weights: Sequence[bytes], elements: Sequence[bytes]) -> bytes:
     """Σ wᵢ·Eᵢ with libsodium's scalar multiplication and addition (elements already valid)."""
     mult = rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero
@@ -86,7 +71,23 @@ def _sum(products: Iterable[bytes]) -> bytes:
 
 
 def _weights(seed: bytes, offset: int, cs: Sequence[bytes], ds: Sequence[bytes]) -> list[bytes]:
-    return [_weight(seed, offset + i, c, d) for i, (c, d) in enumerate(zip(cs, ds, strict=True))]
+    """dᵢ = HashToScalar(seed, i, Cᵢ, Dᵢ, "Composite") (RFC 9497 §2.2.1) for each pair.
+
+    `oprf.hash_to_scalar` inlined (both sides run this once per element).
+    """
+    expand = oprf.xmd_64_for(_HASH_TO_SCALAR_DST)
+    reduce = rbcl.crypto_core_ristretto255_scalar_reduce
+    head = _LEN_SEED + seed
+    return [
+        reduce(
+            expand(
+                b"".join(
+                    (head, i.to_bytes(2, "big"), _LEN_ELEMENT, c, _LEN_ELEMENT, d, b"Composite")
+                )
+            )
+        )
+        for i, (c, d) in enumerate(zip(cs, ds, strict=True), offset)
+    ]
 
 
 def _check_batch(cs: Sequence[bytes], ds: Sequence[bytes]) -> None:

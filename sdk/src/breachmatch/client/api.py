@@ -12,9 +12,8 @@ Connections are opened on first use. Methods are synchronous; each may be
 called from any thread (the token cache is opened per call), but not from
 several at once.
 
-Large first checks blind and finalize in *spawned* worker processes, which
-re-import the calling script: in a script, call `Client.check` under
-``if __name__ == "__main__":`` (or pass ``PipelineOptions(workers=1)``).
+Large first checks blind and finalize in worker processes that import only
+the OPRF modules (`breachmatch.client.workers`), never the calling script.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ trip) overlap:
   matcher answers one stream's batches in order, so several streams are what
   lets it use several cores), each keeping up to ``STREAM_DEPTH`` batches
   between sending and checkpointing, and blinding its next batch meanwhile;
-* blinding and finalizing run in a pool (worker processes for large runs,
-  since the work is Python glue that holds the GIL);
+* blinding and finalizing run as jobs on bytes (`breachmatch.oprf_worker`)
+  in worker processes for large runs, since the work is Python glue that
+  holds the GIL (`breachmatch.client.workers`);
 * each verified and finalized batch is handed to ``on_batch`` on the calling
   thread as soon as it is ready — the token cache commits it there, which is also the
   checkpoint an interrupted run resumes from. A batch's slot is freed only
@@ -33,20 +34,20 @@ over under the new key.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
+from numpy.typing import NDArray
 
-from breachmatch import oprf, voprf
+from breachmatch import oprf, oprf_worker
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.connection import is_retryable
 from breachmatch.client.errors import (
@@ -58,6 +59,8 @@ from breachmatch.client.errors import (
 from breachmatch.client.key_trust import TrustedOprfKey
 from breachmatch.client.matcher import MatcherClient
 from breachmatch.client.retry import Backoff
+from breachmatch.client.workers import OprfWorkers, start_workers
+from breachmatch.oprf import ELEMENT_SIZE, OUTPUT_SIZE, SCALAR_SIZE
 from breachmatch.v1 import matcher_pb2
 
 #: Batches a stream may have between sending and checkpointing: one at the matcher,
@@ -66,8 +69,8 @@ STREAM_DEPTH = 3
 #: Trailing metadata key where the matcher states the remaining daily budget.
 BUDGET_REMAINING_KEY = "breachmatch-budget-remaining"
 
-#: Receives each finished batch: its inputs and their OPRF outputs, in order.
-OnBatch = Callable[[Sequence[bytes], list[bytes]], None]
+#: Receives each finished batch: its inputs and their OPRF outputs (n × 64 bytes), in order.
+OnBatch = Callable[[Sequence[bytes], NDArray[np.uint8]], None]
 
 
 @dataclass(frozen=True)
@@ -85,30 +88,6 @@ class PipelineOptions:
         return self.deadline_base + self.deadline_per_element * elements
 
 
-#: How often a pool worker looks whether its parent is still there.
-_PARENT_POLL_SECONDS = 0.5
-
-
-def _start_worker(parent: int) -> None:
-    """Pool workers leave Ctrl-C to the parent, which shuts them down, and end with it.
-
-    A parent killed outright (SIGKILL, the OOM killer) never shuts its pool
-    down, and spawned workers block on a queue whose write end they hold
-    themselves: without the watch they, and multiprocessing's resource
-    tracker, would live on forever. `parent` comes from the parent itself: a
-    parent killed while this worker starts leaves ``os.getppid()`` naming the
-    reaper already.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(_PARENT_POLL_SECONDS)
-    os._exit(1)
-
-
 class OprfPipeline:
     def __init__(
         self, matcher: MatcherClient, options: PipelineOptions, audit: SecurityAudit
@@ -122,7 +101,9 @@ class OprfPipeline:
         sent = 0
         retry = 0
         remaining = inputs
-        with self._executor(len(inputs)) as pool:
+        workers = self._options.workers or os.cpu_count() or 1
+        pool = start_workers(workers, len(inputs))
+        try:
             while remaining:
                 attempt = _Round(self._matcher, pool, key, remaining, self._options)
                 error = attempt.run(on_batch)
@@ -142,19 +123,9 @@ class OprfPipeline:
                 time.sleep(self._options.backoff.delay(retry))
                 retry += 1
                 remaining = attempt.unfinished()
+        finally:
+            pool.close()
         return sent
-
-    def _executor(self, count: int) -> Executor:
-        workers = self._options.workers or os.cpu_count() or 1
-        if workers > 1 and count >= oprf.PARALLEL_THRESHOLD:
-            # Spawned, not forked: this process already runs gRPC threads.
-            return ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(os.getpid(),),
-            )
-        return ThreadPoolExecutor(max_workers=2, thread_name_prefix="oprf")
 
     def _raise_unless_retryable(self, error: BaseException, key_id: str, retry: int) -> None:
         if not isinstance(error, grpc.RpcError):
@@ -196,7 +167,7 @@ class _Round:
     def __init__(
         self,
         matcher: MatcherClient,
-        pool: Executor,
+        pool: OprfWorkers,
         key: TrustedOprfKey,
         inputs: Sequence[bytes],
         options: PipelineOptions,
@@ -206,14 +177,16 @@ class _Round:
         self._pool = pool
         self._key = key
         self._batches = [inputs[start : start + size] for start in range(0, len(inputs), size)]
+        #: Each batch's inputs as one blob (`oprf_worker.pack_inputs`), made when it is blinded.
+        self._packed: dict[int, bytes] = {}
         self._deadline = options.deadline(len(inputs))
         self._streams = max(1, min(options.streams, len(self._batches)))
         self._todo: queue.SimpleQueue[int] = queue.SimpleQueue()
         for index in range(len(self._batches)):
             self._todo.put(index)
-        self._finished: queue.SimpleQueue[
-            tuple[int, Future[list[bytes]], threading.Semaphore] | None
-        ] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[tuple[int, Future[bytes], threading.Semaphore] | None] = (
+            queue.SimpleQueue()
+        )
         self._completed: set[int] = set()
         self._errors: list[BaseException] = []
         self._calls: list[Any] = []
@@ -253,7 +226,9 @@ class _Round:
                 try:
                     if self.refused_elements:
                         continue  # after one unprovable batch, nothing more from this matcher
-                    on_batch(self._batches[index], finalizing.result())
+                    batch = self._batches[index]
+                    outputs = np.frombuffer(finalizing.result(), dtype=np.uint8)
+                    on_batch(batch, outputs.reshape(len(batch), OUTPUT_SIZE))
                     self._completed.add(index)
                 except oprf.OprfError:  # VerifyError, or any batch that cannot be finalized
                     self.refused_elements = len(self._batches[index])
@@ -294,31 +269,38 @@ class _Round:
             return self._errors[0]
         return RpcFailedError("the matcher ended an Evaluate stream before answering every batch")
 
-    def _next_blinding(self) -> tuple[int, Future[tuple[list[bytes], list[bytes]]]] | None:
+    def _next_blinding(self) -> tuple[int, Future[bytes]] | None:
+        """The next batch to send, being blinded: blinds then blinded elements, one blob."""
         try:
             index = self._todo.get_nowait()
         except queue.Empty:
             return None
-        return index, self._pool.submit(oprf.blind_batch, self._batches[index])
+        packed = self._packed[index] = oprf_worker.pack_inputs(self._batches[index])
+        return index, self._pool.submit(oprf_worker.BLIND, packed)
 
     def _stream(self) -> None:
         window = threading.Semaphore(STREAM_DEPTH)
         stopped = threading.Event()
-        pending: dict[int, tuple[list[bytes], list[bytes]]] = {}
+        #: Batch id -> the blob its blinding answered (what finalizing needs back).
+        pending: dict[int, bytes] = {}
 
         def requests() -> Iterator[matcher_pb2.EvaluateRequest]:
             try:
                 upcoming = self._next_blinding()
                 while upcoming is not None:
                     index, blinding = upcoming
-                    blinds, blinded = blinding.result()
+                    blinds_then_blinded = blinding.result()
                     upcoming = self._next_blinding()
                     window.acquire()
                     if stopped.is_set():
                         return
-                    pending[index] = (blinds, blinded)
+                    pending[index] = blinds_then_blinded
+                    count = len(self._batches[index])
+                    blinded = oprf_worker.split(
+                        blinds_then_blinded[SCALAR_SIZE * count :], ELEMENT_SIZE
+                    )
                     with self._lock:
-                        self.sent += len(blinded)
+                        self.sent += count
                     yield matcher_pb2.EvaluateRequest(
                         key_id=self._key.key_id, blinded_elements=blinded, batch_id=index
                     )
@@ -348,24 +330,27 @@ class _Round:
     def _accept(
         self,
         response: matcher_pb2.EvaluateResponse,
-        pending: dict[int, tuple[list[bytes], list[bytes]]],
+        pending: dict[int, bytes],
         window: threading.Semaphore,
     ) -> None:
-        sent = pending.pop(response.batch_id, None)
-        if sent is None or response.key_id != self._key.key_id:
+        blinded = pending.pop(response.batch_id, None)
+        if blinded is None or response.key_id != self._key.key_id:
             raise RpcFailedError("the matcher answered a batch this client did not send")
-        blinds, blinded = sent
-        batch = self._batches[response.batch_id]
-        evaluated = list(response.evaluated_elements)
-        if len(evaluated) != len(batch):
+        evaluated = response.evaluated_elements
+        if len(evaluated) != len(self._batches[response.batch_id]):
             raise RpcFailedError("the matcher answered a batch with the wrong number of elements")
-        finalizing = self._pool.submit(
-            voprf.finalize_batch,
-            self._key.public_key,
-            batch,
-            blinds,
-            blinded,
-            evaluated,
-            bytes(response.proof),
-        )
+        finalizing: Future[bytes]
+        try:
+            job = oprf_worker.finalize_request(
+                self._key.public_key,
+                response.proof,
+                blinded,
+                evaluated,
+                self._packed[response.batch_id],
+            )
+        except oprf.OprfError as exc:  # an element of the wrong size: the batch is refused
+            finalizing = Future()
+            finalizing.set_exception(exc)
+        else:
+            finalizing = self._pool.submit(oprf_worker.FINALIZE, job)
         self._finished.put((response.batch_id, finalizing, window))

@@ -61,7 +61,7 @@ class TokenSource:
             leave=False,
         ) as bar:
 
-            def on_batch(batch: Sequence[bytes], outputs: list[bytes]) -> None:
+            def on_batch(batch: Sequence[bytes], outputs: NDArray[np.uint8]) -> None:
                 array = output_array(outputs)
                 keys = self._cache.put_many(key, batch, array)
                 at: NDArray[np.intp] = np.array([position[data] for data in batch], dtype=np.intp)
