@@ -20,6 +20,7 @@ so the same person always gives the same key however it was typed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 
 from breachmatch.identifiers.birth_date import today
@@ -37,30 +38,56 @@ _E_CPR_CENTURY = {"0": 1900, "1": 1900, "5": 1800, "6": 2000, "7": 2000}
 
 def normalise_cpr(raw: str) -> str:
     """The 10-character CPR key value; raises `InvalidIdentifier` or `Placeholder`."""
-    if is_placeholder_text(raw):
-        raise Placeholder(KeyKind.CPR)
-    # Plain digits (most of a dump) have nothing to compact.
-    number = raw if raw.isascii() and raw.isdigit() else compact(raw)
+    number = _typed_digits(raw)
+    plain = number is not None
+    if number is None:
+        if is_placeholder_text(raw):
+            raise Placeholder(KeyKind.CPR)
+        number = compact(raw)
     if is_repeated_filler(number) or (len(number) == 10 and number[6:] in _FILLER_SERIALS):
         raise Placeholder(KeyKind.CPR)
-    if _SHAPE.fullmatch(number) is None:
+    # Ten plain digits always have the shape; only other values need the pattern.
+    if not (plain and len(number) == 10) and _SHAPE.fullmatch(number) is None:
         raise InvalidIdentifier(KeyKind.CPR, Reason.CPR_FORMAT)
-    if _birth_date(number) is None:
+    born = _encoded_birth_date(number[:7], number[7].isalpha())
+    if born is None or born > today():
         raise InvalidIdentifier(KeyKind.CPR, Reason.CPR_BAD_DATE)
     return number
 
 
-def _birth_date(number: str) -> dt.date | None:
-    """The birth date a well-shaped CPR number encodes, or None if it is impossible."""
-    day = int(number[0:2])
+def _typed_digits(raw: str) -> str | None:
+    """The digits of plain ASCII digits, or of ten with one "-" or " " after the sixth.
+
+    Most of a dump is typed so: never a filler word, and dropping that one
+    character is all `compact` would do. Anything else gives None.
+    """
+    if not raw.isascii():
+        return None
+    if raw.isdigit():
+        return raw
+    if len(raw) == 11 and raw[6] in "- ":
+        digits = raw[:6] + raw[7:]
+        if digits.isdigit():
+            return digits
+    return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encoded_birth_date(head: str, has_letters: bool) -> dt.date | None:
+    """The birth date the first seven characters of a well-shaped number encode, or None.
+
+    Cached: a dump's numbers share a few tens of thousands of heads (a day of
+    birth and a century digit), and building the date costs more than the
+    rest of the check. Whether it lies in the future is asked on every call.
+    """
+    day = int(head[0:2])
     if day > _REPLACEMENT_DAY_OFFSET:
         day -= _REPLACEMENT_DAY_OFFSET
-    year = int(number[4:6]) + _century(number[4:6], number[6], has_letters=number[7].isalpha())
+    year = int(head[4:6]) + _century(head[4:6], head[6], has_letters=has_letters)
     try:
-        born = dt.date(year, int(number[2:4]), day)
+        return dt.date(year, int(head[2:4]), day)
     except ValueError:
         return None
-    return born if born <= today() else None
 
 
 def _century(yy: str, seventh: str, *, has_letters: bool) -> int:

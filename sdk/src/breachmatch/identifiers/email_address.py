@@ -65,14 +65,16 @@ _SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 def normalise_email(raw: str) -> str:
     """The e-mail key value; raises `InvalidIdentifier` or `Placeholder`."""
-    if is_placeholder_text(raw):
-        raise Placeholder(KeyKind.EMAIL)
     address = raw.strip()
+    # An everyday address has an "@" and letters, which no filler text has.
+    everyday = _is_everyday_ascii(address)
+    if not everyday and is_placeholder_text(raw):
+        raise Placeholder(KeyKind.EMAIL)
     folded = address.casefold()
     local, at, _ = folded.rpartition("@")
     if at and (local in _FILLER_LOCAL_PARTS or _is_single_letter_filler(folded)):
         raise Placeholder(KeyKind.EMAIL)
-    if _is_everyday_ascii(address):
+    if everyday:
         return folded
     validated = _validated(address)
     if validated is None:
@@ -96,6 +98,9 @@ def _is_everyday_ascii(address: str) -> bool:
 
 def _is_single_letter_filler(folded: str) -> bool:
     """x@x.x, a@aa.aa: one character repeated around the "@" and dots."""
+    first, last = folded[0], folded[-1]
+    if first != last and first not in "@." and last not in "@.":
+        return False  # two different characters outside "@" and dots (most addresses)
     return is_repeated_filler(folded.replace("@", "").replace(".", ""))
 
 
