@@ -20,7 +20,6 @@ so the same person always gives the same key however it was typed.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 
 from breachmatch.identifiers.birth_date import today
@@ -49,8 +48,7 @@ def normalise_cpr(raw: str) -> str:
     # Ten plain digits always have the shape; only other values need the pattern.
     if not (plain and len(number) == 10) and _SHAPE.fullmatch(number) is None:
         raise InvalidIdentifier(KeyKind.CPR, Reason.CPR_FORMAT)
-    born = _encoded_birth_date(number[:7], number[7].isalpha())
-    if born is None or born > today():
+    if _birth_date(number) is None:
         raise InvalidIdentifier(KeyKind.CPR, Reason.CPR_BAD_DATE)
     return number
 
@@ -72,22 +70,17 @@ def _typed_digits(raw: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _encoded_birth_date(head: str, has_letters: bool) -> dt.date | None:
-    """The birth date the first seven characters of a well-shaped number encode, or None.
-
-    Cached: a dump's numbers share a few tens of thousands of heads (a day of
-    birth and a century digit), and building the date costs more than the
-    rest of the check. Whether it lies in the future is asked on every call.
-    """
-    day = int(head[0:2])
+def _birth_date(number: str) -> dt.date | None:
+    """The birth date a well-shaped CPR number encodes, or None if it is impossible."""
+    day = int(number[0:2])
     if day > _REPLACEMENT_DAY_OFFSET:
         day -= _REPLACEMENT_DAY_OFFSET
-    year = int(head[4:6]) + _century(head[4:6], head[6], has_letters=has_letters)
+    year = int(number[4:6]) + _century(number[4:6], number[6], has_letters=number[7].isalpha())
     try:
-        return dt.date(year, int(head[2:4]), day)
+        born = dt.date(year, int(number[2:4]), day)
     except ValueError:
         return None
+    return born if born <= today() else None
 
 
 def _century(yy: str, seventh: str, *, has_letters: bool) -> int:
