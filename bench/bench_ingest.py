@@ -14,8 +14,9 @@ What it does, all on this machine:
    the writer's share of the ingest Job's memory limit, measurable at 10M
    rows in minutes (``--writer-only`` stops here);
 3. writes a synthetic cp1252 CSV dump of ``--rows`` people (4 match keys each);
-4. measures the coordinator's reading alone: reading, column mapping and match
-   keys, no OPRF (the ceiling of one coordinator however many workers there are);
+4. measures the coordinator's reading alone (reading and column mapping), then
+   with match keys and chunk cutting, no OPRF (the ceiling of one coordinator
+   however many workers there are; the difference is normalisation's share);
 5. runs the real CLI (``breachmatch-ingest``) against a private nats-server,
    once per ``--workers`` value, sampling the resident memory of the process
    and of its whole tree (pool processes included) with psutil.
@@ -113,13 +114,24 @@ def _raw_bound(secret: bytes) -> tuple[Run, Run]:
     )  # fmt: skip
 
 
-def _coordinator_only(dump: Path) -> Run:
+def _coordinator_only(dump: Path) -> tuple[Run, Run]:
+    """Reading alone, then reading with match keys and chunk cutting (what the coordinator does).
+
+    The difference is normalisation's share: `match_keys` plus cutting.
+    """
+    rows = 0
+    started, cpu = time.perf_counter(), time.process_time()
+    for _item in read_dump(dump):
+        rows += 1
+    reading = Run("reading alone", time.perf_counter() - started, rows, 0,
+                  time.process_time() - cpu)  # fmt: skip
     report = Report()
     started, cpu = time.perf_counter(), time.process_time()
     for _chunk in chunks_of(read_dump(dump), report):
         pass
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return Run("coordinator only (read+keys)", seconds, report.rows_read, report.pairs, cpu)
+    keys = Run("coordinator only (read+keys)", seconds, report.rows_read, report.pairs, cpu)
+    return replace(reading, tokens=keys.tokens), keys
 
 
 def _writer_alone(rows: int) -> Run:
@@ -192,7 +204,7 @@ def _cli_run(dump: Path, workers: int, env: dict[str, str], report_file: Path) -
     return Run(label, seconds, report["rows_read"], tokens, cpu, peak, peak_tree, workers_cpu, load)
 
 
-def _print_ratios(raw: Run, coordinator: Run, cli: dict[int, Run]) -> None:
+def _print_ratios(raw: Run, reading: Run, coordinator: Run, cli: dict[int, Run]) -> None:
     """Ingest against the raw loop, per core, in CPU time; the CPU split; the scaling.
 
     Per core: tokens per CPU second of the whole CLI (coordinator, pool, NATS
@@ -201,8 +213,12 @@ def _print_ratios(raw: Run, coordinator: Run, cli: dict[int, Run]) -> None:
     leave, so the CPU split is printed beside it.
     """
     raw_us = raw.cpu_seconds / raw.tokens * 1e6  # both samples of the bound
-    reading_us = coordinator.cpu_seconds / coordinator.tokens * 1e6
-    print(f"raw rbcl loop (both samples): {raw_us:.1f} us/token; reading + keys: {reading_us:.1f}")
+    reading_us = reading.cpu_seconds / reading.tokens * 1e6
+    keys_us = coordinator.cpu_seconds / coordinator.tokens * 1e6 - reading_us
+    print(
+        f"raw rbcl loop (both samples): {raw_us:.1f} us/token; in the coordinator, reading "
+        f"{reading_us:.1f} and match keys + chunk cutting {keys_us:.1f} us/token"
+    )
     for workers, run in cli.items():
         ratio = raw_us / (run.cpu_seconds / run.tokens * 1e6)
         coordinator_us = (run.cpu_seconds - run.worker_cpu_seconds) / run.tokens * 1e6
@@ -269,7 +285,7 @@ def main() -> None:
         with dump.open("wb") as sink:
             dumps.write_csv(synthetic.crowd(args.rows, seed=7), sink)
         print(f"dump: {dump.stat().st_size / _MIB:.1f} MiB")
-        runs.append(_coordinator_only(dump))
+        runs.extend(_coordinator_only(dump))
         cli_runs = _cli_runs(root, dump, keys, args.workers)
     runs.extend(cli_runs.values())
     if cli_runs:
@@ -285,7 +301,7 @@ def main() -> None:
     if cli_runs:
         raw, again = runs[0], runs[-1]
         both = replace(raw, tokens=raw.tokens * 2, cpu_seconds=raw.cpu_seconds + again.cpu_seconds)
-        _print_ratios(both, runs[3], cli_runs)
+        _print_ratios(both, runs[3], runs[4], cli_runs)
     if args.keep:
         print(f"kept {root}")
     else:

@@ -373,10 +373,10 @@ async def ensure_owned(
             await object_store(js, bucket)
 
     what = f"JetStream ({service}'s streams)"
-    await until_ready(what, _address(js), create, not_ready, give_up_after)
+    await until_ready(what, address_of(js), create, not_ready, give_up_after)
 
 
-def _address(js: JetStreamContext) -> str:
+def address_of(js: JetStreamContext) -> str:
     """The server `js` talks to, for messages (nats-py keeps its client as `_nc`)."""
     url = js._nc.connected_url
     return public_address(url.geturl()) if url is not None else "NATS"

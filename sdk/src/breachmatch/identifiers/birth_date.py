@@ -27,6 +27,7 @@ _YEAR_FIRST = re.compile(
 )
 _DAY_FIRST = re.compile(r"([0-9]{1,2})([-./])([0-9]{1,2})\2([0-9]{4})")
 _EIGHT_DIGITS = re.compile(r"[0-9]{8}")
+_SEPARATORS = "-./"
 
 #: No living person, nor any CPR number, is born earlier.
 EARLIEST_BIRTH_DATE = dt.date(1858, 1, 1)
@@ -60,7 +61,8 @@ def normalise_birth_date(raw: str) -> str:
     are cached (a raised exception is not), and a date once in the past stays there.
     """
     text = raw.strip()
-    if is_placeholder_text(text) or text.strip("0-./ ") == "":
+    # No filler word starts with a digit, as nearly every date does.
+    if (not text[:1].isdigit() and is_placeholder_text(text)) or text.strip("0-./ ") == "":
         raise Placeholder(KeyKind.NAME_DOB)
     parts = _year_month_day(text)
     if parts is None:
@@ -76,6 +78,17 @@ def normalise_birth_date(raw: str) -> str:
 
 
 def _year_month_day(text: str) -> tuple[int, int, int] | None:
+    if len(text) == 10 and text.isascii():
+        # "DD-MM-YYYY" or "YYYY-MM-DD" (with "-", "." or "/"), as most dumps write
+        # them, read by position: what the patterns below would read from them.
+        if text[2] in _SEPARATORS and text[5] == text[2]:
+            day, month, year = text[:2], text[3:5], text[6:]
+            if (day + month + year).isdigit():
+                return int(year), int(month), int(day)
+        elif text[4] in _SEPARATORS and text[7] == text[4]:
+            year, month, day = text[:4], text[5:7], text[8:]
+            if (year + month + day).isdigit():
+                return int(year), int(month), int(day)
     if match := _YEAR_FIRST.fullmatch(text):
         return int(match[1]), int(match[3]), int(match[4])
     if match := _DAY_FIRST.fullmatch(text):

@@ -37,17 +37,37 @@ _E_CPR_CENTURY = {"0": 1900, "1": 1900, "5": 1800, "6": 2000, "7": 2000}
 
 def normalise_cpr(raw: str) -> str:
     """The 10-character CPR key value; raises `InvalidIdentifier` or `Placeholder`."""
-    if is_placeholder_text(raw):
-        raise Placeholder(KeyKind.CPR)
-    # Plain digits (most of a dump) have nothing to compact.
-    number = raw if raw.isascii() and raw.isdigit() else compact(raw)
+    number = _typed_digits(raw)
+    plain = number is not None
+    if number is None:
+        if is_placeholder_text(raw):
+            raise Placeholder(KeyKind.CPR)
+        number = compact(raw)
     if is_repeated_filler(number) or (len(number) == 10 and number[6:] in _FILLER_SERIALS):
         raise Placeholder(KeyKind.CPR)
-    if _SHAPE.fullmatch(number) is None:
+    # Ten plain digits always have the shape; only other values need the pattern.
+    if not (plain and len(number) == 10) and _SHAPE.fullmatch(number) is None:
         raise InvalidIdentifier(KeyKind.CPR, Reason.CPR_FORMAT)
     if _birth_date(number) is None:
         raise InvalidIdentifier(KeyKind.CPR, Reason.CPR_BAD_DATE)
     return number
+
+
+def _typed_digits(raw: str) -> str | None:
+    """The digits of plain ASCII digits, or of ten with one "-" or " " after the sixth.
+
+    Most of a dump is typed so: never a filler word, and dropping that one
+    character is all `compact` would do. Anything else gives None.
+    """
+    if not raw.isascii():
+        return None
+    if raw.isdigit():
+        return raw
+    if len(raw) == 11 and raw[6] in "- ":
+        digits = raw[:6] + raw[7:]
+        if digits.isdigit():
+            return digits
+    return None
 
 
 def _birth_date(number: str) -> dt.date | None:

@@ -56,8 +56,7 @@ _FILLER_LOCAL_PARTS: frozenset[str] = PLACEHOLDER_WORDS | {
 # alphabetic top-level label. Lengths are checked separately.
 _EVERYDAY_ASCII = re.compile(
     r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@"
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63})",
-    re.IGNORECASE,
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63})"
 )
 _LOCAL_MAX, _ADDRESS_MAX = 64, 254
 _SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
@@ -65,14 +64,16 @@ _SPECIAL_USE_TLDS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 def normalise_email(raw: str) -> str:
     """The e-mail key value; raises `InvalidIdentifier` or `Placeholder`."""
-    if is_placeholder_text(raw):
-        raise Placeholder(KeyKind.EMAIL)
     address = raw.strip()
     folded = address.casefold()
+    # An everyday address has an "@" and letters, which no filler text has.
+    everyday = _is_everyday_ascii(address, folded)
+    if not everyday and is_placeholder_text(raw):
+        raise Placeholder(KeyKind.EMAIL)
     local, at, _ = folded.rpartition("@")
     if at and (local in _FILLER_LOCAL_PARTS or _is_single_letter_filler(folded)):
         raise Placeholder(KeyKind.EMAIL)
-    if _is_everyday_ascii(address):
+    if everyday:
         return folded
     validated = _validated(address)
     if validated is None:
@@ -81,21 +82,26 @@ def normalise_email(raw: str) -> str:
     return f"{local_part}@{validated.ascii_domain}"
 
 
-def _is_everyday_ascii(address: str) -> bool:
-    """True when `address` is in the fast path's subset (the validator would accept it)."""
-    # isascii first: under IGNORECASE, [a-z] also matches "ſ" and the Kelvin sign.
+def _is_everyday_ascii(address: str, folded: str) -> bool:
+    """True when `address` is in the fast path's subset (the validator would accept it).
+
+    `folded` is `address` case-folded: for ASCII that is lower-casing, so the
+    pattern matches it without IGNORECASE, which is slower.
+    """
+    # isascii of the address itself: the Kelvin sign case-folds to an ASCII "k".
     if not address.isascii() or len(address) > _ADDRESS_MAX or "--" in address:
         return False
-    match = _EVERYDAY_ASCII.fullmatch(address)
+    match = _EVERYDAY_ASCII.fullmatch(folded)
     return (
-        match is not None
-        and address.index("@") <= _LOCAL_MAX
-        and match[1].lower() not in _SPECIAL_USE_TLDS
+        match is not None and folded.index("@") <= _LOCAL_MAX and match[1] not in _SPECIAL_USE_TLDS
     )
 
 
 def _is_single_letter_filler(folded: str) -> bool:
     """x@x.x, a@aa.aa: one character repeated around the "@" and dots."""
+    first, last = folded[0], folded[-1]
+    if first != last and first not in "@." and last not in "@.":
+        return False  # two different characters outside "@" and dots (most addresses)
     return is_repeated_filler(folded.replace("@", "").replace(".", ""))
 
 

@@ -8,9 +8,7 @@ report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from breachmatch.identifiers.cpr import normalise_cpr
 from breachmatch.identifiers.email_address import normalise_email
@@ -22,7 +20,9 @@ from breachmatch.identifiers.phone import normalise_phone
 from breachmatch.identifiers.ssn import normalise_ssn
 from breachmatch.records import PersonRecord
 
-_Raw = TypeVar("_Raw", str, PersonRecord)
+# An enum member read from its class costs more than a global; this runs per value.
+_CPR, _SSN, _MRN = KeyKind.CPR, KeyKind.SSN, KeyKind.MRN
+_EMAIL, _PHONE, _NAME_DOB = KeyKind.EMAIL, KeyKind.PHONE, KeyKind.NAME_DOB
 
 
 @dataclass(slots=True)
@@ -42,77 +42,67 @@ class KeyExtraction:
 def match_keys(record: PersonRecord) -> KeyExtraction:
     """Every match key `record` yields, plus counts of invalid and filler values.
 
-    Ingest runs this once per dump row, so it calls the normalisers directly
-    rather than through partials, and compares a key only with the keys of
-    its own kind (keys of different kinds are never equal).
+    Ingest runs this once per dump row and the SDK once per patient, so the
+    normalisers are called inline here (no helper call, closure or partial
+    per value), and a key is compared only when it could repeat: a field's
+    extra values against the keys found so far.
     """
     found = KeyExtraction()
+    keys = found.keys
     if record.cpr is not None:
-        _add(found, KeyKind.CPR, normalise_cpr, record.cpr)
+        try:
+            keys.append(MatchKey(_CPR, normalise_cpr(record.cpr)))
+        except (InvalidIdentifier, Placeholder) as error:
+            _file(found, error)
     if record.ssn is not None:
-        _add(found, KeyKind.SSN, normalise_ssn, record.ssn)
+        try:
+            keys.append(MatchKey(_SSN, normalise_ssn(record.ssn)))
+        except (InvalidIdentifier, Placeholder) as error:
+            _file(found, error)
     if record.mrn is not None:
-        _add(found, KeyKind.MRN, _mrn_of(record.facility), record.mrn)
-    _add_each(found, KeyKind.EMAIL, normalise_email, record.email, record.extra_emails)
-    _add_each(found, KeyKind.PHONE, normalise_phone, record.phone, record.extra_phones)
+        try:
+            keys.append(MatchKey(_MRN, normalise_mrn(record.mrn, record.facility)))
+        except (InvalidIdentifier, Placeholder) as error:
+            _file(found, error)
+    for kind, normalise, first, extras in (
+        (_EMAIL, normalise_email, record.email, record.extra_emails),
+        (_PHONE, normalise_phone, record.phone, record.extra_phones),
+    ):
+        if first is not None:
+            try:
+                keys.append(MatchKey(kind, normalise(first)))
+            except (InvalidIdentifier, Placeholder) as error:
+                _file(found, error)
+        for raw in extras:
+            try:
+                key = MatchKey(kind, normalise(raw))
+            except (InvalidIdentifier, Placeholder) as error:
+                _file(found, error)
+                continue
+            if key not in keys:
+                keys.append(key)
     if (
         record.given_name is not None
         or record.family_name is not None
         or record.full_name is not None
         or record.birth_date is not None
     ):
-        _add(found, KeyKind.NAME_DOB, _name_dob_of, record)
+        try:
+            value = normalise_name_dob(
+                given_name=record.given_name,
+                family_name=record.family_name,
+                full_name=record.full_name,
+                birth_date=record.birth_date,
+            )
+            keys.append(MatchKey(_NAME_DOB, value))
+        except (InvalidIdentifier, Placeholder) as error:
+            _file(found, error)
     return found
 
 
-def _mrn_of(facility: str | None) -> Callable[[str], str]:
-    return lambda raw: normalise_mrn(raw, facility=facility)
-
-
-def _name_dob_of(record: PersonRecord) -> str:
-    return normalise_name_dob(
-        given_name=record.given_name,
-        family_name=record.family_name,
-        full_name=record.full_name,
-        birth_date=record.birth_date,
-    )
-
-
-def _add_each(
-    found: KeyExtraction,
-    kind: KeyKind,
-    normalise: Callable[[str], str],
-    first: str | None,
-    extras: list[str],
-) -> None:
-    """The field's value, then its extra values, each key once."""
-    if first is not None:
-        _add(found, kind, normalise, first)
-    for raw in extras:
-        _add(found, kind, normalise, raw, dedupe=True)
-
-
-def _add(
-    found: KeyExtraction,
-    kind: KeyKind,
-    normalise: Callable[[_Raw], str],
-    raw: _Raw,
-    *,
-    dedupe: bool = False,
-) -> None:
-    """Run one normaliser and file its key, its reason code or its placeholder.
-
-    With `dedupe` (a field's extra values), a key equal to one already found
-    is not added again.
-    """
-    try:
-        value = normalise(raw)
-    except InvalidIdentifier as error:
+def _file(found: KeyExtraction, error: InvalidIdentifier | Placeholder) -> None:
+    """A value that gave no key: its reason code, or its kind as a filler."""
+    if isinstance(error, InvalidIdentifier):
         found.invalid.append((error.kind, error.reason))
-        return
-    except Placeholder as error:
+    else:
         found.placeholders.append(error.kind)
-        return
-    key = MatchKey(kind, value)
-    if not dedupe or key not in found.keys:
-        found.keys.append(key)

@@ -10,6 +10,7 @@ keys stay independent evidence.
 
 from __future__ import annotations
 
+import functools
 from typing import TypeGuard
 
 from breachmatch.identifiers.birth_date import normalise_birth_date
@@ -38,20 +39,35 @@ def normalise_name_dob(
     ``full_name``. Name words are letters and digits only, so "|" cannot
     occur inside them and the value splits unambiguously.
     """
+    names = _names(given_name, family_name, full_name)
+    if names is None:
+        raise Placeholder(KeyKind.NAME_DOB)
+    if isinstance(names, Reason):
+        raise InvalidIdentifier(KeyKind.NAME_DOB, names)
+    if birth_date is None:
+        raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_MISSING)
+    return f"{names}|{normalise_birth_date(birth_date)}"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _names(
+    given_name: str | None, family_name: str | None, full_name: str | None
+) -> str | Reason | None:
+    """The names part ("given|family"), the reason there is none, or None for a filler.
+
+    Cached: names repeat endlessly in a dump, and splitting one costs more
+    than the rest of the key. The answer depends on the three fields only.
+    """
     given, family = _given_and_family(given_name, family_name, full_name)
     if given in _FILLER_NAMES or family in _FILLER_NAMES:
-        raise Placeholder(KeyKind.NAME_DOB)
+        return None
     if given is None or family is None:
         fields = (given_name, family_name, full_name)
         if any(raw is not None and is_placeholder_text(raw) for raw in fields):
-            raise Placeholder(KeyKind.NAME_DOB)
+            return None
         missing = given is None and family is None
-        raise InvalidIdentifier(
-            KeyKind.NAME_DOB, Reason.NAME_MISSING if missing else Reason.NAME_INCOMPLETE
-        )
-    if birth_date is None:
-        raise InvalidIdentifier(KeyKind.NAME_DOB, Reason.DOB_MISSING)
-    return f"{given}|{family}|{normalise_birth_date(birth_date)}"
+        return Reason.NAME_MISSING if missing else Reason.NAME_INCOMPLETE
+    return f"{given}|{family}"
 
 
 def _given_and_family(

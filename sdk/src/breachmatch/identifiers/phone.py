@@ -33,15 +33,17 @@ _MASK = re.compile(r"[*]|xx", re.IGNORECASE)
 _SHAPE = re.compile(r"\s*\(?\s*\+?[0-9\s().\-/]+")
 _NOT_DIGIT = re.compile(r"[^0-9]+")
 _POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
+_PLAIN = re.compile(r"\+?[0-9][0-9 ]*")
 _DANISH = re.compile(r"(?:\+45|0045)?([1-9][0-9]{7})")
 
 
 def normalise_phone(raw: str) -> str:
     """The E.164 key value ("+4512345678"); raises `InvalidIdentifier` or `Placeholder`."""
     text = fold_width(raw)
-    if text.isascii() and text.isdigit():
-        # Plain digits (most of a dump): no filler word, mask, extension or separator.
-        canonical = text
+    if text.isascii() and _PLAIN.fullmatch(text):
+        # Digits and spaces, perhaps after a "+" (most of a dump): no filler word,
+        # mask, extension or other separator, so dropping the spaces is all there is.
+        canonical = text.replace(" ", "")
     else:
         if is_placeholder_text(text) or _MASK.search(text):
             raise Placeholder(KeyKind.PHONE)

@@ -8,7 +8,8 @@
 
 Every flag can also come from ``BREACHMATCH_<FLAG>`` (see ``--help``). Exit
 codes: 0 done, 1 the job failed, 2 bad configuration or input, 69 NATS could
-not be reached within ``--connect-timeout``, 70 an internal error (a bug: one
+not be reached within ``--connect-timeout`` (or, mid-job, stayed away longer than
+``--stall-timeout``: the job is left to resume), 70 an internal error (a bug: one
 line naming where, the traceback only with ``--debug``), 130 interrupted, 141
 stdout's reader went away. Re-running an interrupted ``ingest`` with the same
 arguments resumes it.

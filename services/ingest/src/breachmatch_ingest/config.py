@@ -119,7 +119,7 @@ def add_coordinator(parser: argparse.ArgumentParser) -> None:
         "--stall-timeout",
         type=positive_seconds,
         default=600.0,
-        help="fail a job when no chunk result arrives for this many seconds",
+        help="fail a job when no chunk result arrives, or NATS stays away, this many seconds",
     )
 
 

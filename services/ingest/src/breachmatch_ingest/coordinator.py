@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.signing
 from nats.aio.msg import Msg
@@ -34,11 +35,13 @@ from nats.js import JetStreamContext
 from breachmatch import bus, logs, tracing
 from breachmatch.filter import FilterWriter
 from breachmatch.keys import OprfKey
+from breachmatch.reachability import UnreachableError
 from breachmatch_ingest import metrics, queue
 from breachmatch_ingest.bridge import iterate_in_thread
 from breachmatch_ingest.errors import ChunkFailedError, JobStalledError, NoKeysError, describe
 from breachmatch_ingest.jobs import JobRecord, JobState, JobStore
 from breachmatch_ingest.metadata import BreachInfo, today
+from breachmatch_ingest.outage import through_outage
 from breachmatch_ingest.payloads import ChunkId, decode_result, encode_chunk
 from breachmatch_ingest.pipeline import DEFAULT_CHUNK_PAIRS, DumpItem, chunks_of
 from breachmatch_ingest.publish import Publication, publish_artifact
@@ -49,6 +52,9 @@ log = logs.get_logger(__name__)
 
 #: What the reader thread iterates: the records (and bad rows) of one dump.
 Items = Callable[[], Iterable[DumpItem]]
+T = TypeVar("T")
+#: How a checkpoint saves: `Coordinator._through`.
+_Through = Callable[[str, Callable[[], Awaitable[JobRecord]]], Awaitable[JobRecord]]
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,21 @@ class _Sealed:
 class _Checkpoint:
     """The job record, updated by both halves of the coordinator and saved on every change."""
 
-    def __init__(self, jobs: JobStore, record: JobRecord) -> None:
+    def __init__(self, jobs: JobStore, record: JobRecord, through: _Through) -> None:
         self._jobs = jobs
+        self._through = through
         self.record = record
 
     async def update(self, **changes: Any) -> None:
-        # Replace before awaiting: the other half may update while this save is in flight.
+        """Change the record and save it, through a NATS outage (`outage`)."""
+        # Replace before awaiting: the other half may update while this save is in flight,
+        # and a retried save writes the record as it is then, never an older one.
         self.record = replace(self.record, **changes)
+        await self._through("the ingest job store", lambda: self._jobs.save(self.record))
+
+    async def fail(self, error: str) -> None:
+        """Mark the job FAILED with one try: a job that cannot reach NATS stays RUNNING."""
+        self.record = replace(self.record, state=JobState.FAILED, error=error)
         await self._jobs.save(self.record)
 
 
@@ -103,7 +117,10 @@ class _Collector:
         self.writer = FilterWriter()
         self.seen: set[int] = set()
         self.total: int | None = None
+        #: A worker's reason code for a chunk it could not evaluate.
         self.failure: str = ""
+        #: NATS was away for longer than the bound while a result was being collected.
+        self.error: UnreachableError | None = None
         self.progress = asyncio.Event()
 
     @property
@@ -114,6 +131,8 @@ class _Collector:
         # The subscription would swallow an exception raised here; record it instead.
         try:
             await self._add(queue.read_result(msg))
+        except UnreachableError as error:  # NATS away for longer than the bound
+            self.error = error
         except Exception as error:
             self.failure = describe(error)
         self.progress.set()
@@ -131,6 +150,8 @@ class _Collector:
         await self._checkpoint.update(chunks_collected=len(self.seen))
 
     def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
         if self.failure:
             raise ChunkFailedError(f"a worker could not evaluate a chunk ({self.failure})")
 
@@ -161,6 +182,10 @@ class Coordinator:
         self._signing_key = signing_key
         self._settings = settings
 
+    async def _through(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` through a NATS outage; an outage is a stall, with the same bound."""
+        return await through_outage(self._js, what, attempt, self._settings.stall_timeout)
+
     async def begin(self, job_id: str, info: BreachInfo, key: OprfKey) -> JobStart:
         """Register (or find, to resume) job `job_id`; after this, its record is in KV."""
         await bus.ensure_streams(
@@ -184,17 +209,23 @@ class Coordinator:
             raise ValueError("the job must run under the OPRF key it was begun with")
         logs.bind(job_id=start.record.job_id, breach_id=info.breach_id)
         log.info("ingest job started", attempt=start.record.attempt, resumed=start.resumed)
-        checkpoint = _Checkpoint(self._jobs, start.record)
+        checkpoint = _Checkpoint(self._jobs, start.record, self._through)
         metrics.RUNNING_JOBS.inc()
         try:
             # One trace for the job: its chunks, the workers' answers, the breach event.
             with tracing.span("ingest job"):
                 publication = await self._run(checkpoint, info, key, key.secret, items)
+        except UnreachableError as error:
+            # NATS stayed away past the bound: the record stays RUNNING, so that
+            # the next run resumes the job instead of starting it again.
+            metrics.JOBS.labels(state=JobState.FAILED.value).inc()
+            log.error("ingest job interrupted; run it again to resume", error=str(error))
+            raise
         except Exception as error:
             # Best effort: when NATS itself is gone the record stays RUNNING,
             # which is right, since the next run can then resume it.
             with contextlib.suppress(Exception):
-                await checkpoint.update(state=JobState.FAILED, error=describe(error))
+                await checkpoint.fail(describe(error))
                 # A failed job is only ever started again as a new attempt.
                 await queue.purge_job(self._js, start.record.job_id)
             metrics.JOBS.labels(state=JobState.FAILED.value).inc()
@@ -229,8 +260,9 @@ class Coordinator:
             summary = await asyncio.to_thread(collector.writer.finish, body, proof_index)
             added = date.fromisoformat(record.added_date)
             draft = info.manifest_for(summary, key.key_id, added)
-            publication = await publish_artifact(
-                self._js, draft, body, proof_index, self._signing_key
+            publication = await self._through(
+                "the breach store",
+                lambda: publish_artifact(self._js, draft, body, proof_index, self._signing_key),
             )
         report.entries = summary.entry_count
         report.elapsed_seconds = time.monotonic() - started
@@ -240,7 +272,7 @@ class Coordinator:
             body_sha256=summary.body_sha256,
             version=publication.version,
         )
-        await queue.purge_job(self._js, record.job_id)
+        await self._through("the work queue", lambda: queue.purge_job(self._js, record.job_id))
         log.info(
             "ingest job finished",
             publication=publication.outcome.value,
@@ -284,7 +316,10 @@ class Coordinator:
                 count = ready.index + 1
                 if ready.sealed:
                     chunk_id = ChunkId(record.job_id, record.attempt, ready.index)
-                    await queue.publish_chunk(self._js, chunk_id, key_id, ready.sealed)
+                    publish = functools.partial(
+                        queue.publish_chunk, self._js, chunk_id, key_id, ready.sealed
+                    )
+                    await self._through("the work queue", publish)
                     await checkpoint.update(
                         chunks_enqueued=count, report=Report.from_dict(ready.report)
                     )

@@ -38,6 +38,7 @@ from breachmatch import bus, logs, oprf, tracing
 from breachmatch.filter import derive_keys
 from breachmatch.keys import KeyRing, KeyRingError, RetiredKeyError
 from breachmatch_ingest import metrics, queue
+from breachmatch_ingest.outage import transient
 from breachmatch_ingest.payloads import (
     ChunkId,
     ChunkResult,
@@ -137,8 +138,12 @@ class ChunkWorker:
                     await slots.acquire()
                     try:
                         msgs = await sub.fetch(1, timeout=FETCH_TIMEOUT)
-                    except nats.errors.TimeoutError:
+                    except Exception as error:
                         slots.release()
+                        if not transient(error):
+                            raise
+                        if not isinstance(error, TimeoutError):  # NATS away: nats-py reconnects
+                            await asyncio.sleep(FETCH_TIMEOUT)
                         continue
                     group.create_task(self._handle_then_release(msgs[0], slots))
         finally:
