@@ -103,6 +103,8 @@ CONSUMER_NOTIFIER_ALERTS = "notifier-breach-alerts"
 KV_BUDGETS = "budgets"
 KV_OUTREACH_LEDGER = "outreach-ledger"
 KV_INGEST_JOBS = "ingest-jobs"
+#: The notifier replicas' shared per-channel rate counters (notifier: `channels.ratelimit`).
+KV_NOTIFIER_RATES = "notifier-rates"
 OBJ_BREACH_FILTERS = "breach-filters"
 
 _DAY = 24 * 3600.0
@@ -349,7 +351,8 @@ OWNERS: dict[str, Holdings] = {
     ),
     "matcher": Holdings((STREAM_AUDIT,), (KV_BUDGETS,)),
     "notifier": Holdings(
-        (STREAM_OUTREACH, STREAM_OUTREACH_STATUS, STREAM_OUTREACH_DEAD), (KV_OUTREACH_LEDGER,)
+        (STREAM_OUTREACH, STREAM_OUTREACH_STATUS, STREAM_OUTREACH_DEAD),
+        (KV_OUTREACH_LEDGER, KV_NOTIFIER_RATES),
     ),
 }
 
@@ -420,8 +423,12 @@ async def ensure_streams(js: JetStreamContext, *names: str) -> None:
                 await js.update_stream(config)
 
 
-#: Buckets whose entries expire: a daily budget is worthless after its day.
-_KV_TTL_SECONDS: dict[str, float] = {KV_BUDGETS: 3 * _DAY}
+#: Buckets whose entries expire: a daily budget is worthless after its day, a
+#: rate counter after its second.
+_KV_TTL_SECONDS: dict[str, float] = {KV_BUDGETS: 3 * _DAY, KV_NOTIFIER_RATES: 60.0}
+#: Buckets nothing is lost without after a restart (a lost counter only lets one
+#: window's rate through again): kept in memory, which costs the server no disk write.
+_KV_IN_MEMORY = frozenset({KV_NOTIFIER_RATES})
 
 
 async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
@@ -434,7 +441,7 @@ async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyV
                 bucket=bucket,
                 history=history,
                 ttl=_KV_TTL_SECONDS.get(bucket),
-                storage=StorageType.FILE,
+                storage=StorageType.MEMORY if bucket in _KV_IN_MEMORY else StorageType.FILE,
                 replicas=replicas(),
             )
         )

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -155,6 +156,8 @@ class SmtpSink:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        #: wall-clock time each message was taken (after its DATA), in order
+        self.arrivals: list[float] = []
         #: address -> SMTP reply, e.g. "550 5.1.1 no such mailbox"
         self.replies: dict[str, str] = {}
         #: address -> SMTP reply given to its first RCPT only (a passing refusal)
@@ -198,6 +201,7 @@ class SmtpSink:
         assert isinstance(message, EmailMessage)
         async with self._changed:
             self.messages.append(message)
+            self.arrivals.append(time.time())
             self._changed.notify_all()
         if self._hold_answers:
             await self.release.wait()
