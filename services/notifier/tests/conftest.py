@@ -87,6 +87,8 @@ CONTACT_POINT = "Patientkontoret, tlf. 35 45 35 45, hverdage 9-15"
 ALERT_EMAIL = "dpo@rigshospitalet.example.dk"
 SETTLE_TIMEOUT = 30.0
 EVENT_TIMEOUT = 20.0
+#: The worker's line per fetched batch, counting its outcomes (``sent_email=3``, ...).
+BATCH_DONE = "batch done"
 
 
 #: The hospital's key for opaque patient refs (the SDK derives its own from the cache key).
@@ -248,24 +250,31 @@ class LogEvents:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
+        #: events by name, and (name, field) -> the sum of that whole-number field
+        self.counts: collections.Counter[str | tuple[str, str]] = collections.Counter()
         self._loop = loop
-        self._waiting: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[str | tuple[str, str], int, asyncio.Future[None]]] = []
 
     def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> NoReturn:
         name = str(event_dict.get("event"))
         self.counts[name] += 1
-        for event, count, future in self._waiting:
-            if event == name and self.counts[name] >= count:
+        for field_name, value in event_dict.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                self.counts[name, field_name] += value
+        for what, count, future in self._waiting:
+            if self.counts[what] >= count:
                 self._loop.call_soon_threadsafe(_resolve, future)
         raise structlog.DropEvent
 
-    async def wait_for(self, event: str, count: int = 1) -> None:
-        """Return once ``event`` has been logged ``count`` times in all."""
-        if self.counts[event] >= count:
+    async def wait_for(self, event: str, count: int = 1, *, summing: str = "") -> None:
+        """Return once ``event`` has been logged ``count`` times in all — or, with
+        ``summing``, once that field of it adds up to ``count`` over every time it was
+        logged (``wait_for(BATCH_DONE, 8, summing="sent_email")``: eight e-mails sent)."""
+        what: str | tuple[str, str] = (event, summing) if summing else event
+        if self.counts[what] >= count:
             return
         future: asyncio.Future[None] = self._loop.create_future()
-        self._waiting.append((event, count, future))
+        self._waiting.append((what, count, future))
         await asyncio.wait_for(future, EVENT_TIMEOUT)
 
 
