@@ -38,7 +38,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -241,12 +240,54 @@ def client_tls(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+#: Turns of the event loop a command waits for others before it is written out.
+FLUSH_YIELDS = 3
+
+
+class CoalescingClient(NatsClient):
+    """A nats-py client that writes out at most once every few turns of the event loop.
+
+    nats-py writes its pending commands as soon as one is queued. A service
+    with many tasks in flight, each waiting for its own reply (the notifier's
+    deliveries: ledger reads and compare-and-sets, status publishes, acks),
+    thus sends nearly one TLS record — one ``send`` here, one read and
+    wake-up in nats-server — per request, and each costs more CPU than the
+    request itself. Here the first command queued schedules the write
+    `FLUSH_YIELDS` turns of the loop later, and the commands of every task
+    that runs meanwhile go out with it, in one write. A lone request waits
+    only those few turns (microseconds when nothing else runs); a forced
+    flush (``flush()``, a full buffer) is not held back.
+
+    The write is kicked by a task of its own, so a caller cancelled meanwhile
+    cannot strand the commands queued behind its own. It overrides a private
+    method of the pinned nats-py (``Client._flush_pending``);
+    ``sdk/tests/test_bus_coalescing.py`` holds its behaviour.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kick: asyncio.Task[Any] | None = None
+
+    async def _flush_pending(self, force_flush: bool = False) -> Any:
+        if force_flush or not self.is_connected:
+            return await super()._flush_pending(force_flush)
+        if self._kick is None or self._kick.done():
+            self._kick = asyncio.get_running_loop().create_task(self._flush_soon())
+        return None
+
+    async def _flush_soon(self) -> None:
+        for _ in range(FLUSH_YIELDS):
+            await asyncio.sleep(0)
+        await super()._flush_pending()
+
+
 async def connect(
     url: str,
     name: str,
     tls: TlsFiles,
     *,
     give_up_after: float = DEFAULT_CONNECT_TIMEOUT,
+    coalesce_writes: bool = False,
     **options: Any,
 ) -> tuple[NatsClient, JetStreamContext]:
     """Connect as the identity of `tls` (its certificate is the NATS user).
@@ -256,7 +297,9 @@ async def connect(
     Either way failures are logged in a few lines (`reachability.ConnectionLog`).
     The inbox prefix is the identity's own (`inbox_prefix`): the only reply
     subjects its user may read. `options` override nats-py's connect options
-    (tests pass ``error_cb`` to see the server's refusals).
+    (tests pass ``error_cb`` to see the server's refusals). ``coalesce_writes``
+    gathers the requests of many concurrent tasks into fewer writes
+    (`CoalescingClient`), for a service that keeps many in flight.
     """
     identity = identity_from_pem(tls.cert.read_bytes())
     story = ConnectionLog("NATS", url)
@@ -270,7 +313,8 @@ async def connect(
     started = asyncio.get_running_loop().time()
     try:
         async with asyncio.timeout(give_up_after):
-            nc = await nats.connect(
+            nc = CoalescingClient() if coalesce_writes else NatsClient()
+            await nc.connect(
                 servers=[url],
                 name=name,
                 tls=client_tls(tls),

@@ -98,6 +98,8 @@ class NotifierApp:
             CLIENT_NAME,
             config.nats_tls(),
             give_up_after=config.connect_timeout,
+            # Dozens of deliveries in flight, each a chain of requests: gather their writes.
+            coalesce_writes=True,
         )
         resources.push_async_callback(_close_nats, nc)
         await bus.ensure_owned(js, "notifier")
