@@ -87,8 +87,8 @@ CONTACT_POINT = "Patientkontoret, tlf. 35 45 35 45, hverdage 9-15"
 ALERT_EMAIL = "dpo@rigshospitalet.example.dk"
 SETTLE_TIMEOUT = 30.0
 EVENT_TIMEOUT = 20.0
-#: The worker's line per fetched batch, counting its outcomes (``sent_email=3``, ...).
-BATCH_DONE = "batch done"
+#: The worker's summary line, counting outcomes since the last (``sent_email=3``, ...).
+SETTLED_LINE = "messages settled"
 
 
 #: The hospital's key for opaque patient refs (the SDK derives its own from the cache key).
@@ -269,7 +269,7 @@ class LogEvents:
     async def wait_for(self, event: str, count: int = 1, *, summing: str = "") -> None:
         """Return once ``event`` has been logged ``count`` times in all — or, with
         ``summing``, once that field of it adds up to ``count`` over every time it was
-        logged (``wait_for(BATCH_DONE, 8, summing="sent_email")``: eight e-mails sent)."""
+        logged (``wait_for(SETTLED_LINE, 8, summing="sent_email")``: eight e-mails sent)."""
         what: str | tuple[str, str] = (event, summing) if summing else event
         if self.counts[what] >= count:
             return

@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError
 from breachmatch import bus
 from breachmatch_notifier.ledger import SENT
 
-from .conftest import BATCH_DONE, SETTLE_TIMEOUT, Harness, Patient
+from .conftest import SETTLE_TIMEOUT, SETTLED_LINE, Harness, Patient
 
 BREACH = "alles-2025"
 RATE = 5
@@ -37,7 +37,7 @@ def sent_by(log_path: Path) -> int:
     for line in log_path.read_text().splitlines():
         if line.startswith("{"):
             event = json.loads(line)
-            if event.get("event") == BATCH_DONE:
+            if event.get("event") == SETTLED_LINE:
                 total += event.get("sent_email", 0)
     return total
 
