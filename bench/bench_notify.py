@@ -159,12 +159,15 @@ async def smtp_floor(port: int, message: bytes, count: int, sink: psutil.Process
     for _ in range(SESSIONS):
         session = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         await session.connect()
+        await session.ehlo()
         idle.append(session)
 
     async def send(number: int) -> None:
         session = idle.pop()
-        await session.execute_command(b"MAIL", b"FROM:<floor@bench.example.dk>")
-        await session.execute_command(b"RCPT", b"TO:<floor%d@bench.example.dk>" % number)
+        mail = await session.execute_command(b"MAIL", b"FROM:<floor@bench.example.dk>")
+        rcpt = await session.execute_command(b"RCPT", b"TO:<floor%d@bench.example.dk>" % number)
+        if (mail.code, rcpt.code) != (250, 250):
+            raise RuntimeError(f"the sink refused the floor's envelope ({mail.code}, {rcpt.code})")
         await session.data(message)
         idle.append(session)
 
