@@ -3,8 +3,9 @@
 Against the real nats-server with the notifier's own certificate: twelve
 tasks each send a request one turn of the event loop after the previous one.
 nats-py's own client writes nearly every request out on its own; the
-coalescing client gathers them into a few writes, and every request is still
-answered. A forced flush is not held back.
+coalescing client, once a few are in flight, gathers them into a few writes,
+and every request is still answered. A forced flush, and a request with few
+others in flight, are not held back.
 """
 
 from __future__ import annotations
@@ -60,6 +61,22 @@ async def test_requests_a_turn_apart_share_writes_only_when_coalescing(
 ) -> None:
     writes = await _staggered_writes(nats_server, coalesce=coalesce)
     if coalesce:
-        assert writes <= TASKS // bus.FLUSH_YIELDS + 1
+        # The first few go out at once, the rest while those await their replies.
+        assert writes <= bus.COALESCE_FROM + TASKS // bus.FLUSH_YIELDS + 1
     else:
         assert writes >= TASKS - 2  # the control: without it, nearly a write per request
+
+
+async def test_a_request_with_few_others_in_flight_is_not_held_back(
+    nats_server: NatsServer,
+) -> None:
+    """Intake's steps run one after another: none of them waits for company."""
+    nc, js = await nats_server.connect("notifier", coalesce_writes=True)
+    try:
+        assert isinstance(nc, bus.CoalescingClient)
+        kv = await bus.key_value(js, bus.KV_NOTIFIER_RATES)
+        for _ in range(3):
+            await kv.put("rate.coalescing-test.1", b"1")
+        assert nc._kick is None  # no write was ever deferred
+    finally:
+        await nc.close()

@@ -240,8 +240,10 @@ def client_tls(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
-#: Turns of the event loop a command waits for others before it is written out.
-FLUSH_YIELDS = 3
+#: Turns of the event loop a command waits for others before it is written out ...
+FLUSH_YIELDS = 10
+#: ... when at least this many requests await their replies; else it goes at once.
+COALESCE_FROM = 2
 
 
 class CoalescingClient(NatsClient):
@@ -252,11 +254,12 @@ class CoalescingClient(NatsClient):
     deliveries: ledger reads and compare-and-sets, status publishes, acks),
     thus sends nearly one TLS record — one ``send`` here, one read and
     wake-up in nats-server — per request, and each costs more CPU than the
-    request itself. Here the first command queued schedules the write
-    `FLUSH_YIELDS` turns of the loop later, and the commands of every task
-    that runs meanwhile go out with it, in one write. A lone request waits
-    only those few turns (microseconds when nothing else runs); a forced
-    flush (``flush()``, a full buffer) is not held back.
+    request itself. Here, while at least `COALESCE_FROM` requests await their
+    replies, the first command queued schedules the write `FLUSH_YIELDS` turns
+    of the loop later, and the commands of every task that runs meanwhile go
+    out with it, in one write: with that many in flight the wait costs no
+    throughput. A request with few others in flight (intake's sequential
+    steps) and a forced flush (``flush()``, a full buffer) go out at once.
 
     The write is kicked by a task of its own, so a caller cancelled meanwhile
     cannot strand the commands queued behind its own. It overrides a private
@@ -269,7 +272,7 @@ class CoalescingClient(NatsClient):
         self._kick: asyncio.Task[Any] | None = None
 
     async def _flush_pending(self, force_flush: bool = False) -> Any:
-        if force_flush or not self.is_connected:
+        if force_flush or not self.is_connected or len(self._resp_map) < COALESCE_FROM:
             return await super()._flush_pending(force_flush)
         if self._kick is None or self._kick.done():
             self._kick = asyncio.get_running_loop().create_task(self._flush_soon())
