@@ -81,7 +81,7 @@ from breachmatch_notifier.worker import keep_alive
 
 log = logs.get_logger(__name__)
 
-# What became of a request, as counted in the worker's line per batch (`worker`);
+# What became of a request, as counted in the worker's summary line (`worker`);
 # a notice sent counts as ``sent_<channel>``.
 SUPERSEDED = "superseded"
 #: Found settled already (a redelivery after a crash): its status told again, nothing sent.

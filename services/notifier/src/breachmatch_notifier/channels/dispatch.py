@@ -139,7 +139,7 @@ class Dispatcher:
                     await intent.withdraw()
                 raise
             failed = tuple(failure.channel for failure in failures)
-            if failed:  # the worker's batch line counts every notice sent; this says how
+            if failed:  # the worker's summary line counts every notice sent; this says how
                 _log.debug("notice delivered", channel=name, failed_channels=list(failed))
             return replace(result, failed_channels=failed)
         raise UndeliverableError(failures)
