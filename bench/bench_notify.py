@@ -21,12 +21,18 @@ interval is printed per notice too (notifier workers, SMTP sink, nats-server),
 with the rate that CPU cost allows on the cores this machine has, and — since
 CPU time itself stretches on a crowded machine — the notifier's CPU per notice
 in ristretto255 scalar multiplications (libsodium, through rbcl) timed in the
-same process while the workers run.
+same process while the workers run. The load average is printed beside them.
+
+Then the same SMTP and NATS exchanges a notice needs are replayed alone
+against the same sink and nats-server (`smtp_floor`, `nats_floor`): their CPU per notice
+is the floor no notifier goes below, and what it allows on this machine's
+cores is the bound on notices/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import email
 import email.policy
 import os
@@ -36,11 +42,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiosmtplib
 import psutil
 import rbcl
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
 
+from breachmatch import bus
+from breachmatch.tls import TlsFiles
 from breachmatch_dev.demo import check_command, ingest_command, notify_command
 from breachmatch_dev.dumps import Dataset, write_dataset
 from breachmatch_dev.stack import Stack, StackInfo
@@ -101,6 +114,112 @@ def cpu_seconds(parties: dict[str, list[psutil.Process]]) -> dict[str, float]:
     }
 
 
+# --- the transport floor -------------------------------------------------------
+# Each notice is one SMTP transaction (MAIL, RCPT, DATA over a kept session) and,
+# for exactly-once, one ledger read, three ledger compare-and-sets (claim, intent,
+# sent), one status event and the work queue's fetch and acknowledgement. These
+# replay just those exchanges from this process against the same sink and
+# nats-server — SMTP as the e-mail channel speaks it, NATS as the notifier's user
+# with its coalescing client and as many in flight — and count the CPU of this
+# process (the client's share) and of the server.
+
+#: Kept SMTP sessions and deliveries in flight: the notifier's defaults per process.
+SESSIONS = 16
+IN_FLIGHT = 32
+
+
+@dataclass(frozen=True)
+class Floor:
+    """CPU milliseconds per notice: this process (the client side), and the server side."""
+
+    client_ms: float
+    server_ms: float
+
+
+async def _measure(
+    count: int, server: psutil.Process, work: Callable[[int], Awaitable[None]], in_flight: int
+) -> Floor:
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(number: int) -> None:
+        async with slots:
+            await work(number)
+
+    server_before = sum(server.cpu_times()[:2])
+    started = time.process_time()
+    await asyncio.gather(*(one(number) for number in range(count)))
+    client = time.process_time() - started
+    served = sum(server.cpu_times()[:2]) - server_before
+    return Floor(1000 * client / count, 1000 * served / count)
+
+
+async def smtp_floor(port: int, message: bytes, count: int, sink: psutil.Process) -> Floor:
+    """``count`` copies of ``message`` into the sink over `SESSIONS` kept sessions."""
+    idle: list[aiosmtplib.SMTP] = []
+    for _ in range(SESSIONS):
+        session = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await session.connect()
+        await session.ehlo()
+        idle.append(session)
+
+    async def send(number: int) -> None:
+        session = idle.pop()
+        mail = await session.execute_command(b"MAIL", b"FROM:<floor@bench.example.dk>")
+        rcpt = await session.execute_command(b"RCPT", b"TO:<floor%d@bench.example.dk>" % number)
+        if (mail.code, rcpt.code) != (250, 250):
+            raise RuntimeError(f"the sink refused the floor's envelope ({mail.code}, {rcpt.code})")
+        await session.data(message)
+        idle.append(session)
+
+    try:
+        return await _measure(count, sink, send, SESSIONS)
+    finally:
+        for session in idle:
+            session.close()
+
+
+async def nats_floor(info: StackInfo, count: int, nats: psutil.Process) -> Floor:
+    """A notice's NATS exchanges, ``count`` times, as the notifier's user."""
+    tls = TlsFiles.from_dir(info.pki.service_dir("notifier"))
+    nc, js = await bus.connect(info.nats_url, "bench-floor", tls, coalesce_writes=True)
+    try:
+        ledger = await bus.key_value(js, bus.KV_OUTREACH_LEDGER)
+        entry = b"x" * 420  # about a ledger entry's size
+        for number in range(count):
+            await ledger.put(f"floor.{number}", entry)
+        # The requests are queued on the status stream under a subject of their own
+        # (the work queue admits one consumer only; the notifier's user may create no
+        # stream): a pull consumer with explicit acks, as the workers' is.
+        queue_subject = f"{bus.OUTREACH_STATUS}.bench-floor-queue"
+        status_subject = f"{bus.OUTREACH_STATUS}.bench-floor"
+        for _ in range(count):
+            await js.publish(queue_subject, b"q" * 600, stream=bus.STREAM_OUTREACH_STATUS)
+        consumer = ConsumerConfig(durable_name="bench-floor", filter_subject=queue_subject)
+        await js.add_consumer(bus.STREAM_OUTREACH_STATUS, consumer)
+        pull = await js.pull_subscribe_bind(
+            durable="bench-floor", stream=bus.STREAM_OUTREACH_STATUS
+        )
+        queued: list[Msg] = []
+        fetching = asyncio.Lock()
+
+        async def notice(number: int) -> None:
+            async with fetching:
+                if not queued:
+                    queued.extend(await pull.fetch(IN_FLIGHT, timeout=10))
+                msg = queued.pop()
+            key = f"floor.{number}"
+            found = await ledger.get(key)
+            revision = found.revision or 0
+            for _ in range(3):  # claim, intent, sent
+                revision = await ledger.update(key, entry, last=revision)
+            await js.publish(status_subject, b"s" * 160, stream=bus.STREAM_OUTREACH_STATUS)
+            await msg.ack_sync()
+
+        return await _measure(count, nats, notice, IN_FLIGHT)
+    finally:
+        await nc.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="notifier throughput into the SMTP sink")
     parser.add_argument(
@@ -112,6 +231,9 @@ def main() -> None:
         "--profile", type=Path, help="run the workers under cProfile, writing DIR/worker-N.prof"
     )
     parser.add_argument("--root", type=Path, default=Path(".var/bench-notify"))
+    parser.add_argument(
+        "--floor", type=int, default=3000, help="notices the transport floor replays (0: none)"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.root, ignore_errors=True)
     stack = Stack(args.root, env={"notifier": {"BREACHMATCH_NOTIFIER_WORKERS_PER_PROCESS": "0"}})
@@ -191,6 +313,22 @@ def main() -> None:
             f"ratio    notifier CPU per notice = {per_notice['notifier'] / reference:.1f} "
             f"ristretto255 scalar mults ({reference * 1000:.0f} us each, measured meanwhile)"
         )
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        print(f"load     {load} (1, 5, 15 min) at the end of the run")
+        if args.floor:
+            for worker in workers:  # the floor is measured on a quiet stack
+                worker.terminate()
+            sample = next(info.mail_dir.glob("*.eml")).read_bytes()
+            port = int(notifier_env["BREACHMATCH_SMTP_PORT"])
+            smtp = asyncio.run(smtp_floor(port, sample, args.floor, parties["sink"][0]))
+            bus_floor = asyncio.run(nats_floor(info, args.floor, parties["nats"][0]))
+            floor = smtp.client_ms + smtp.server_ms + bus_floor.client_ms + bus_floor.server_ms
+            print(
+                f"floor    ms per notice, its exchanges alone: SMTP client {smtp.client_ms:.2f} "
+                f"+ sink {smtp.server_ms:.2f}, NATS client {bus_floor.client_ms:.2f} "
+                f"+ nats-server {bus_floor.server_ms:.2f}; {floor:.2f} in all = "
+                f"{cores * 1000 / floor:,.0f} notices/s on {cores} idle cores at the most"
+            )
         print(f"notices/s {rate:,.0f} (lost {lost}, duplicated {duplicated})")
     finally:
         for worker in workers:

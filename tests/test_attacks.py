@@ -542,3 +542,35 @@ async def test_backup_user_takes_snapshots_and_nothing_else(
         await backup.js.delete_stream(bus.STREAM_BREACHES)
     assert await states() == before  # nothing written, purged or deleted
     await admin.close()
+
+
+@pytest.mark.parametrize("service", ["ingest", "matcher", "backup"])
+async def test_only_the_notifier_may_read_or_move_the_shared_rate_counters(
+    stack: tuple[StackInfo, NatsServer], connect_as: Any, service: str
+) -> None:
+    """The per-channel counters the notifier replicas share (issue 12): another service
+    that reset one would lift the provider's rate limit, so none may write, read or
+    purge the bucket — and hospitals have no NATS user at all."""
+    info, nats_server = stack
+    notifier, notifier_js = await nats_server.connect("notifier")
+    rates = await bus.key_value(notifier_js, bus.KV_NOTIFIER_RATES)
+    key = f"rate.email.{uuid.uuid4().hex[:8]}"
+    await rates.put(key, b"7")
+    attacker = await connect_as(service)
+    stream = bus.kv_stream(bus.KV_NOTIFIER_RATES)
+    subject = f"$KV.{bus.KV_NOTIFIER_RATES}.{key}"
+    assert await attacker.publish_refused(subject, b"0")  # reset the counter
+    assert await attacker.subscribe_refused(f"$KV.{bus.KV_NOTIFIER_RATES}.>")
+    with pytest.raises(nats.errors.TimeoutError):
+        await attacker.js.key_value(bus.KV_NOTIFIER_RATES)  # stream info: refused
+    with pytest.raises(nats.errors.TimeoutError):
+        await attacker.js.get_msg(stream, subject=subject, direct=True)
+    with pytest.raises(nats.errors.TimeoutError):
+        await attacker.js.purge_stream(stream)
+    with pytest.raises(nats.errors.TimeoutError):
+        await attacker.js.delete_stream(stream)
+    assert (await rates.get(key)).value == b"7"
+    hospital = tls.TlsFiles.from_dir(info.pki.tenant_dir("hospital-a"))
+    error = await _no_connection(info.nats_url, tls=bus.client_tls(hospital))
+    assert "authorization violation" in str(error).lower()
+    await notifier.close()

@@ -38,7 +38,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -103,6 +102,8 @@ CONSUMER_NOTIFIER_ALERTS = "notifier-breach-alerts"
 KV_BUDGETS = "budgets"
 KV_OUTREACH_LEDGER = "outreach-ledger"
 KV_INGEST_JOBS = "ingest-jobs"
+#: The notifier replicas' shared per-channel rate counters (notifier: `channels.ratelimit`).
+KV_NOTIFIER_RATES = "notifier-rates"
 OBJ_BREACH_FILTERS = "breach-filters"
 
 _DAY = 24 * 3600.0
@@ -239,12 +240,57 @@ def client_tls(files: TlsFiles) -> ssl.SSLContext:
     return context
 
 
+#: Turns of the event loop a command waits for others before it is written out ...
+FLUSH_YIELDS = 10
+#: ... when at least this many requests await their replies; else it goes at once.
+COALESCE_FROM = 2
+
+
+class CoalescingClient(NatsClient):
+    """A nats-py client that writes out at most once every few turns of the event loop.
+
+    nats-py writes its pending commands as soon as one is queued. A service
+    with many tasks in flight, each waiting for its own reply (the notifier's
+    deliveries: ledger reads and compare-and-sets, status publishes, acks),
+    thus sends nearly one TLS record — one ``send`` here, one read and
+    wake-up in nats-server — per request, and each costs more CPU than the
+    request itself. Here, while at least `COALESCE_FROM` requests await their
+    replies, the first command queued schedules the write `FLUSH_YIELDS` turns
+    of the loop later, and the commands of every task that runs meanwhile go
+    out with it, in one write: with that many in flight the wait costs no
+    throughput. A request with few others in flight (intake's sequential
+    steps) and a forced flush (``flush()``, a full buffer) go out at once.
+
+    The write is kicked by a task of its own, so a caller cancelled meanwhile
+    cannot strand the commands queued behind its own. It overrides a private
+    method of the pinned nats-py (``Client._flush_pending``);
+    ``sdk/tests/test_bus_coalescing.py`` holds its behaviour.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kick: asyncio.Task[Any] | None = None
+
+    async def _flush_pending(self, force_flush: bool = False) -> Any:
+        if force_flush or not self.is_connected or len(self._resp_map) < COALESCE_FROM:
+            return await super()._flush_pending(force_flush)
+        if self._kick is None or self._kick.done():
+            self._kick = asyncio.get_running_loop().create_task(self._flush_soon())
+        return None
+
+    async def _flush_soon(self) -> None:
+        for _ in range(FLUSH_YIELDS):
+            await asyncio.sleep(0)
+        await super()._flush_pending()
+
+
 async def connect(
     url: str,
     name: str,
     tls: TlsFiles,
     *,
     give_up_after: float = DEFAULT_CONNECT_TIMEOUT,
+    coalesce_writes: bool = False,
     **options: Any,
 ) -> tuple[NatsClient, JetStreamContext]:
     """Connect as the identity of `tls` (its certificate is the NATS user).
@@ -254,7 +300,9 @@ async def connect(
     Either way failures are logged in a few lines (`reachability.ConnectionLog`).
     The inbox prefix is the identity's own (`inbox_prefix`): the only reply
     subjects its user may read. `options` override nats-py's connect options
-    (tests pass ``error_cb`` to see the server's refusals).
+    (tests pass ``error_cb`` to see the server's refusals). ``coalesce_writes``
+    gathers the requests of many concurrent tasks into fewer writes
+    (`CoalescingClient`), for a service that keeps many in flight.
     """
     identity = identity_from_pem(tls.cert.read_bytes())
     story = ConnectionLog("NATS", url)
@@ -268,7 +316,8 @@ async def connect(
     started = asyncio.get_running_loop().time()
     try:
         async with asyncio.timeout(give_up_after):
-            nc = await nats.connect(
+            nc = CoalescingClient() if coalesce_writes else NatsClient()
+            await nc.connect(
                 servers=[url],
                 name=name,
                 tls=client_tls(tls),
@@ -349,7 +398,8 @@ OWNERS: dict[str, Holdings] = {
     ),
     "matcher": Holdings((STREAM_AUDIT,), (KV_BUDGETS,)),
     "notifier": Holdings(
-        (STREAM_OUTREACH, STREAM_OUTREACH_STATUS, STREAM_OUTREACH_DEAD), (KV_OUTREACH_LEDGER,)
+        (STREAM_OUTREACH, STREAM_OUTREACH_STATUS, STREAM_OUTREACH_DEAD),
+        (KV_OUTREACH_LEDGER, KV_NOTIFIER_RATES),
     ),
 }
 
@@ -420,8 +470,12 @@ async def ensure_streams(js: JetStreamContext, *names: str) -> None:
                 await js.update_stream(config)
 
 
-#: Buckets whose entries expire: a daily budget is worthless after its day.
-_KV_TTL_SECONDS: dict[str, float] = {KV_BUDGETS: 3 * _DAY}
+#: Buckets whose entries expire: a daily budget is worthless after its day, a
+#: rate counter after its second.
+_KV_TTL_SECONDS: dict[str, float] = {KV_BUDGETS: 3 * _DAY, KV_NOTIFIER_RATES: 60.0}
+#: Buckets nothing is lost without after a restart (a lost counter only lets one
+#: window's rate through again): kept in memory, which costs the server no disk write.
+_KV_IN_MEMORY = frozenset({KV_NOTIFIER_RATES})
 
 
 async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
@@ -434,7 +488,7 @@ async def key_value(js: JetStreamContext, bucket: str, history: int = 1) -> KeyV
                 bucket=bucket,
                 history=history,
                 ttl=_KV_TTL_SECONDS.get(bucket),
-                storage=StorageType.FILE,
+                storage=StorageType.MEMORY if bucket in _KV_IN_MEMORY else StorageType.FILE,
                 replicas=replicas(),
             )
         )

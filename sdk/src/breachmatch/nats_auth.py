@@ -13,7 +13,8 @@ Each service user may touch only its own job:
   budgets and publishes the audit trail;
 * **notifier** reads breach events and filter bodies with their proof indexes
   (to check proofs of match), and alone takes outreach requests from the
-  queue and writes the outreach ledger, status events and dead letters;
+  queue and writes the outreach ledger, status events, dead letters and the
+  per-channel rate counters its replicas share;
 * **backup** (the JetStream backup job, `deploy/components/backup`) takes
   snapshots of the streams worth keeping (`BACKED_UP_STREAMS`) and nothing
   else: no message read through a consumer, no write, purge, delete or restore;
@@ -176,6 +177,8 @@ NOTIFIER = _user(
         *_own_streams(bus.STREAM_OUTREACH, bus.STREAM_OUTREACH_STATUS, bus.STREAM_OUTREACH_DEAD),
         *_read_streams(bus.STREAM_OUTREACH, bus.STREAM_OUTREACH_STATUS, bus.STREAM_BREACHES),
         *_own_key_value(bus.KV_OUTREACH_LEDGER),
+        # The provider rate limits its replicas share: nobody else may read or move them.
+        *_own_key_value(bus.KV_NOTIFIER_RATES),
         # Filter bodies and proof indexes, to check hospitals' proofs of match.
         *_read_object_store(bus.OBJ_BREACH_FILTERS),
     ],

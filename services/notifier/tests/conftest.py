@@ -25,6 +25,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -86,6 +87,8 @@ CONTACT_POINT = "Patientkontoret, tlf. 35 45 35 45, hverdage 9-15"
 ALERT_EMAIL = "dpo@rigshospitalet.example.dk"
 SETTLE_TIMEOUT = 30.0
 EVENT_TIMEOUT = 20.0
+#: The worker's summary line, counting outcomes since the last (``sent_email=3``, ...).
+SETTLED_LINE = "messages settled"
 
 
 #: The hospital's key for opaque patient refs (the SDK derives its own from the cache key).
@@ -155,6 +158,8 @@ class SmtpSink:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        #: wall-clock time each message was taken (after its DATA), in order
+        self.arrivals: list[float] = []
         #: address -> SMTP reply, e.g. "550 5.1.1 no such mailbox"
         self.replies: dict[str, str] = {}
         #: address -> SMTP reply given to its first RCPT only (a passing refusal)
@@ -198,6 +203,7 @@ class SmtpSink:
         assert isinstance(message, EmailMessage)
         async with self._changed:
             self.messages.append(message)
+            self.arrivals.append(time.time())
             self._changed.notify_all()
         if self._hold_answers:
             await self.release.wait()
@@ -244,24 +250,31 @@ class LogEvents:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
+        #: events by name, and (name, field) -> the sum of that whole-number field
+        self.counts: collections.Counter[str | tuple[str, str]] = collections.Counter()
         self._loop = loop
-        self._waiting: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[str | tuple[str, str], int, asyncio.Future[None]]] = []
 
     def __call__(self, _: Any, __: str, event_dict: MutableMapping[str, Any]) -> NoReturn:
         name = str(event_dict.get("event"))
         self.counts[name] += 1
-        for event, count, future in self._waiting:
-            if event == name and self.counts[name] >= count:
+        for field_name, value in event_dict.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                self.counts[name, field_name] += value
+        for what, count, future in self._waiting:
+            if self.counts[what] >= count:
                 self._loop.call_soon_threadsafe(_resolve, future)
         raise structlog.DropEvent
 
-    async def wait_for(self, event: str, count: int = 1) -> None:
-        """Return once ``event`` has been logged ``count`` times in all."""
-        if self.counts[event] >= count:
+    async def wait_for(self, event: str, count: int = 1, *, summing: str = "") -> None:
+        """Return once ``event`` has been logged ``count`` times in all — or, with
+        ``summing``, once that field of it adds up to ``count`` over every time it was
+        logged (``wait_for(SETTLED_LINE, 8, summing="sent_email")``: eight e-mails sent)."""
+        what: str | tuple[str, str] = (event, summing) if summing else event
+        if self.counts[what] >= count:
             return
         future: asyncio.Future[None] = self._loop.create_future()
-        self._waiting.append((event, count, future))
+        self._waiting.append((what, count, future))
         await asyncio.wait_for(future, EVENT_TIMEOUT)
 
 

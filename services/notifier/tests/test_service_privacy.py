@@ -19,6 +19,7 @@ and SMS gateway, which are the recipients' side.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -136,7 +137,8 @@ async def test_no_contact_detail_or_raw_ref_in_the_nats_store_or_the_logs(
     assert contact_data_in(harness.nats.log_path.read_bytes(), PATIENTS) == []
 
     log_text = captured_logs.getvalue().encode("utf-8")
-    assert b"notice sent" in log_text
+    batches = [json.loads(line) for line in log_text.splitlines() if b'"messages settled"' in line]
+    assert sum(n for b in batches for k, n in b.items() if k.startswith("sent_")) == 4
     assert b"request dead-lettered" in log_text
     assert [ref for ref in refs if ref in log_text] == []
     assert contact_data_in(log_text, PATIENTS) == []

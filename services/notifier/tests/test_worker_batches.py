@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from breachmatch_notifier.ledger import SENT
 
-from .conftest import Harness, LogEvents, Patient
+from .conftest import SETTLED_LINE, Harness, LogEvents, Patient
 
 BREACH = "alles-2025"
 PATIENTS = [
@@ -33,7 +33,7 @@ async def test_a_batch_member_that_fails_is_retried_alone(
     await harness.start_app(intake=False, workers_per_process=len(PATIENTS))
 
     settled = await harness.settled(BREACH, len(PATIENTS))
-    await log_events.wait_for("notice sent", count=len(PATIENTS))  # logged once acknowledged
+    await log_events.wait_for(SETTLED_LINE, len(PATIENTS), summing="sent_email")  # once acked
     assert {entry.state for entry in settled.values()} == {SENT}
     retried = harness.item(unlucky, BREACH).idempotency_key
     assert {key: entry.attempts for key, entry in settled.items()} == {
@@ -75,7 +75,7 @@ async def test_a_batch_whose_claims_lapse_cannot_send_what_another_worker_claime
 
     settled = await harness.settled(BREACH, len(batch))
     await log_events.wait_for(TAKEN_OVER, count=3)
-    await log_events.wait_for("notice sent", count=len(batch))
+    await log_events.wait_for(SETTLED_LINE, len(batch), summing="sent_email")
     assert {entry.state for entry in settled.values()} == {SENT}
     assert sorted(e.attempts for e in settled.values()) == [1, 2, 2, 2]
     # Each of the three was sent by the worker that claimed it last, under that claim.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from breachmatch.v1.outreach_pb2 import SubmitOutreachRequest
 from breachmatch_notifier.ledger import SENT
 
-from .conftest import Harness, LogEvents, Patient
+from .conftest import SETTLED_LINE, Harness, LogEvents, Patient
 
 BREACH = "alles-2025"
 PATIENT = Patient(ref="P-1", name="Kirsten Jensen", email="kirsten.jensen@example.dk")
@@ -46,7 +46,7 @@ async def test_a_request_redelivered_while_its_holder_lives_is_not_sent_twice(
     harness.smtp.release.set()
 
     entries = await harness.ledger_when(BREACH, lambda e: e[key].state == SENT)
-    await log_events.wait_for("notice sent")
+    await log_events.wait_for(SETTLED_LINE, 1, summing="sent_email")
     assert entries[key].attempts == 1  # one claim: the second worker never took it
     assert [message["To"] for message in harness.smtp.messages] == [PATIENT.email]
     assert log_events.counts["ledger entry settled by another worker"] == 0
@@ -68,7 +68,7 @@ async def test_a_nats_restart_while_the_holder_records_sent(
     harness.nats.start()
 
     entries = await harness.ledger_when(BREACH, lambda e: e[key].state == SENT)
-    await log_events.wait_for("notice sent")
+    await log_events.wait_for(SETTLED_LINE, 1, summing="sent_email")
     assert entries[key].attempts == 1
     assert len(harness.smtp.messages) == 1
     assert await harness.unacknowledged() == 0

@@ -7,9 +7,10 @@ out) run, and what the tests start in-process, so all exercise one wiring.
 Start-up reads every file and checks the templates and channels *before*
 connecting anywhere: a template that lacks what the law requires, an unusable
 channel configuration or a missing key stops the process with an error rather
-than letting it send a bad notice. Then the streams, the ledger bucket and the
-breach catalogue (replayed to the stream's end) are ready before any worker
-fetches or the gRPC port opens.
+than letting it send a bad notice. Then the streams, the ledger bucket, the
+shared rate counters (`channels.ratelimit`) and the breach catalogue
+(replayed to the stream's end) are ready before any worker fetches or the
+gRPC port opens.
 
 Shutdown, on SIGTERM/SIGINT: status watchers end, the gRPC service turns
 NOT_SERVING and drains its in-flight calls, workers stop fetching and finish
@@ -37,7 +38,7 @@ from breachmatch.v1 import outreach_pb2_grpc
 from breachmatch_notifier import metrics
 from breachmatch_notifier.alerts import BreachAlerts, alerts_consumer_config
 from breachmatch_notifier.breaches import BreachCatalogue
-from breachmatch_notifier.channels import Dispatcher
+from breachmatch_notifier.channels import Dispatcher, shared_rate_limits
 from breachmatch_notifier.config import NotifierConfig
 from breachmatch_notifier.dead_letters import DeadLetters
 from breachmatch_notifier.delivery import OutreachDelivery
@@ -97,6 +98,8 @@ class NotifierApp:
             CLIENT_NAME,
             config.nats_tls(),
             give_up_after=config.connect_timeout,
+            # Dozens of deliveries in flight, each a chain of requests: gather their writes.
+            coalesce_writes=True,
         )
         resources.push_async_callback(_close_nats, nc)
         await bus.ensure_owned(js, "notifier")
@@ -105,6 +108,10 @@ class NotifierApp:
             await bus.wait_for_streams(
                 js, bus.STREAM_BREACHES, bus.object_stream(bus.OBJ_BREACH_FILTERS)
             )
+        rates = await bus.key_value(js, bus.KV_NOTIFIER_RATES)
+        dispatcher.limit(
+            shared_rate_limits(rates, config.channels.rate_limits, dispatcher.channel_names)
+        )
         ledger_kv = await bus.key_value(js, bus.KV_OUTREACH_LEDGER)
         ref_key = ref_key_for(secret_key)
         ledger = Ledger(ledger_kv, ref_key)

@@ -81,6 +81,18 @@ from breachmatch_notifier.worker import keep_alive
 
 log = logs.get_logger(__name__)
 
+# What became of a request, as counted in the worker's summary line (`worker`);
+# a notice sent counts as ``sent_<channel>``.
+SUPERSEDED = "superseded"
+#: Found settled already (a redelivery after a crash): its status told again, nothing sent.
+RESETTLED = "resettled"
+BACKED_OFF = "backed_off"
+HELD_OUTCOME = "held"
+SKIPPED_OUTCOME = "skipped"
+RETRYING = "retrying"
+DEAD_LETTERED = "dead_lettered"
+TAKEN_OVER = "taken_over"
+
 #: Reads and compare-and-sets of one entry before a worker leaves it to another.
 _CLAIM_TRIES = 3
 #: Added to a running lease before looking again, so the lease has surely ended.
@@ -115,19 +127,18 @@ class OutreachDelivery:
         self._proofs = proofs
         self._box = nacl.public.SealedBox(secret_key)
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Msg) -> str:
         try:
             request = read_request(msg)
         except RequestFormatError as exc:
-            await self._bury_unreadable(msg, str(exc))
-            return
+            return await self._bury_unreadable(msg, str(exc))
         item = request.item
         with structlog.contextvars.bound_contextvars(
             tenant=request.tenant, breach_id=item.breach_id, idempotency_key=item.idempotency_key
         ):
-            await self._handle(msg, request)
+            return await self._handle(msg, request)
 
-    async def _handle(self, msg: Msg, request: QueuedRequest) -> None:
+    async def _handle(self, msg: Msg, request: QueuedRequest) -> str:
         item = request.item
         ref = self._ledger.patient_ref(request.tenant, item.patient_ref, item.breach_id)
         key = self._ledger.outreach_key(request.tenant, item.breach_id, ref)
@@ -136,30 +147,27 @@ class OutreachDelivery:
         # publishing; read again and decide again rather than wait a backoff.
         for _ in range(_CLAIM_TRIES):
             if not (current := await self._ledger.get(key)):
-                await self._bury(
+                return await self._bury(
                     msg, request, None, dead_letters.NO_LEDGER_ENTRY, "no ledger entry"
                 )
-                return
             entry = current.entry
             if request.round != entry.round or entry.queued_seq not in (0, request.sequence):
-                log.info("superseded request dropped")
                 await msg.ack_sync()
-                return
+                return SUPERSEDED
             verdict = assess(entry, time.time())
             if verdict is Verdict.SETTLED:
                 # Settled by an earlier delivery whose worker may have died before it said so.
                 await self._publish(request, entry.proto_state, entry.channel, entry.detail)
                 await msg.ack_sync()
-                return
+                return RESETTLED
             if verdict is Verdict.BUSY:
                 wait = entry.lease_until - time.time() + _LEASE_MARGIN
                 log.info("request is held by another worker; backing off", seconds=round(wait, 1))
                 await msg.nak(delay=max(wait, _LEASE_MARGIN))
-                return
+                return BACKED_OFF
             try:
                 if verdict is Verdict.ORPHANED:
-                    await self._hold_orphan(msg, request, current)
-                    return
+                    return await self._hold_orphan(msg, request, current)
                 claim = await Claim.take(
                     self._ledger,
                     current,
@@ -171,46 +179,40 @@ class OutreachDelivery:
             except ClaimLostError:
                 continue
             async with keep_alive(msg, config.ack_wait / 3):
-                await self._deliver(msg, request, claim)
-            return
+                return await self._deliver(msg, request, claim)
         log.info("request is being handled elsewhere; backing off")
         await msg.nak(delay=config.retry_delay(1))
+        return BACKED_OFF
 
-    async def _hold_orphan(self, msg: Msg, request: QueuedRequest, current: Versioned) -> None:
+    async def _hold_orphan(self, msg: Msg, request: QueuedRequest, current: Versioned) -> str:
         """A lapsed holder recorded an intent and never an outcome: hold it, send nothing."""
         held = await hold_orphan(self._ledger, current, patience=self._config.ack_wait)
-        await self._held(msg, request, held.entry)
+        return await self._held(msg, request, held.entry)
 
-    async def _deliver(self, msg: Msg, request: QueuedRequest, claim: Claim) -> None:
+    async def _deliver(self, msg: Msg, request: QueuedRequest, claim: Claim) -> str:
         item = request.item
         if claim.entry.attempts > self._config.max_deliver:
             detail = f"gave up after {self._config.max_deliver} attempts"
-            await self._bury(msg, request, claim, dead_letters.EXHAUSTED, detail)
-            return
+            return await self._bury(msg, request, claim, dead_letters.EXHAUSTED, detail)
         # The newest verified version: its facts render the notice and its body checks the proof.
         manifest = self._catalogue.manifest(item.breach_id)
         if manifest is None:
             if self._catalogue.is_retracted(item.breach_id):
-                await self._skip(msg, request, claim)
-            else:
-                await self._retry_or_bury(
-                    msg, request, claim, dead_letters.UNKNOWN_BREACH, "breach not known yet"
-                )
-            return
+                return await self._skip(msg, request, claim)
+            return await self._retry_or_bury(
+                msg, request, claim, dead_letters.UNKNOWN_BREACH, "breach not known yet"
+            )
         try:
             contact = open_contact(self._box, item.sealed_contact)
         except ContactError as exc:
-            await self._bury(msg, request, claim, dead_letters.UNOPENABLE, str(exc))
-            return
+            return await self._bury(msg, request, claim, dead_letters.UNOPENABLE, str(exc))
         try:
             # Intake checked it too; the categories are read here, from the proven entry.
             proven = await self._proofs.check(manifest, contact.proof)
         except ProofRefusal as exc:
-            await self._bury(msg, request, claim, dead_letters.UNPROVEN, exc.detail)
-            return
+            return await self._bury(msg, request, claim, dead_letters.UNPROVEN, exc.detail)
         except BreachUnprovableError as exc:
-            await self._retry_or_bury(msg, request, claim, dead_letters.UNPROVEN, str(exc))
-            return
+            return await self._retry_or_bury(msg, request, claim, dead_letters.UNPROVEN, str(exc))
         tenant = self._tenants.get(request.tenant)
         sender = Sender(tenant.organisation, tenant.contact_point)
         try:
@@ -220,32 +222,33 @@ class OutreachDelivery:
             notice = self._renderer.render(context)
             result = await self._dispatcher.deliver(notice, contact, item.idempotency_key, claim)
         except NoticeError as exc:
-            await self._bury(msg, request, claim, dead_letters.UNRENDERABLE, str(exc))
+            return await self._bury(msg, request, claim, dead_letters.UNRENDERABLE, str(exc))
         except UndeliverableError as exc:
             for failure in exc.failures:
                 await self._channel_failed(request, failure.channel, failure.reason)
-            await self._bury(msg, request, claim, dead_letters.UNDELIVERABLE, exc.reason)
+            return await self._bury(msg, request, claim, dead_letters.UNDELIVERABLE, exc.reason)
         except DeliveryOutcomeUnknownError as exc:
             log.warning("delivery outcome unknown; held for review", reason=str(exc))
             await claim.hold(exc.reason)
-            await self._held(msg, request, claim.entry)
+            return await self._held(msg, request, claim.entry)
         except TransientDeliveryError as exc:
             metrics.TRANSIENT_FAILURES.labels(exc.channel).inc()
-            await self._retry_or_bury(msg, request, claim, dead_letters.EXHAUSTED, str(exc))
+            return await self._retry_or_bury(msg, request, claim, dead_letters.EXHAUSTED, str(exc))
         except ClaimLostError:
             # Another worker holds the entry now and will settle (and ack) it.
             log.warning("claim taken over before the send; left to its new holder")
+            return TAKEN_OVER
         except nats.errors.Error as exc:
-            # The intent could not be recorded, so nothing was sent: retry later.
+            # The intent (or the rate grant) could not be recorded, so nothing was sent.
             await claim.release(f"attempt {claim.entry.attempts}: ledger unavailable")
             await msg.nak(delay=self._config.retry_delay(claim.entry.attempts))
             log.warning("intent not recorded; nothing sent, will retry", error=type(exc).__name__)
-        else:
-            await self._sent(msg, request, claim, result)
+            return RETRYING
+        return await self._sent(msg, request, claim, result)
 
     async def _sent(
         self, msg: Msg, request: QueuedRequest, claim: Claim, result: DeliveryResult
-    ) -> None:
+    ) -> str:
         failed = ", ".join(result.failed_channels)
         detail = f"after {failed} failed" if failed else ""
         await claim.settle(SENT, channel=result.channel, detail=detail)
@@ -254,13 +257,14 @@ class OutreachDelivery:
         metrics.NOTICES_SENT.labels(result.channel).inc()
         await self._publish(request, OutreachStatus.STATE_SENT, result.channel, detail)
         await msg.ack_sync()
-        log.info("notice sent", channel=result.channel)
+        return f"sent_{result.channel}"
 
-    async def _held(self, msg: Msg, request: QueuedRequest, entry: LedgerEntry) -> None:
+    async def _held(self, msg: Msg, request: QueuedRequest, entry: LedgerEntry) -> str:
         metrics.HELD.labels(entry.channel).inc()
         await self._publish(request, OutreachStatus.STATE_HELD, entry.channel, entry.detail)
         await msg.ack_sync()
         log.warning("notice held for review", channel=entry.channel, reference=entry.reference)
+        return HELD_OUTCOME
 
     async def _channel_failed(self, request: QueuedRequest, channel: str, reason: str) -> None:
         metrics.CHANNEL_FAILURES.labels(channel).inc()
@@ -276,26 +280,27 @@ class OutreachDelivery:
         status = status_for(request.tenant, request.item, state, channel, detail)
         await self._statuses.publish(status, request.round)
 
-    async def _skip(self, msg: Msg, request: QueuedRequest, claim: Claim) -> None:
+    async def _skip(self, msg: Msg, request: QueuedRequest, claim: Claim) -> str:
+        """The breach was retracted: nothing to tell (counted as ``skipped``)."""
         detail = "breach retracted"
         await claim.settle(SKIPPED, detail=detail)
         metrics.SKIPPED.inc()
         await self._publish(request, OutreachStatus.STATE_SKIPPED, detail=detail)
         await msg.ack_sync()
-        log.info("notice skipped", reason=detail)
+        return SKIPPED_OUTCOME
 
     async def _retry_or_bury(
         self, msg: Msg, request: QueuedRequest, claim: Claim, reason: str, detail: str
-    ) -> None:
+    ) -> str:
         attempt = claim.entry.attempts
         if attempt >= self._config.max_deliver:
             detail = f"gave up after {attempt} attempts: {detail}"
-            await self._bury(msg, request, claim, reason, detail)
-            return
+            return await self._bury(msg, request, claim, reason, detail)
         await claim.release(f"attempt {attempt} failed: {detail}")
         delay = self._config.retry_delay(attempt)
         await msg.nak(delay=delay)
         log.info("delivery will be retried", attempt=attempt, delay=delay, reason=detail)
+        return RETRYING
 
     async def _bury(
         self,
@@ -304,7 +309,7 @@ class OutreachDelivery:
         claim: Claim | None,
         reason: str,
         detail: str,
-    ) -> None:
+    ) -> str:
         """Dead-letter first (deduplicated by sequence), then ledger, status, and terminate."""
         status = status_for(request.tenant, request.item, OutreachStatus.STATE_DEAD, detail=detail)
         await self._dead.publish(subject_token(msg), status, reason, request.sequence)
@@ -314,8 +319,9 @@ class OutreachDelivery:
         metrics.DEAD_LETTERS.labels(reason).inc()
         await msg.term()
         log.warning("request dead-lettered", reason=reason, detail=detail)
+        return DEAD_LETTERED
 
-    async def _bury_unreadable(self, msg: Msg, detail: str) -> None:
+    async def _bury_unreadable(self, msg: Msg, detail: str) -> str:
         """A message that is not a request of ours: no ledger entry, no tenant to tell."""
         status = OutreachStatus(state=OutreachStatus.STATE_DEAD, detail=detail)
         sequence = msg.metadata.sequence.stream
@@ -323,3 +329,4 @@ class OutreachDelivery:
         metrics.DEAD_LETTERS.labels(dead_letters.UNPARSEABLE).inc()
         await msg.term()
         log.warning("unreadable request dead-lettered", detail=detail, sequence=sequence)
+        return DEAD_LETTERED

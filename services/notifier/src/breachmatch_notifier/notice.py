@@ -291,6 +291,9 @@ class NoticeRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # The templates are validated once, at start-up: a file edited later must
+            # not be picked up unchecked (and not stat()ed for it on every notice).
+            auto_reload=False,
         )
         self._phrases = {
             path.name.split(".")[1]: _load_phrases(path)

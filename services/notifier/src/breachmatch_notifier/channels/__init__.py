@@ -36,7 +36,7 @@ from breachmatch_notifier.channels.dispatch import (
 )
 from breachmatch_notifier.channels.dry_run import DryRunChannel, DryRunLog
 from breachmatch_notifier.channels.email import EmailChannel, SmtpConfig, StartTls
-from breachmatch_notifier.channels.ratelimit import TokenBucket
+from breachmatch_notifier.channels.ratelimit import SharedRateLimit, shared_rate_limits
 from breachmatch_notifier.channels.sms import SmsChannel, SmsGatewayConfig
 
 __all__ = [
@@ -60,14 +60,15 @@ __all__ = [
     "EmailChannel",
     "PermanentDeliveryError",
     "SendIntent",
+    "SharedRateLimit",
     "SmsChannel",
     "SmsGatewayConfig",
     "SmtpConfig",
     "StartTls",
-    "TokenBucket",
     "TransientDeliveryError",
     "UndeliverableError",
     "build_channels",
     "message_uuid",
     "route",
+    "shared_rate_limits",
 ]

@@ -3,7 +3,8 @@
 The environment names are the deployment's contract (ConfigMap and Secret in
 ``deploy/``): ``BREACHMATCH_SMTP_*``, ``BREACHMATCH_SMS_GATEWAY_*``,
 ``BREACHMATCH_DIGITAL_POST_*``, ``BREACHMATCH_RATE_LIMIT_<CHANNEL>`` (notices
-per second) and ``BREACHMATCH_NOTIFIER_DRY_RUN``. A channel is offered when
+per second for the whole deployment: the replicas share it, `channels.ratelimit`)
+and ``BREACHMATCH_NOTIFIER_DRY_RUN``. A channel is offered when
 its address setting is present; errors name the variable, never its value
 (the password and token are among them).
 """

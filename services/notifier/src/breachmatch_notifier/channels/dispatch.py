@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from breachmatch.logs import get_logger
 from breachmatch.v1.outreach_pb2 import ContactDetails
@@ -31,7 +32,6 @@ from breachmatch_notifier.channels.base import (
 )
 from breachmatch_notifier.channels.config import ChannelsConfig, build_channels
 from breachmatch_notifier.channels.dry_run import DryRunLog
-from breachmatch_notifier.channels.ratelimit import TokenBucket
 from breachmatch_notifier.notice import Notice
 
 DEFAULT_ORDER: tuple[str, ...] = (EMAIL, SMS, DIGITAL_POST)
@@ -67,13 +67,18 @@ def route(contact: ContactDetails, configured_channels: Collection[str]) -> list
     return order
 
 
+class RateLimit(Protocol):
+    async def acquire(self) -> None:
+        """Wait until one more notice may go out on the channel."""
+
+
 class Dispatcher:
     """Delivers notices over the configured channels; one per notifier process."""
 
     def __init__(
         self,
         channels: Mapping[str, Channel],
-        rate_limits: Mapping[str, TokenBucket] | None = None,
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> None:
         self._channels = dict(channels)
         self._rate_limits = dict(rate_limits or {})
@@ -82,12 +87,16 @@ class Dispatcher:
     def from_config(
         cls, config: ChannelsConfig, *, dry_run_log: DryRunLog | None = None
     ) -> Dispatcher:
-        """Build the channels and their rate limits; raises `ChannelConfigError`."""
-        channels = build_channels(config, dry_run_log)
-        limits = {
-            name: TokenBucket(rate) for name, rate in config.rate_limits.items() if name in channels
-        }
-        return cls(channels, limits)
+        """Build the channels; raises `ChannelConfigError`.
+
+        Their rate limits are shared with the other replicas through NATS, so
+        they are added once connected (`limit`).
+        """
+        return cls(build_channels(config, dry_run_log))
+
+    def limit(self, rate_limits: Mapping[str, RateLimit]) -> None:
+        """Hold each named channel to its rate limit from now on."""
+        self._rate_limits.update(rate_limits)
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -130,7 +139,7 @@ class Dispatcher:
                     await intent.withdraw()
                 raise
             failed = tuple(failure.channel for failure in failures)
-            if failed:  # the worker logs every notice sent; this says how it got there
+            if failed:  # the worker's summary line counts every notice sent; this says how
                 _log.debug("notice delivered", channel=name, failed_channels=list(failed))
             return replace(result, failed_channels=failed)
         raise UndeliverableError(failures)

@@ -27,6 +27,11 @@ encoding are the subject and the sender — the same for every notice of one
 hospital and breach, so encoded once by `email.header` and cached — and the
 bodies are quoted-printable (7-bit, readable by any relay) through the C codec
 in `binascii`; a boundary beginning with "=_" cannot occur in such a body.
+
+MAIL and RCPT are issued as plain commands rather than through aiosmtplib's
+``mail``/``rcpt``, which parse each address again with `email.utils` (about
+5% of a notice's CPU): the sender's path is quoted once, and the recipient is
+the bare address `normalise_email` made, which needs only its angle brackets.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
+from aiosmtplib.email import quote_address
 
 from breachmatch.identifiers import IdentifierError, normalise_email
 from breachmatch.v1.outreach_pb2 import ContactDetails
@@ -94,6 +101,7 @@ class EmailChannel(Channel):
         super().__init__(name)
         self._config = config
         self._from_domain = config.from_address.rpartition("@")[2] or "localhost"
+        self._reverse_path = quote_address(config.from_address)
         self._idle: list[aiosmtplib.SMTP] = []
         self._sessions = asyncio.Semaphore(config.sessions)
 
@@ -142,10 +150,16 @@ class EmailChannel(Channel):
             try:
                 if utf8 and not session.supports_extension("smtputf8"):
                     raise PermanentDeliveryError(self.name, "server cannot take a UTF-8 address")
-                options = ["SMTPUTF8"] if utf8 else []
+                options = [b"SMTPUTF8"] if utf8 else []
                 encoding = "utf-8" if utf8 else "ascii"
-                await session.mail(self._config.from_address, options=options, encoding=encoding)
-                await session.rcpt(recipient, encoding=encoding)
+                sender = self._reverse_path.encode(encoding)
+                answer = await session.execute_command(b"MAIL", b"FROM:" + sender, *options)
+                if answer.code != SMTPStatus.completed:
+                    raise aiosmtplib.SMTPSenderRefused(answer.code, answer.message, "")
+                path = f"<{recipient}>".encode(encoding)
+                answer = await session.execute_command(b"RCPT", b"TO:" + path)
+                if answer.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                    raise aiosmtplib.SMTPRecipientRefused(answer.code, answer.message, "")
                 return session
             except aiosmtplib.SMTPServerDisconnected:
                 session.close()
