@@ -42,7 +42,25 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from breachmatch import build, tracing
+from breachmatch.identifiers import KeyExtraction, match_keys
+from breachmatch.records import PersonRecord
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
+
+
+@pytest.fixture
+def normalised(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows a check's read normalised since the test began (one slot): a spy around the
+    real `match_keys` where the row memo calls it, so a test can count what was skipped."""
+    from breachmatch.client import memo_read
+
+    calls = [0]
+
+    def counting(record: PersonRecord) -> KeyExtraction:
+        calls[0] += 1
+        return match_keys(record)
+
+    monkeypatch.setattr(memo_read, "match_keys", counting)
+    return calls
 
 
 @pytest.fixture(scope="session")

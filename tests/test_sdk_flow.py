@@ -45,7 +45,6 @@ from breachmatch.client import (
     Client,
     PatientSource,
     PipelineOptions,
-    memo_read,
 )
 from breachmatch.client.audit import SecurityAudit
 from breachmatch.client.cache import TokenCache
@@ -68,8 +67,8 @@ from breachmatch.filter import (
     proven_labels,
     verify_artifact,
 )
-from breachmatch.identifiers import KeyExtraction, Strength, match_keys
-from breachmatch.records import Category, PersonRecord
+from breachmatch.identifiers import Strength
+from breachmatch.records import Category
 from breachmatch.v1 import breach_pb2, matcher_pb2, matcher_pb2_grpc, outreach_pb2
 from breachmatch_dev import DevPki, NatsServer, make_dev_pki
 from breachmatch_dev.breach_events import (
@@ -452,19 +451,6 @@ def _report(result: CheckResult) -> tuple[object, ...]:
         result.matches, result.summaries, result.patients_checked, result.bad_rows,
         result.patients_without_keys, result.match_keys,
     )  # fmt: skip
-
-
-@pytest.fixture
-def normalised(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows the re-check's read normalised (a spy around the real `match_keys`)."""
-    calls = [0]
-
-    def counting(record: PersonRecord) -> KeyExtraction:
-        calls[0] += 1
-        return match_keys(record)
-
-    monkeypatch.setattr(memo_read, "match_keys", counting)
-    return calls
 
 
 async def test_a_recheck_of_an_edited_export_normalises_its_changes_and_reports_as_fresh(

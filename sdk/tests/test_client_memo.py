@@ -26,7 +26,6 @@ from breachmatch.client.key_index import Hasher, PatientKeys, patient_keys
 from breachmatch.client.memo_read import read_keys
 from breachmatch.client.patients import read_patients
 from breachmatch.client.row_memo import RowMemo
-from breachmatch.identifiers import KeyExtraction, match_keys
 from breachmatch.records import PersonRecord
 from breachmatch_dev import dumps, synthetic
 
@@ -41,19 +40,6 @@ def key() -> CacheKey:
 @pytest.fixture
 def people() -> list[synthetic.Person]:
     return list(synthetic.people(40, seed=3))
-
-
-@pytest.fixture
-def normalised(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many rows the memo's read normalised since the test began (one slot)."""
-    calls = [0]
-
-    def counting(record: PersonRecord) -> KeyExtraction:
-        calls[0] += 1
-        return match_keys(record)
-
-    monkeypatch.setattr(memo_read, "match_keys", counting)
-    return calls
 
 
 def _write(path: Path, people: list[synthetic.Person], extra: str = "") -> Path:
