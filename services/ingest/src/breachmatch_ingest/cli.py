@@ -115,12 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@quiet_on_closed_pipe
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line; a dump path with no command means ``ingest``, the common case."""
+    args_list = list(argv)
     if args_list and args_list[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
         args_list.insert(0, "ingest")
-    args = build_parser().parse_args(args_list)
+    return build_parser().parse_args(args_list)
+
+
+@quiet_on_closed_pipe
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     logs.configure_logging("ingest", args.log_level, args.log_format)
     tracing.configure("ingest", args)
     handler = {"ingest": _ingest, "worker": _worker, "serve": _serve, "retract": _retract}
