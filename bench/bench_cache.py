@@ -55,6 +55,7 @@ from breachmatch.client.row_memo import RowMemo
 from breachmatch.filter import FilterWriter, Manifest
 from breachmatch.readers import open_records
 from breachmatch_dev import dumps, synthetic
+from breachmatch_dev.cpu_laps import CpuLaps
 
 BATCH = 1024
 
@@ -176,29 +177,21 @@ class Recheck:
 
     def run(self, read: Callable[[TokenCache, RowMemo], PatientKeys]) -> Timed:
         """One re-check with `read` as its export step, phase by phase."""
-        cpu: dict[str, float] = {}
         wall = time.perf_counter()
         with self._opened() as (cache, memo):
-            mark = time.process_time()
-
-            def lap(name: str) -> None:
-                nonlocal mark
-                now = time.process_time()
-                cpu[name] = now - mark
-                mark = now
-
+            laps = CpuLaps()
             patients = read(cache, memo)
-            lap("export")
+            laps.lap("export")
             found = cache.lookup(self.key, patients.keys.inputs, patients.keys.index)
             missing = found.missing()  # an edited row's new key: "evaluated" at random
             if len(missing):
                 outputs = np.frombuffer(os.urandom(64 * len(missing)), np.uint8).reshape(-1, 64)
                 batch = [patients.keys.inputs[at] for at in missing.tolist()]
                 found.fill(missing, outputs, cache.put_many(self.key, batch, outputs))
-            lap("cache lookup")
+            laps.lap("cache lookup")
             matches, _ = match_breach(self.breach, KeyedTokens(self.key, found.keys), patients)
-            lap("filter match")
-        return Timed(cpu, time.perf_counter() - wall, matches)
+            laps.lap("filter match")
+        return Timed(laps.seconds, time.perf_counter() - wall, matches)
 
     def edit_row(self, at: int) -> None:
         """Change one patient's e-mail address in the export (one row changed)."""

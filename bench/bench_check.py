@@ -55,6 +55,7 @@ from breachmatch.client.workers import ProcessWorkers
 from breachmatch.identifiers import match_keys
 from breachmatch.readers import BadRow, open_records
 from breachmatch_dev import DevPki, NatsServer, dumps, make_dev_pki, synthetic
+from breachmatch_dev.cpu_laps import CpuLaps
 from breachmatch_dev.floor import Floor
 
 HERE = Path(__file__).resolve().parent
@@ -180,15 +181,7 @@ def measure(matcher: MatcherProcess, run: Callable[[], CheckResult]) -> Sample:
 
 def recheck_phases(state: Path, cache_key: Path, hospital: Path) -> dict[str, float]:
     """CPU seconds of the re-check's own steps, run one by one on a warm state directory."""
-    phases: dict[str, float] = {}
-    mark = time.process_time()
-
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.process_time()
-        phases[name] = now - mark
-        mark = now
-
+    laps = CpuLaps()
     state_dir = StateDir(state)
     with contextlib.closing(sqlite3.connect(state_dir.token_cache)) as db:
         stated = [TrustedOprfKey(*row) for row in db.execute("SELECT * FROM oprf_keys")]
@@ -197,15 +190,15 @@ def recheck_phases(state: Path, cache_key: Path, hospital: Path) -> dict[str, fl
         TokenCache(state_dir.token_cache, key) as cache,
         RowMemo(state_dir.row_memo, key, TENANT) as memo,
     ):
-        mark = time.process_time()
+        laps.restart()
         patients = PatientSource(hospital).read_keys(memo, cache.index_of)
-        lap("export via the row memo, distinct keys")
+        laps.lap("export via the row memo, distinct keys")
         for oprf_key in stated:
             cache.use_key(oprf_key)
             found = cache.lookup(oprf_key, patients.keys.inputs, patients.keys.index)
             assert found.found.all(), "a cached token is missing"
-        lap("token cache lookup")
-    return phases
+        laps.lap("token cache lookup")
+    return laps.seconds
 
 
 def worker_start_cpu(workers: int = 2) -> float:
